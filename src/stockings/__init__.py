@@ -1,0 +1,52 @@
+"""stockings: send and receive whole messages over TCP sockets.
+
+Wrap a connected socket in a :class:`Stocking`, ``write()`` a message, and
+the peer's ``read()`` returns it whole. A background thread does the I/O.
+Speaks the wire format of, and keeps the API of, Stockings 1.2.3.
+"""
+
+from __future__ import annotations
+
+from ._errors import (
+    ConnectionClosed,
+    EndReason,
+    HandshakeFailed,
+    IncompleteMessage,
+    MessageTooLarge,
+    NotReady,
+    ProtocolError,
+    StockingError,
+    WriteTimeout,
+)
+from ._framing import DEFAULT_MAX_MESSAGE_SIZE, Decoder, encode, encode_header
+from ._hub import Hub
+from ._stocking import SelectStocking, Stocking
+
+__version__ = "2.0.0"
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "ConnectionClosed",
+    "Decoder",
+    "EndReason",
+    "HandshakeFailed",
+    "Hub",
+    "IncompleteMessage",
+    "MessageTooLarge",
+    "NotReady",
+    "ProtocolError",
+    "SelectStocking",
+    "Stocking",
+    "StockingError",
+    "WriteTimeout",
+    "__version__",
+    "encode",
+    "encode_header",
+]
+
+try:
+    from ._stocking import PollStocking  # noqa: F401  # absent where select.poll is
+except ImportError:  # pragma: no cover - Windows
+    pass
+else:
+    __all__ += ["PollStocking"]

@@ -1,0 +1,607 @@
+"""One connection's I/O: its socket, decoder, outbound queue and inbox.
+
+The path of a message: ``send`` (any thread) encodes it and either hands it
+straight to the socket, when nothing is queued ahead of it, or appends it to
+the outbound queue, which the hub thread flushes in as few ``sendmsg`` calls
+as the kernel allows. The hub thread receives into its shared buffer, the
+:class:`~stockings._framing.Decoder` cuts whole messages out, and they land in
+the inbox, where ``receive`` (any thread) takes them.
+
+Locks: ``_out_lock`` guards the outbound queue and every use of the socket
+for sending; ``_in_lock`` guards the inbox and the end state. The selector is
+touched only on the hub thread. User threads never block the hub thread
+except for the few instructions a queue operation takes.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import socket
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable
+from itertools import islice
+from threading import Condition, Lock
+
+from ._errors import ConnectionClosed, EndReason, MessageTooLarge, WriteTimeout
+from ._framing import BytesLike, Decoder, Message, encode_header, payload_of
+from ._hub import Hub
+from ._signal import ReadySignal
+
+__all__ = ["Channel", "ChannelOptions"]
+
+#: Payloads this large are sent without copying them into the header's buffer
+#: and received into a buffer of their own.
+LARGE_PAYLOAD = 64 * 1024
+#: The most one ``recv`` of a large payload asks for.
+MAX_RECV_CHUNK = 4 * 1024 * 1024
+#: The most buffers one ``sendmsg`` call is given.
+MAX_IOVECS = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
+#: Without ``sendmsg`` small buffers are joined into one send of about this size.
+JOIN_SIZE = 256 * 1024
+
+_EVENT_READ = selectors.EVENT_READ
+_EVENT_WRITE = selectors.EVENT_WRITE
+_RESET_ERRORS = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+
+
+def end_reason_for(exc: BaseException) -> EndReason:
+    """The end reason a socket error stands for."""
+    if isinstance(exc, _RESET_ERRORS):
+        return EndReason.RESET
+    if isinstance(exc, TimeoutError):
+        return EndReason.TIMEOUT
+    return EndReason.ERROR
+
+
+class ChannelOptions:
+    """The limits one channel enforces; see :class:`stockings.Stocking`."""
+
+    __slots__ = (
+        "max_message_size",
+        "read_high_water",
+        "read_low_water",
+        "write_high_water",
+        "write_low_water",
+    )
+
+    def __init__(
+        self,
+        max_message_size: int | None,
+        write_high_water: int,
+        write_low_water: int | None,
+        read_high_water: int,
+        read_low_water: int | None,
+    ) -> None:
+        if max_message_size is not None and max_message_size < 0:
+            raise ValueError("max_message_size cannot be negative")
+        if write_high_water < 0 or read_high_water < 0:
+            raise ValueError("high-water marks cannot be negative")
+        self.max_message_size = max_message_size
+        self.write_high_water = write_high_water
+        self.write_low_water = write_high_water // 4 if write_low_water is None else write_low_water
+        self.read_high_water = read_high_water
+        self.read_low_water = read_high_water // 4 if read_low_water is None else read_low_water
+        if self.write_low_water > write_high_water or self.read_low_water > read_high_water:
+            raise ValueError("a low-water mark cannot exceed its high-water mark")
+
+
+class Channel:
+    """The I/O engine of one connection, served by a :class:`~stockings._hub.Hub`."""
+
+    def __init__(self, sock: socket.socket, hub: Hub, options: ChannelOptions) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.hub = hub
+        self.options = options
+        self.decoder = Decoder(options.max_message_size)
+        self._use_sendmsg = hasattr(sock, "sendmsg") and not isinstance(sock, ssl.SSLSocket)
+        self._events = 0  # what the selector watches for; hub thread only
+        self._reading = True  # hub thread only
+        self._started = False
+
+        self._out_lock = Lock()
+        self._drained = Condition(self._out_lock)
+        self._out: deque[BytesLike] = deque()
+        self._out_bytes = 0
+        self._drain_waiters = 0
+        self._flush_scheduled = False
+        self._closing = False
+        self._close_requested = False
+        self._close_timer: object | None = None
+
+        self._in_lock = Lock()
+        self._arrived = Condition(self._in_lock)
+        self.inbox: deque[Message] = deque()
+        self._unread = 0
+        self._read_paused = False
+        self._readers_waiting = 0
+        self._signal: ReadySignal | None = None
+        #: Whether ``fileno()`` readiness reflects the inbox yet (not during a handshake).
+        self._signal_inbox = True
+        self._on_end: list[Callable[[], None]] = []
+
+        self.ended = False
+        self.end_reason: EndReason | None = None
+        self.end_exception: BaseException | None = None
+
+    # ------------------------------------------------------------------ setup
+
+    def start(self) -> None:
+        """Attach to the hub; I/O begins on its thread."""
+        if not self._started:
+            self._started = True
+            self.hub.attach(self._register)
+
+    def on_end(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (on the hub thread) once the channel has ended."""
+        with self._in_lock:
+            if not self.ended:
+                self._on_end.append(callback)
+                return
+        callback()
+
+    def _register(self) -> None:
+        if self.ended:
+            return
+        self._set_interest()
+        if self._out:
+            self._flush_from_hub()
+
+    def _set_interest(self) -> None:
+        events = (_EVENT_READ if self._reading else 0) | (_EVENT_WRITE if self._out else 0)
+        if events == self._events:
+            return
+        selector = self.hub.selector
+        if not self._events:
+            selector.register(self.sock, events, self)
+        elif not events:
+            selector.unregister(self.sock)
+        else:
+            selector.modify(self.sock, events, self)
+        self._events = events
+
+    # ------------------------------------------------------------- hub thread
+
+    def handle_events(self, mask: int) -> None:
+        """Act on the socket's readiness (hub thread); never raises."""
+        try:
+            if mask & _EVENT_READ:
+                self._receive()
+            if mask & _EVENT_WRITE and not self.ended:
+                self._flush_from_hub()
+        except Exception as exc:
+            # Anything unforeseen ends this connection, reported, and spares the others.
+            self._end(EndReason.ERROR, exc)
+
+    def hub_failed(self, exc: BaseException) -> None:
+        """The loop broke under us; record why, as a connection error."""
+        self._events = 0
+        self._end(EndReason.ERROR, exc)
+
+    def _receive(self) -> bool:
+        """Receive once; return True if the socket may have more to give."""
+        sock = self.sock
+        missing = self.decoder.payload_missing
+        data: BytesLike
+        try:
+            if missing >= LARGE_PAYLOAD:
+                data = sock.recv(min(missing, MAX_RECV_CHUNK))
+                received = len(data)
+            else:
+                received = sock.recv_into(self.hub.recv_buffer)
+                data = self.hub.recv_view[:received]
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return False
+        except OSError as exc:
+            self._end(end_reason_for(exc), exc)
+            return False
+        if not received:
+            self._end_of_stream()
+            return False
+        messages = self.decoder.feed(data)
+        if messages:
+            self._deliver(messages)
+        failure = self.decoder.failure
+        if failure is not None:
+            reason = (
+                EndReason.MESSAGE_TOO_LARGE
+                if isinstance(failure, MessageTooLarge)
+                else EndReason.PROTOCOL_ERROR
+            )
+            self._end(reason, failure)
+            return False
+        return True
+
+    def _end_of_stream(self) -> None:
+        # A half-closing peer may still read: hand it what the kernel takes now.
+        with self._out_lock:
+            try:
+                self._send_queued()
+            except OSError:
+                pass
+        try:
+            self.decoder.eof()
+        except Exception as exc:
+            self._end(EndReason.PROTOCOL_ERROR, exc)
+        else:
+            self._end(EndReason.CLOSED if self._close_requested else EndReason.PEER_CLOSED)
+
+    def _deliver(self, messages: list[Message]) -> None:
+        size = sum(map(len, messages))
+        with self._in_lock:
+            self.inbox.extend(messages)
+            self._unread += size
+            if self._readers_waiting:
+                self._arrived.notify_all()
+            if self._signal is not None and self._signal_inbox:
+                self._signal.set()
+            pause = self._unread > self.options.read_high_water
+            if pause:
+                self._read_paused = True
+        if pause and self._reading:
+            # Stop reading: the kernel buffer fills and TCP pushes back on the sender.
+            self._reading = False
+            self._set_interest()
+
+    def _resume_reading(self) -> None:
+        if self.ended or self._reading:
+            return
+        with self._in_lock:
+            if self._read_paused:
+                return
+        self._reading = True
+        self._set_interest()
+
+    def _flush_from_hub(self) -> None:
+        if self.ended:
+            return
+        error: OSError | None = None
+        with self._out_lock:
+            self._flush_scheduled = False
+            try:
+                self._send_queued()
+            except OSError as exc:
+                error = exc
+            empty = not self._out
+        if error is not None:
+            self._end(end_reason_for(error), error)
+            return
+        self._set_interest()
+        if empty and self._closing:
+            self._finish_close()
+
+    def _send_queued(self) -> None:
+        """Send from the queue until it is empty or the kernel is full (``_out_lock`` held)."""
+        out = self._out
+        sock = self.sock
+        while out:
+            try:
+                if len(out) == 1:
+                    attempted = len(out[0])
+                    sent = sock.send(out[0])
+                elif self._use_sendmsg:
+                    buffers = list(islice(out, MAX_IOVECS))
+                    attempted = sum(map(len, buffers))
+                    sent = sock.sendmsg(buffers)
+                else:
+                    joined = self._join_head()
+                    attempted = len(joined)
+                    sent = sock.send(joined)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                return
+            self._consume(sent)
+            if sent < attempted:
+                return
+
+    def _join_head(self) -> bytes:
+        out = self._out
+        parts: list[BytesLike] = []
+        size = 0
+        while out and size < JOIN_SIZE:
+            part = out.popleft()
+            parts.append(part)
+            size += len(part)
+        joined = b"".join(parts)
+        out.appendleft(joined)
+        return joined
+
+    def _consume(self, sent: int) -> None:
+        out = self._out
+        self._out_bytes -= sent
+        while sent:
+            head = out[0]
+            if sent >= len(head):
+                out.popleft()
+                sent -= len(head)
+            else:
+                out[0] = memoryview(head)[sent:]
+                sent = 0
+        if self._drain_waiters and self._out_bytes <= self.options.write_low_water:
+            self._drained.notify_all()
+
+    def _begin_close(self, timeout: float | None) -> None:
+        if self.ended:
+            return
+        if not self._out:
+            self._finish_close()
+            return
+        if timeout is not None:
+            self._close_timer = self.hub.call_later(timeout, self._close_timed_out)
+        self._flush_from_hub()
+
+    def _close_timed_out(self) -> None:
+        left = self._out_bytes
+        self._end(
+            EndReason.TIMEOUT,
+            WriteTimeout(f"close() gave up flushing with {left} bytes still unsent"),
+        )
+
+    def _finish_close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        else:
+            # Take in what already arrived, so closing with unread bytes in the
+            # kernel does not turn our FIN into a reset that the peer might see
+            # before our last messages.
+            for _ in range(64):
+                if self.ended or not self._receive():
+                    break
+        self._end(EndReason.CLOSED)
+
+    def _end(self, reason: EndReason, exc: BaseException | None = None) -> None:
+        """End the channel (hub thread): release the socket, wake every waiter."""
+        if self.ended:
+            return
+        if self._events:
+            try:
+                self.hub.selector.unregister(self.sock)
+            except (KeyError, ValueError, OSError):
+                pass
+            self._events = 0
+        with self._out_lock:
+            self._closing = True
+            self.sock.close()
+            self._out.clear()
+            self._out_bytes = 0
+            self._drained.notify_all()
+        with self._in_lock:
+            self.ended = True
+            self.end_reason = reason
+            self.end_exception = exc
+            self._arrived.notify_all()
+            if self._signal is not None:
+                self._signal.set()
+            callbacks, self._on_end = self._on_end, []
+        if self._close_timer is not None:
+            self._close_timer.cancel()  # type: ignore[attr-defined]
+        self.hub.detach()
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception as cb_exc:  # pragma: no cover - our own callbacks
+                self.hub.call_soon(lambda e=cb_exc: _report(e))
+
+    # ------------------------------------------------------------ user threads
+
+    def send(self, message: object, timeout: float | None = None) -> None:
+        """Queue ``message`` whole, or send it at once if nothing is queued.
+
+        Args:
+            message: ``str`` or bytes-like.
+            timeout: how long to wait for the outbound queue to drain below
+                its low-water mark when it is above the high-water mark;
+                ``None`` waits as long as it takes.
+
+        Raises:
+            TypeError: ``message`` is neither ``str`` nor bytes-like.
+            MessageTooLarge: ``message`` is over ``max_message_size``.
+            ConnectionClosed: the channel is closing or has ended.
+            WriteTimeout: the queue did not drain within ``timeout``.
+        """
+        payload, is_text = payload_of(message)
+        length = len(payload)
+        limit = self.options.max_message_size
+        if limit is not None and length > limit:
+            raise MessageTooLarge(length, limit)
+        header = encode_header(length, is_text)
+        if length < LARGE_PAYLOAD:
+            data: BytesLike = header + payload
+            parts: list[BytesLike] = [data]
+        else:
+            if not isinstance(payload, bytes):
+                # The caller may change a mutable buffer once write returns.
+                payload = bytes(payload)
+            parts = [header, payload]
+        total = len(header) + length
+        with self._out_lock:
+            if self._closing:
+                raise self._closed_error()
+            if self._out_bytes > self.options.write_high_water and not self.hub.in_hub_thread():
+                self._wait_for_drain(timeout)
+            if self._out:
+                self._out.extend(parts)
+                self._out_bytes += total
+                return
+            try:
+                if len(parts) == 1:
+                    sent = self.sock.send(parts[0])
+                elif self._use_sendmsg:
+                    sent = self.sock.sendmsg(parts)
+                else:
+                    sent = self.sock.send(header)
+                    if sent == len(header):
+                        sent += self.sock.send(parts[1])
+            except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                sent = 0
+            except OSError as exc:
+                self._closing = True
+                self.hub.call_soon(lambda: self._end(end_reason_for(exc), exc))
+                raise ConnectionClosed(
+                    f"connection lost while writing: {exc}", end_reason_for(exc)
+                ) from exc
+            if sent == total:
+                return
+            self._out.extend(parts)
+            self._out_bytes += total
+            self._consume(sent)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self.hub.call_soon(self._flush_from_hub)
+
+    def _wait_for_drain(self, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._drain_waiters += 1
+        try:
+            while self._out_bytes > self.options.write_low_water and not self._closing:
+                if deadline is None:
+                    self._drained.wait()
+                else:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise WriteTimeout(
+                            f"outbound queue still held {self._out_bytes} bytes after {timeout} s"
+                        )
+                    self._drained.wait(remaining)
+        finally:
+            self._drain_waiters -= 1
+        if self._closing:
+            raise self._closed_error()
+
+    def _closed_error(self) -> ConnectionClosed:
+        reason = self.end_reason
+        if reason is None:
+            return ConnectionClosed("the stocking is closing", EndReason.CLOSED)
+        error = ConnectionClosed(f"the stocking has ended: {reason.value}", reason)
+        error.__cause__ = self.end_exception
+        return error
+
+    def receive(self, timeout: float | None = 0.0) -> Message | None:
+        """Take the next message from the inbox.
+
+        Args:
+            timeout: 0 returns at once; a positive number waits up to that many
+                seconds; ``None`` waits until a message arrives or the channel ends.
+
+        Returns:
+            The message, or ``None`` if none came in time or the channel has
+            ended and its inbox is empty.
+        """
+        inbox = self.inbox
+        if not inbox and timeout == 0:
+            return None
+        resume = False
+        with self._in_lock:
+            if not inbox:
+                if self.ended or timeout == 0:
+                    return None
+                self._wait_for_message(timeout)
+                if not inbox:
+                    return None
+            message = inbox.popleft()
+            self._unread -= len(message)
+            if self._read_paused and self._unread <= self.options.read_low_water:
+                self._read_paused = False
+                resume = True
+            if not inbox and self._signal is not None and not self.ended:
+                self._signal.clear()
+        if resume:
+            self.hub.call_soon(self._resume_reading)
+        return message
+
+    def _wait_for_message(self, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._readers_waiting += 1
+        try:
+            while not self.inbox and not self.ended:
+                if deadline is None:
+                    self._arrived.wait()
+                else:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return
+                    self._arrived.wait(remaining)
+        finally:
+            self._readers_waiting -= 1
+
+    def wait_ended(self, timeout: float | None) -> bool:
+        """Wait until the channel has ended; return whether it has."""
+        with self._in_lock:
+            return self._arrived.wait_for(lambda: self.ended, timeout)
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes written but not yet handed to the kernel."""
+        return self._out_bytes
+
+    @property
+    def unread_bytes(self) -> int:
+        """Payload size of the messages received but not yet read (characters for text)."""
+        return self._unread
+
+    @property
+    def closing(self) -> bool:
+        """True once no more messages may be written."""
+        return self._closing
+
+    def readiness_fd(self) -> int:
+        """A descriptor readable while a message waits or the channel has ended."""
+        with self._in_lock:
+            if self._signal is None:
+                self._signal = ReadySignal()
+                if self.ended or (self.inbox and self._signal_inbox):
+                    self._signal.set()
+            return self._signal.fileno()
+
+    def set_signal_inbox(self, enabled: bool) -> None:
+        """Let ``fileno()`` readiness follow the inbox (off during a handshake)."""
+        with self._in_lock:
+            self._signal_inbox = enabled
+            if self._signal is not None and enabled and self.inbox:
+                self._signal.set()
+
+    def close(self, flush: bool = True, timeout: float | None = None) -> None:
+        """End the channel; with ``flush``, send what is queued first.
+
+        Waits for the end unless called on the hub thread. ``timeout`` bounds
+        the flush; when it runs out the channel ends with ``EndReason.TIMEOUT``.
+        """
+        with self._out_lock:
+            first = not self._close_requested
+            self._close_requested = True
+            self._closing = True
+        if first and self._started:
+            if flush:
+                self.hub.call_soon(lambda: self._begin_close(timeout))
+            else:
+                self.hub.call_soon(lambda: self._end(EndReason.ABORTED))
+        elif first:
+            self._end_unstarted(EndReason.CLOSED if flush else EndReason.ABORTED)
+        elif not flush:
+            self.hub.call_soon(lambda: self._end(EndReason.ABORTED))
+        if not self.hub.in_hub_thread():
+            grace = None if timeout is None else timeout + 1.0
+            self.wait_ended(grace)
+
+    def _end_unstarted(self, reason: EndReason) -> None:
+        self.sock.close()
+        with self._in_lock:
+            self.ended = True
+            self.end_reason = reason
+            self._arrived.notify_all()
+
+    def release_signal(self) -> None:
+        """Close the ``fileno()`` descriptor, if one was made."""
+        with self._in_lock:
+            if self._signal is not None:
+                self._signal.close()
+
+
+def _report(exc: BaseException) -> None:  # pragma: no cover - our own callbacks
+    import sys
+
+    sys.excepthook(type(exc), exc, exc.__traceback__)

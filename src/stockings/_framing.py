@@ -1,0 +1,314 @@
+"""The stockings wire format, sans I/O: messages to bytes and bytes to messages.
+
+Every message is a header then its payload. The header is a little-endian
+base-128 varint of the payload length whose first byte also carries the type
+(0x40 set: ``bytes``; clear: UTF-8 ``str``) and only six bits of length; the
+0x80 bit marks the last header byte. ``WIRE.md`` has the test vectors.
+
+Nothing here touches sockets, threads or clocks, so every rule of the format
+is tested by feeding bytes in and looking at what comes out.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+from ._errors import IncompleteMessage, MessageTooLarge, ProtocolError
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "MAX_HEADER_SIZE",
+    "Decoder",
+    "Message",
+    "encode",
+    "encode_header",
+    "payload_of",
+]
+
+#: A decoded message: ``bytes`` or ``str``, as the sender wrote it.
+Message = Union[bytes, str]
+#: What ``Decoder.feed`` accepts.
+BytesLike = Union[bytes, bytearray, memoryview]
+
+#: 64 MiB: generous for real messages, small enough that a lying peer cannot
+#: make a process allocate without bound.
+DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+
+#: Ten header bytes carry 69 bits of length; anything longer is garbage.
+MAX_HEADER_SIZE = 10
+
+# Larger than any length a ten-byte header can carry.
+_NO_LIMIT = 1 << 80
+
+_LAST = 0x80
+_BYTES = 0x40
+_FIRST_LENGTH_MASK = 0x3F
+_NEXT_LENGTH_MASK = 0x7F
+
+# Single-byte headers cover the commonest small messages; building them once
+# saves a call and an allocation per message.
+_SHORT_HEADERS_TEXT = [bytes((_LAST | n,)) for n in range(64)]
+_SHORT_HEADERS_BYTES = [bytes((_LAST | _BYTES | n,)) for n in range(64)]
+
+
+def encode_header(length: int, is_text: bool) -> bytes:
+    """Return the header announcing a payload of ``length`` bytes.
+
+    Args:
+        length: the payload's length in bytes; must not be negative.
+        is_text: true for a UTF-8 ``str`` payload, false for ``bytes``.
+
+    Raises:
+        ValueError: if ``length`` is negative.
+    """
+    if length < 64:
+        if length < 0:
+            raise ValueError("a length cannot be negative")
+        return (_SHORT_HEADERS_TEXT if is_text else _SHORT_HEADERS_BYTES)[length]
+    header = bytearray(((0 if is_text else _BYTES) | (length & _FIRST_LENGTH_MASK),))
+    length >>= 6
+    while length:
+        header.append(length & _NEXT_LENGTH_MASK)
+        length >>= 7
+    header[-1] |= _LAST
+    return bytes(header)
+
+
+def payload_of(message: object) -> tuple[BytesLike, bool]:
+    """Return ``(payload, is_text)`` for a message the caller wants to send.
+
+    ``str`` travels as UTF-8 text; ``bytes``, ``bytearray`` and ``memoryview``
+    travel as bytes (a memoryview is flattened to its raw bytes).
+
+    Raises:
+        TypeError: for any other type.
+    """
+    if isinstance(message, str):
+        return message.encode("utf-8"), True
+    if isinstance(message, (bytes, bytearray)):
+        return message, False
+    if isinstance(message, memoryview):
+        # Lengths on the wire count bytes, whatever the view's item format.
+        return (message.cast("B") if message.c_contiguous else message.tobytes()), False
+    raise TypeError(
+        f"a stockings message is str or bytes-like, not {type(message).__name__}"
+    )
+
+
+def encode(message: object) -> bytes:
+    """Return the header and payload of ``message`` as one ``bytes``.
+
+    Raises:
+        TypeError: if ``message`` is neither ``str`` nor bytes-like.
+    """
+    payload, is_text = payload_of(message)
+    return encode_header(len(payload), is_text) + payload
+
+
+def _parse_header(data: BytesLike, pos: int, end: int) -> tuple[int, int]:
+    """Parse the multi-byte header starting at ``data[pos]``.
+
+    Returns ``(header_end, length)``, or ``(-1, 0)`` if the header continues
+    past ``end``.
+
+    Raises:
+        ProtocolError: if the header runs longer than ``MAX_HEADER_SIZE``.
+    """
+    length = data[pos] & _FIRST_LENGTH_MASK
+    shift = 6
+    index = pos + 1
+    limit = pos + MAX_HEADER_SIZE
+    while index < end:
+        byte = data[index]
+        length |= (byte & _NEXT_LENGTH_MASK) << shift
+        index += 1
+        if byte & _LAST:
+            return index, length
+        if index >= limit:
+            raise ProtocolError(f"message header longer than {MAX_HEADER_SIZE} bytes")
+        shift += 7
+    return -1, 0
+
+
+def _finish(payload: bytes, is_text: bool) -> Message:
+    if not is_text:
+        return payload
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"text message is not valid UTF-8: {exc.reason}") from exc
+
+
+class Decoder:
+    """Turns a byte stream, fed in pieces of any size, into whole messages.
+
+    ``feed`` returns every message the bytes complete. Partial headers and
+    payloads are kept between calls. A header announcing more than
+    ``max_message_size`` is refused as soon as it is parsed, before any of the
+    payload is stored, and a large payload is kept as the chunks it arrived in
+    until it is complete, so nothing is allocated ahead of the data.
+
+    When the stream breaks the format, ``feed`` still returns the messages
+    that came before the fault, sets :attr:`failure` and raises it on every
+    later call: no complete message is lost to a later error.
+
+    Args:
+        max_message_size: the longest payload accepted, in bytes; ``None``
+            for no limit.
+    """
+
+    __slots__ = ("_chunks", "_header", "_is_text", "_missing", "failure", "max_message_size")
+
+    def __init__(self, max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+        self.max_message_size = max_message_size
+        #: The exception that broke the stream, once it has broken.
+        self.failure: ProtocolError | None = None
+        self._header = bytearray()
+        self._chunks: list[bytes] = []
+        # Payload bytes still owed to the message in progress; -1 between messages.
+        self._missing = -1
+        self._is_text = False
+
+    @property
+    def in_progress(self) -> bool:
+        """True while part of a message (header or payload) has been fed."""
+        return self._missing >= 0 or bool(self._header)
+
+    @property
+    def payload_missing(self) -> int:
+        """Bytes still owed to the payload in progress (0 between messages).
+
+        An I/O layer can receive exactly that many bytes into a fresh buffer
+        and feed them whole, so a large payload is never copied twice.
+        """
+        return self._missing if self._missing > 0 else 0
+
+    def feed(self, data: BytesLike) -> list[Message]:
+        """Consume ``data`` and return the messages it completes, in order.
+
+        Raises:
+            ProtocolError: (or its subclass :class:`MessageTooLarge`) if the
+                stream was already broken by an earlier call.
+        """
+        if self.failure is not None:
+            raise self.failure
+        out: list[Message] = []
+        try:
+            self._feed(data, out)
+        except ProtocolError as exc:
+            self.failure = exc
+            self._header.clear()
+            self._chunks.clear()
+            self._missing = -1
+        return out
+
+    def eof(self) -> None:
+        """Declare the end of the stream.
+
+        Raises:
+            IncompleteMessage: if it ended inside a message, which is dropped.
+        """
+        if self.in_progress:
+            owed = self._missing if self._missing >= 0 else "an unknown number of"
+            self._header.clear()
+            self._chunks.clear()
+            self._missing = -1
+            raise IncompleteMessage(f"stream ended inside a message ({owed} bytes missing)")
+
+    def _check_size(self, length: int) -> None:
+        limit = self.max_message_size
+        if limit is not None and length > limit:
+            raise MessageTooLarge(length, limit)
+
+    def _feed(self, data: BytesLike, out: list[Message]) -> None:
+        end = len(data)
+        pos = 0
+        limit = self.max_message_size
+        if limit is None:
+            limit = _NO_LIMIT
+        if self._missing >= 0:
+            pos = self._continue_payload(data, end, out)
+        elif self._header:
+            pos = self._continue_header(data, end, out)
+        # The hot loop: whole messages lying in ``data``, no state kept.
+        while pos < end:
+            first = data[pos]
+            if first & _LAST:
+                length = first & _FIRST_LENGTH_MASK
+                start = pos + 1
+            else:
+                start, length = _parse_header(data, pos, end)
+                if start < 0:
+                    self._header += data[pos:end]
+                    return
+            if length > limit:
+                raise MessageTooLarge(length, limit)
+            stop = start + length
+            if stop > end:
+                self._begin_payload(data, start, end, length, not first & _BYTES)
+                return
+            if first & _BYTES:
+                out.append(bytes(data[start:stop]))
+            else:
+                try:
+                    out.append(str(data[start:stop], "utf-8"))
+                except UnicodeDecodeError as exc:
+                    raise ProtocolError(f"text message is not valid UTF-8: {exc.reason}") from exc
+            pos = stop
+
+    def _continue_header(self, data: BytesLike, end: int, out: list[Message]) -> int:
+        header = self._header
+        pos = 0
+        # At most MAX_HEADER_SIZE bytes ever go through here, one at a time.
+        while pos < end:
+            header.append(data[pos])
+            pos += 1
+            start, length = _parse_header(header, 0, len(header))
+            if start >= 0:
+                is_text = not header[0] & _BYTES
+                header.clear()
+                self._check_size(length)
+                return self._begin_payload(data, pos, end, length, is_text, out)
+        return pos
+
+    def _begin_payload(
+        self,
+        data: BytesLike,
+        start: int,
+        end: int,
+        length: int,
+        is_text: bool,
+        out: list[Message] | None = None,
+    ) -> int:
+        self._missing = length
+        self._is_text = is_text
+        if out is None:
+            # Called from the hot loop, which knows the payload runs past ``end``.
+            self._store(data, start, end)
+            self._missing -= end - start
+            return end
+        return self._continue_payload(data, end, out, start)
+
+    def _continue_payload(
+        self, data: BytesLike, end: int, out: list[Message], start: int = 0
+    ) -> int:
+        take = min(self._missing, end - start)
+        if take:
+            self._store(data, start, start + take)
+            self._missing -= take
+        if self._missing:
+            return end
+        chunks = self._chunks
+        payload = chunks[0] if len(chunks) == 1 else b"".join(chunks)  # 0 chunks: b""
+        chunks.clear()
+        self._missing = -1
+        out.append(_finish(payload, self._is_text))
+        return start + take
+
+    def _store(self, data: BytesLike, start: int, stop: int) -> None:
+        if start == 0 and stop == len(data) and isinstance(data, bytes):
+            # The I/O layer receives a large payload's tail into a fresh
+            # ``bytes`` of exactly the missing size: keep it, copy nothing.
+            self._chunks.append(data)
+        else:
+            self._chunks.append(bytes(data[start:stop]))

@@ -1,0 +1,281 @@
+"""The I/O loop: one selector and one thread serving many connections.
+
+A hub owns a selector, a wake-up socket pair and a thread. Connections attach
+to it; the thread waits on all their sockets at once and calls back into the
+connection that is ready. Other threads never touch the selector: they post a
+callable with :meth:`Hub.call_soon`, which wakes the loop through the socket
+pair (a socket rather than a pipe so that ``select.select`` on Windows can
+wait on it too).
+
+The thread starts when the first connection attaches and ends, releasing its
+selector and wake-up sockets, when the last one detaches: an idle process
+holds no thread and no descriptor for stockings.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import selectors
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+__all__ = ["Hub", "Timer", "shared_hub"]
+
+#: One receive buffer per hub, shared by all its connections: an idle
+#: connection costs no buffer of its own.
+RECV_BUFFER_SIZE = 256 * 1024
+
+
+class Attached(Protocol):
+    """What a hub needs from a connection it serves."""
+
+    def handle_events(self, mask: int) -> None:
+        """Act on readiness; must not raise."""
+
+    def hub_failed(self, exc: BaseException) -> None:
+        """The loop itself broke; end the connection with ``exc``."""
+
+
+class Timer:
+    """A callback scheduled with :meth:`Hub.call_later`; cancel it to drop it."""
+
+    __slots__ = ("callback", "cancelled", "deadline")
+
+    def __init__(self, deadline: float, callback: Callable[[], None]) -> None:
+        self.deadline = deadline
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Make sure the callback does not run (a no-op once it has run)."""
+        self.cancelled = True
+
+
+class Hub:
+    """An I/O loop that serves many connections from one thread.
+
+    Args:
+        selector_factory: makes the selector, e.g. ``selectors.PollSelector``.
+        name: the thread's name, for debuggers and ``threading.enumerate()``.
+        max_wait: the longest the loop sleeps in one ``select`` call, in
+            seconds; ``None`` sleeps until something happens.
+    """
+
+    def __init__(
+        self,
+        selector_factory: Callable[[], selectors.BaseSelector] = selectors.DefaultSelector,
+        name: str = "stockings-hub",
+        max_wait: float | None = None,
+    ) -> None:
+        self.name = name
+        self.max_wait = max_wait
+        self._selector_factory = selector_factory
+        self._lock = threading.Lock()
+        self._calls: deque[Callable[[], None]] = deque()
+        self._timers: list[tuple[float, int, Timer]] = []
+        self._sequence = itertools.count()
+        self._attached = 0
+        self._thread: threading.Thread | None = None
+        self._thread_id = -1
+        self._wake_pending = False
+        self._selector: selectors.BaseSelector | None = None
+        self._waker: socket.socket | None = None
+        self._wakee: socket.socket | None = None
+        self.recv_buffer = bytearray(RECV_BUFFER_SIZE)
+        self.recv_view = memoryview(self.recv_buffer)
+
+    def __repr__(self) -> str:
+        return f"<Hub {self.name} attached={self._attached}>"
+
+    @property
+    def selector(self) -> selectors.BaseSelector:
+        """The live selector; only the hub thread may use it."""
+        assert self._selector is not None, "the hub thread is not running"
+        return self._selector
+
+    @property
+    def attached(self) -> int:
+        """How many connections the hub serves now."""
+        return self._attached
+
+    @property
+    def running(self) -> bool:
+        """True while the hub's thread is alive."""
+        return self._thread is not None
+
+    def in_hub_thread(self) -> bool:
+        """True when called from the hub's own thread."""
+        return threading.get_ident() == self._thread_id
+
+    def attach(self, on_loop: Callable[[], None]) -> None:
+        """Count a new connection in and run ``on_loop`` on the hub thread.
+
+        ``on_loop`` registers the connection's socket with :attr:`selector`.
+        """
+        with self._lock:
+            self._attached += 1
+            self._calls.append(on_loop)
+            if self._thread is None:
+                self._start_locked()
+            else:
+                self._wake_locked()
+
+    def detach(self) -> None:
+        """Count a connection out; call on the hub thread after unregistering it."""
+        with self._lock:
+            self._attached -= 1
+
+    def call_soon(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the hub thread as soon as it can.
+
+        Callbacks for a hub with no thread (nothing attached) run when one
+        next attaches; connections only post callbacks while attached.
+        """
+        with self._lock:
+            self._calls.append(callback)
+            self._wake_locked()
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        """Run ``callback`` on the hub thread after ``delay`` seconds."""
+        timer = Timer(time.monotonic() + delay, callback)
+        self.call_soon(lambda: heapq.heappush(self._timers, (timer.deadline, next(self._sequence), timer)))
+        return timer
+
+    def _wake_locked(self) -> None:
+        if self._wake_pending or self._waker is None:
+            return
+        self._wake_pending = True
+        try:
+            self._waker.send(b"\0")
+        except (BlockingIOError, InterruptedError):
+            # The socket buffer is full of wake-ups already: the loop will wake.
+            pass
+
+    def _start_locked(self) -> None:
+        self._selector = self._selector_factory()
+        self._wakee, self._waker = socket.socketpair()
+        self._wakee.setblocking(False)
+        self._waker.setblocking(False)
+        self._selector.register(self._wakee, selectors.EVENT_READ, None)
+        self._wake_pending = False
+        thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread = thread
+        thread.start()
+
+    def _drain_waker(self) -> None:
+        assert self._wakee is not None
+        try:
+            while self._wakee.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    def _run(self) -> None:
+        self._thread_id = threading.get_ident()
+        selector = self.selector
+        try:
+            while self._run_once(selector):
+                pass
+        except BaseException as exc:  # pragma: no cover - a bug in the loop itself
+            self._fail(selector, exc)
+
+    def _run_once(self, selector: selectors.BaseSelector) -> bool:
+        """One turn of the loop; returns False once the thread should end."""
+        timeout = self._next_timeout()
+        for key, mask in selector.select(timeout):
+            connection = key.data
+            if connection is None:
+                self._drain_waker()
+                with self._lock:
+                    self._wake_pending = False
+            else:
+                connection.handle_events(mask)
+        self._run_calls()
+        if self._timers:
+            self._run_timers()
+        with self._lock:
+            if self._attached or self._calls:
+                return True
+            self._stop_locked(selector)
+            return False
+
+    def _next_timeout(self) -> float | None:
+        if self._calls:
+            return 0.0
+        timeout = self.max_wait
+        if self._timers:
+            until = max(0.0, self._timers[0][0] - time.monotonic())
+            timeout = until if timeout is None else min(timeout, until)
+        return timeout
+
+    def _run_calls(self) -> None:
+        calls = self._calls
+        # Bounded by the length now, so a callback that posts another does
+        # not starve the sockets.
+        for _ in range(len(calls)):
+            calls.popleft()()
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            timer = heapq.heappop(timers)[2]
+            if not timer.cancelled:
+                timer.cancelled = True
+                timer.callback()
+
+    def _stop_locked(self, selector: selectors.BaseSelector) -> None:
+        # Under the lock, so a thread started by the next attach keeps its id.
+        self._thread = None
+        self._thread_id = -1
+        self._timers.clear()
+        selector.close()
+        self._selector = None
+        for sock in (self._wakee, self._waker):
+            if sock is not None:
+                sock.close()
+        self._wakee = self._waker = None
+
+    def _fail(self, selector: selectors.BaseSelector, exc: BaseException) -> None:
+        # Never die silently: report the bug, then end every connection with
+        # it so no user waits forever on a loop that is gone.
+        sys.excepthook(type(exc), exc, exc.__traceback__)
+        try:
+            connections = [key.data for key in selector.get_map().values() if key.data]
+        except Exception:
+            connections = []
+        for connection in connections:
+            try:
+                connection.hub_failed(exc)
+            except Exception:
+                pass
+        with self._lock:
+            self._attached = 0
+            self._calls.clear()
+            self._stop_locked(selector)
+
+
+_shared_hubs: dict[str, Hub] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_hub(
+    flavour: str,
+    selector_factory: Callable[[], selectors.BaseSelector],
+    max_wait: float | None = None,
+) -> Hub:
+    """Return the process-wide hub of one flavour, making it on first use."""
+    with _shared_lock:
+        hub = _shared_hubs.get(flavour)
+        if hub is None:
+            hub = Hub(selector_factory, name=f"stockings-hub-{flavour}", max_wait=max_wait)
+            _shared_hubs[flavour] = hub
+        elif max_wait is not None:
+            hub.max_wait = max_wait if hub.max_wait is None else min(hub.max_wait, max_wait)
+        return hub

@@ -1,0 +1,410 @@
+"""The user-facing stocking: a connected socket that sends and receives whole messages.
+
+A :class:`Stocking` wraps a socket in a :class:`~stockings._channel.Channel`
+served by a hub thread, and adds what 1.2.3 users know: the ``pre_write`` /
+``post_read`` hooks, the optional ``handshake`` run in its own thread, and
+the camelCase spellings of 1.2.3.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import selectors
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import Any, ClassVar
+
+from ._channel import Channel, ChannelOptions
+from ._errors import ConnectionClosed, EndReason, HandshakeFailed, NotReady
+from ._framing import DEFAULT_MAX_MESSAGE_SIZE, Message
+from ._hub import Hub, shared_hub
+
+__all__ = ["DEFAULT_WRITE_HIGH_WATER", "PollStocking", "SelectStocking", "Stocking"]
+
+#: Default outbound high-water mark: ``write`` blocks above it.
+DEFAULT_WRITE_HIGH_WATER = 4 * 1024 * 1024
+#: Default inbound high-water mark: the hub stops reading above it.
+DEFAULT_READ_HIGH_WATER = 4 * 1024 * 1024
+#: Default bound on how long ``close()`` spends flushing.
+DEFAULT_CLOSE_TIMEOUT = 10.0
+
+# 1.2.3's camelCase names and the names they stand for now. A subclass may
+# override either spelling; both then lead to the override.
+_RENAMED = {
+    "preWrite": "pre_write",
+    "postRead": "post_read",
+    "writeDataQueued": "write_data_queued",
+}
+
+
+class Stocking:
+    """A connected socket that sends and receives whole messages.
+
+    ``write`` queues a message whole; the peer's ``read`` returns it whole,
+    as ``str`` or ``bytes`` as it was written. A background hub thread does
+    the I/O, so neither call blocks on the network (``read`` waits only when
+    asked to with ``timeout``). By default all stockings of a flavour share
+    one hub thread.
+
+    Args:
+        sock: a connected stream socket (TCP, Unix, ``socket.socketpair()``).
+            The stocking owns it from now on and sets it non-blocking.
+        max_message_size: the longest message accepted from the peer, and
+            allowed to ``write``, in bytes (default 64 MiB); ``None`` for no limit.
+        write_high_water: ``write`` blocks while more than this many bytes
+            wait to be sent, until they drain below ``write_low_water``
+            (default a quarter of the high mark).
+        write_timeout: how long ``write`` may block so; ``None`` (default)
+            waits as long as it takes, then :class:`WriteTimeout` is raised.
+        read_high_water: once received but unread messages exceed this many
+            bytes, the stocking stops reading the socket so that TCP pushes
+            back on the sender, until they drop below ``read_low_water``.
+        hub: serve this stocking from the given :class:`Hub`.
+        private: give this stocking a hub and thread of its own (1.2.3's
+            model) rather than the flavour's shared hub.
+        nodelay: set ``TCP_NODELAY`` on TCP sockets (default true: stockings
+            coalesce small messages itself, so Nagle's delay only costs latency).
+
+    Raises:
+        OSError: ``sock`` is not connected.
+    """
+
+    #: The name of this flavour's shared hub.
+    flavour: ClassVar[str] = "default"
+    #: Makes the selector the flavour's hubs wait with.
+    selector_factory: ClassVar[Callable[[], selectors.BaseSelector]] = selectors.DefaultSelector
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for old, new in _RENAMED.items():
+            if old in cls.__dict__ and new not in cls.__dict__:
+                setattr(cls, new, cls.__dict__[old])
+            elif new in cls.__dict__ and old not in cls.__dict__:
+                setattr(cls, old, cls.__dict__[new])
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        write_high_water: int = DEFAULT_WRITE_HIGH_WATER,
+        write_low_water: int | None = None,
+        write_timeout: float | None = None,
+        read_high_water: int = DEFAULT_READ_HIGH_WATER,
+        read_low_water: int | None = None,
+        hub: Hub | None = None,
+        private: bool = False,
+        nodelay: bool = True,
+    ) -> None:
+        #: The wrapped socket.
+        self.sock = sock
+        #: The peer's address, as ``getpeername()`` returned it.
+        self.addr = sock.getpeername()
+        #: How long ``write`` may wait for the outbound queue to drain.
+        self.write_timeout = write_timeout
+        self._handshake_complete: Any = False
+        self._handshake_thread: threading.Thread | None = None
+        if nodelay and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        options = ChannelOptions(
+            max_message_size, write_high_water, write_low_water, read_high_water, read_low_water
+        )
+        self._channel = Channel(sock, self._choose_hub(hub, private), options)
+        custom_handshake = type(self).handshake is not Stocking.handshake
+        if custom_handshake:
+            self._channel.set_signal_inbox(False)
+        self._channel.start()
+        if custom_handshake:
+            self._handshake_thread = threading.Thread(
+                target=self._run_handshake,
+                name=f"stockings-handshake-{self._peer_name()}",
+                daemon=False,
+            )
+            self._handshake_thread.start()
+        else:
+            # The default handshake has nothing to say: no thread, no wait.
+            self._handshake_complete = True
+
+    def _choose_hub(self, hub: Hub | None, private: bool) -> Hub:
+        if hub is not None:
+            return hub
+        max_wait = self._max_wait()
+        if private:
+            return Hub(
+                type(self).selector_factory,
+                name=f"stockings-io-{self._peer_name()}",
+                max_wait=max_wait,
+            )
+        return shared_hub(self.flavour, type(self).selector_factory, max_wait)
+
+    @classmethod
+    def _max_wait(cls) -> float | None:
+        """The longest one wait of the loop may last; ``None`` for no bound."""
+        return None
+
+    def _peer_name(self) -> str:
+        if isinstance(self.addr, tuple) and len(self.addr) >= 2:
+            return f"{self.addr[0]}:{self.addr[1]}"
+        return str(self.addr) or f"fd{self.sock.fileno()}"
+
+    def __repr__(self) -> str:
+        state = "active" if self.active else f"ended ({self.end_reason})"
+        return f"<{type(self).__name__} {self._peer_name()} {state}>"
+
+    # -------------------------------------------------------------- handshake
+
+    def _run_handshake(self) -> None:
+        try:
+            result = self.handshake()
+        except BaseException as exc:
+            failure = HandshakeFailed(f"handshake raised {type(exc).__name__}: {exc}")
+            failure.__cause__ = exc
+            self._fail_handshake(failure)
+            return
+        if result:
+            self._handshake_complete = result
+            self._channel.set_signal_inbox(True)
+        else:
+            self._fail_handshake(HandshakeFailed("handshake returned a false value"))
+
+    def _fail_handshake(self, failure: HandshakeFailed) -> None:
+        channel = self._channel
+        channel.hub.call_soon(lambda: channel._end(EndReason.HANDSHAKE_FAILED, failure))
+        channel.wait_ended(None)
+
+    def handshake(self) -> Any:
+        """Agree with the peer before any application message; override to customise.
+
+        Runs once, in its own (non-daemon) thread when overridden, and talks
+        to the peer with :meth:`_write` and :meth:`_read`. Until it returns
+        a true value, ``read`` and ``write`` raise :class:`NotReady`; if it
+        returns a false value or raises, the stocking ends with
+        ``EndReason.HANDSHAKE_FAILED`` and a :class:`HandshakeFailed` end
+        exception. A loop in it should check :attr:`active`.
+
+        Returns:
+            A true value on success; it becomes :attr:`handshake_complete`.
+        """
+        return True
+
+    @property
+    def handshake_complete(self) -> Any:
+        """The value ``handshake`` returned (``True`` for the default), false until then."""
+        return self._handshake_complete
+
+    @property
+    def handshakeComplete(self) -> Any:  # noqa: N802 - the 1.2.3 spelling
+        """1.2.3 spelling of :attr:`handshake_complete`."""
+        return self._handshake_complete
+
+    def wait_handshake(self, timeout: float | None = None) -> bool:
+        """Wait for a custom handshake to finish; return whether it succeeded."""
+        thread = self._handshake_thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        return bool(self._handshake_complete)
+
+    # -------------------------------------------------------------- messages
+
+    def pre_write(self, *args: Any, **kwargs: Any) -> Any:
+        """Turn ``write``'s arguments into the message to send; override to customise.
+
+        Returns the first positional argument by default, so that
+        ``write("text")`` sends ``"text"``. Must return ``str`` or a
+        bytes-like object.
+        """
+        return args[0]
+
+    def post_read(self, message: Message) -> Any:
+        """Turn a received message into what ``read`` returns; override to customise."""
+        return message
+
+    def write(self, *args: Any, **kwargs: Any) -> None:
+        """Send one whole message, built by ``pre_write(*args, **kwargs)``.
+
+        Safe to call from many threads at once: messages never interleave.
+        Returns as soon as the message is queued (or sent); the peer's
+        ``read`` returns it whole.
+
+        Raises:
+            NotReady: the handshake has not completed.
+            TypeError: ``pre_write`` returned neither ``str`` nor bytes-like.
+            MessageTooLarge: the message is over ``max_message_size``.
+            ConnectionClosed: the stocking is closing or has ended.
+            WriteTimeout: the outbound queue stayed above its high-water mark
+                for ``write_timeout`` seconds; the message was not queued.
+        """
+        if not self._handshake_complete:
+            raise NotReady("the handshake has not completed")
+        self._channel.send(self.pre_write(*args, **kwargs), self.write_timeout)
+
+    def read(self, timeout: float | None = 0.0) -> Any:
+        """Return the next whole message, through ``post_read``, or ``None``.
+
+        Args:
+            timeout: ``0`` (the default, as in 1.2.3) returns at once;
+                a positive number waits up to that many seconds; ``None``
+                waits until a message arrives or the stocking ends.
+
+        Returns:
+            The message, or ``None`` when none came in time, or when the
+            stocking has ended and every received message has been read.
+
+        Raises:
+            NotReady: the handshake has not completed.
+        """
+        if not self._handshake_complete:
+            raise NotReady("the handshake has not completed")
+        message = self._channel.receive(timeout)
+        if message is None:
+            return None
+        return self.post_read(message)
+
+    def _write(self, message: object) -> None:
+        """Send a message as is, bypassing ``pre_write``; for handshakes."""
+        self._channel.send(message, self.write_timeout)
+
+    def _read(self, timeout: float | None = 0.0) -> Message | None:
+        """Receive a message as is, bypassing ``post_read``; for handshakes.
+
+        ``timeout`` works as for :meth:`read`.
+        """
+        return self._channel.receive(timeout)
+
+    def __iter__(self) -> Iterator[Any]:
+        """Yield messages until the stocking ends and every one has been read.
+
+        Ends quietly after a clean end (``close()`` here or a clean close by
+        the peer); after any other end it raises :class:`ConnectionClosed`,
+        chained to the cause, once every message has been yielded.
+
+        Raises:
+            NotReady: the handshake has not completed.
+        """
+        if not self._handshake_complete:
+            raise NotReady("the handshake has not completed")
+        receive = self._channel.receive
+        post_read = self.post_read
+        while True:
+            message = receive(None)
+            if message is None:
+                break
+            yield post_read(message)
+        reason = self._channel.end_reason
+        if reason is not None and not reason.clean and reason is not EndReason.ABORTED:
+            error = ConnectionClosed(f"the stocking ended: {reason.value}", reason)
+            raise error from self._channel.end_exception
+
+    # ------------------------------------------------------------------ state
+
+    def fileno(self) -> int:
+        """A descriptor, unique to this stocking, readable while ``read()`` has a message.
+
+        It is also readable once the stocking has ended, so ``select()``
+        loops notice the end. Made on first call (``os.eventfd`` where
+        available); closed by :meth:`close`.
+        """
+        return self._channel.readiness_fd()
+
+    def write_data_queued(self) -> bool:
+        """True while written bytes have not yet been handed to the socket."""
+        return self._channel.queued_bytes > 0
+
+    @property
+    def queued_bytes(self) -> int:
+        """How many written bytes have not yet been handed to the socket."""
+        return self._channel.queued_bytes
+
+    @property
+    def unread_bytes(self) -> int:
+        """How much received data waits to be read (bytes, or characters for text)."""
+        return self._channel.unread_bytes
+
+    @property
+    def active(self) -> bool:
+        """True until the stocking is closing or has ended (1.2.3's flag)."""
+        return not self._channel.closing
+
+    @property
+    def ended(self) -> bool:
+        """True once the connection is over; received messages may still be unread."""
+        return self._channel.ended
+
+    @property
+    def end_reason(self) -> EndReason | None:
+        """Why the stocking ended, or ``None`` while it has not."""
+        return self._channel.end_reason
+
+    @property
+    def end_exception(self) -> BaseException | None:
+        """The exception behind the end (a socket error, a protocol error...), if any."""
+        return self._channel.end_exception
+
+    def close(self, timeout: float | None = DEFAULT_CLOSE_TIMEOUT, flush: bool = True) -> None:
+        """End the connection; messages already received stay readable.
+
+        With ``flush`` (the default) whatever was written before is sent
+        first, for up to ``timeout`` seconds, then the socket is shut down
+        cleanly; otherwise (see :meth:`abort`) queued data is dropped.
+        Returns once the socket is closed. Idempotent.
+        """
+        self._channel.close(flush=flush, timeout=timeout)
+        self._channel.release_signal()
+
+    def abort(self) -> None:
+        """End the connection now, dropping whatever is still queued to send."""
+        self.close(flush=False)
+
+    def __enter__(self) -> Stocking:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # 1.2.3 spellings: plain aliases here; __init_subclass__ keeps overrides in step.
+    preWrite = pre_write
+    postRead = post_read
+    writeDataQueued = write_data_queued
+
+
+class SelectStocking(Stocking):
+    """A stocking whose hub waits with ``select.select``: works everywhere, Windows too.
+
+    Its hub wakes on a socket pair when there is data to send, so it never
+    polls; ``STOCKING_SELECT_SEND_INTERVAL`` (seconds), if set when the
+    stocking is made, only bounds how long one wait may last.
+    """
+
+    flavour = "select"
+    selector_factory = selectors.SelectSelector
+
+    @classmethod
+    def _max_wait(cls) -> float | None:
+        interval = os.environ.get("STOCKING_SELECT_SEND_INTERVAL")
+        if not interval:
+            return None
+        try:
+            value = float(interval)
+        except ValueError:
+            return None
+        return value if value > 0 else None
+
+
+if hasattr(select, "poll"):
+
+    class PollStocking(Stocking):
+        """A stocking whose hub waits with ``select.poll``."""
+
+        flavour = "poll"
+        selector_factory = selectors.PollSelector
