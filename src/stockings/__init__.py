@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 try:
-    from ._stocking import PollStocking  # noqa: F401  # absent where select.poll is
+    from ._stocking import PollStocking  # absent where select.poll is
 except ImportError:  # pragma: no cover - Windows
     pass
 else:

@@ -15,6 +15,7 @@ except for the few instructions a queue operation takes.
 
 from __future__ import annotations
 
+import functools
 import os
 import selectors
 import socket
@@ -27,7 +28,7 @@ from threading import Condition, Lock
 
 from ._errors import ConnectionClosed, EndReason, MessageTooLarge, WriteTimeout
 from ._framing import BytesLike, Decoder, Message, encode_header, payload_of
-from ._hub import Hub
+from ._hub import Hub, Timer
 from ._signal import ReadySignal
 
 __all__ = ["Channel", "ChannelOptions"]
@@ -110,7 +111,7 @@ class Channel:
         self._flush_scheduled = False
         self._closing = False
         self._close_requested = False
-        self._close_timer: object | None = None
+        self._close_timer: Timer | None = None
 
         self._in_lock = Lock()
         self._arrived = Condition(self._in_lock)
@@ -378,13 +379,13 @@ class Channel:
                 self._signal.set()
             callbacks, self._on_end = self._on_end, []
         if self._close_timer is not None:
-            self._close_timer.cancel()  # type: ignore[attr-defined]
+            self._close_timer.cancel()
         self.hub.detach()
         for callback in callbacks:
             try:
                 callback()
             except Exception as cb_exc:  # pragma: no cover - our own callbacks
-                self.hub.call_soon(lambda e=cb_exc: _report(e))
+                _report(cb_exc)
 
     # ------------------------------------------------------------ user threads
 
@@ -440,10 +441,9 @@ class Channel:
                 sent = 0
             except OSError as exc:
                 self._closing = True
-                self.hub.call_soon(lambda: self._end(end_reason_for(exc), exc))
-                raise ConnectionClosed(
-                    f"connection lost while writing: {exc}", end_reason_for(exc)
-                ) from exc
+                reason = end_reason_for(exc)
+                self.hub.call_soon(functools.partial(self._end, reason, exc))
+                raise ConnectionClosed(f"connection lost while writing: {exc}", reason) from exc
             if sent == total:
                 return
             self._out.extend(parts)

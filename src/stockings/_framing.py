@@ -11,8 +11,6 @@ is tested by feeding bytes in and looking at what comes out.
 
 from __future__ import annotations
 
-from typing import Union
-
 from ._errors import IncompleteMessage, MessageTooLarge, ProtocolError
 
 __all__ = [
@@ -26,9 +24,9 @@ __all__ = [
 ]
 
 #: A decoded message: ``bytes`` or ``str``, as the sender wrote it.
-Message = Union[bytes, str]
+Message = bytes | str
 #: What ``Decoder.feed`` accepts.
-BytesLike = Union[bytes, bytearray, memoryview]
+BytesLike = bytes | bytearray | memoryview
 
 #: 64 MiB: generous for real messages, small enough that a lying peer cannot
 #: make a process allocate without bound.
@@ -90,9 +88,7 @@ def payload_of(message: object) -> tuple[BytesLike, bool]:
     if isinstance(message, memoryview):
         # Lengths on the wire count bytes, whatever the view's item format.
         return (message.cast("B") if message.c_contiguous else message.tobytes()), False
-    raise TypeError(
-        f"a stockings message is str or bytes-like, not {type(message).__name__}"
-    )
+    raise TypeError(f"a stockings message is str or bytes-like, not {type(message).__name__}")
 
 
 def encode(message: object) -> bytes:

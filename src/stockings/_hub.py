@@ -144,7 +144,9 @@ class Hub:
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
         """Run ``callback`` on the hub thread after ``delay`` seconds."""
         timer = Timer(time.monotonic() + delay, callback)
-        self.call_soon(lambda: heapq.heappush(self._timers, (timer.deadline, next(self._sequence), timer)))
+        self.call_soon(
+            lambda: heapq.heappush(self._timers, (timer.deadline, next(self._sequence), timer))
+        )
         return timer
 
     def _wake_locked(self) -> None:

@@ -199,7 +199,7 @@ class Stocking:
         return self._handshake_complete
 
     @property
-    def handshakeComplete(self) -> Any:  # noqa: N802 - the 1.2.3 spelling
+    def handshakeComplete(self) -> Any:
         """1.2.3 spelling of :attr:`handshake_complete`."""
         return self._handshake_complete
 

@@ -1,0 +1,74 @@
+"""Shared fixtures: socket pairs of every kind, and leak checks."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+import stockings
+
+FLAVOURS: list[type[stockings.Stocking]] = [stockings.Stocking, stockings.SelectStocking]
+if hasattr(stockings, "PollStocking"):
+    FLAVOURS.insert(1, stockings.PollStocking)
+
+
+def wait_until(
+    predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.005
+) -> None:
+    """Wait for ``predicate()`` to be true, failing the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s: {predicate}")
+        threading.Event().wait(interval)
+
+
+def tcp_pair() -> tuple[socket.socket, socket.socket]:
+    """A connected pair of TCP sockets over loopback."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    return client, server
+
+
+def unix_pair() -> tuple[socket.socket, socket.socket]:
+    """A connected pair from ``socket.socketpair()``."""
+    return socket.socketpair()
+
+
+TRANSPORTS = {"tcp": tcp_pair, "socketpair": unix_pair}
+
+
+@pytest.fixture(params=sorted(TRANSPORTS))
+def make_pair(request: pytest.FixtureRequest) -> Callable[[], tuple[socket.socket, socket.socket]]:
+    """Build connected socket pairs of one transport (parametrised over all)."""
+    return TRANSPORTS[request.param]
+
+
+def open_fds() -> int:
+    """How many descriptors this process holds (Linux and macOS)."""
+    for path in ("/proc/self/fd", "/dev/fd"):
+        if os.path.isdir(path):
+            return len(os.listdir(path))
+    pytest.skip("no way to count open descriptors here")
+    return 0
+
+
+def library_threads() -> list[threading.Thread]:
+    """The live threads stockings started (all are named ``stockings-...``)."""
+    return [t for t in threading.enumerate() if t.name.startswith("stockings-")]
+
+
+@pytest.fixture
+def no_leaks() -> Iterator[None]:
+    """Fail the test if it leaves stockings threads or descriptors behind."""
+    wait_until(lambda: not library_threads())
+    before = open_fds()
+    yield
+    wait_until(lambda: not library_threads())
+    wait_until(lambda: open_fds() <= before)
