@@ -1,0 +1,400 @@
+"""The sans-IO codec: WIRE.md's test vectors, any split of the stream, every fault.
+
+No sockets here: bytes go into a ``Decoder`` and messages come out.
+"""
+
+from __future__ import annotations
+
+import array
+import tracemalloc
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stockings import (
+    Decoder,
+    IncompleteMessage,
+    MessageTooLarge,
+    ProtocolError,
+    encode,
+    encode_header,
+)
+from stockings._framing import MAX_HEADER_SIZE, Message
+
+__all__: list[str] = []
+
+# WIRE.md's table, produced by Stockings 1.2.3 itself: (length, bytes header, str header).
+WIRE_VECTORS = [
+    (0, "c0", "80"),
+    (1, "c1", "81"),
+    (63, "ff", "bf"),
+    (64, "4081", "0081"),
+    (100, "6481", "2481"),
+    (127, "7f81", "3f81"),
+    (128, "4082", "0082"),
+    (8191, "7fff", "3fff"),
+    (8192, "400081", "000081"),
+    (8256, "400181", "000181"),
+    (1048575, "7f7fff", "3f7fff"),
+    (1048576, "40000081", "00000081"),
+    (2147483648, "4000000090", "0000000090"),
+    (1099511627776, "4000000000c0", "0000000000c0"),
+]
+# Lengths small enough to build a real payload for.
+SMALL_VECTORS = [v for v in WIRE_VECTORS if v[0] <= 1048576]
+BOUNDARIES = [0, 1, 63, 64, 127, 128, 8191, 8192, 8193]
+
+
+def decode_all(stream: bytes, chunks: list[int] | None = None) -> list[Message]:
+    """Feed ``stream`` in pieces of the ``chunks`` sizes; return every message (clean end)."""
+    decoder = Decoder(max_message_size=None)
+    out: list[Message] = []
+    pos = 0
+    for size in chunks or [len(stream)]:
+        out += decoder.feed(stream[pos : pos + size])
+        pos += size
+    out += decoder.feed(stream[pos:])
+    decoder.eof()
+    assert not decoder.in_progress
+    return out
+
+
+# ---------------------------------------------------------------- test vectors
+
+
+@pytest.mark.parametrize(("length", "as_bytes", "as_text"), WIRE_VECTORS)
+def test_encode_header_matches_wire_vectors(length: int, as_bytes: str, as_text: str) -> None:
+    assert encode_header(length, is_text=False) == bytes.fromhex(as_bytes)
+    assert encode_header(length, is_text=True) == bytes.fromhex(as_text)
+
+
+@pytest.mark.parametrize(("length", "as_bytes", "as_text"), SMALL_VECTORS)
+def test_encode_and_decode_full_messages_of_vector_lengths(
+    length: int, as_bytes: str, as_text: str
+) -> None:
+    payload = bytes(range(256)) * (length // 256) + bytes(range(length % 256))
+    text = "t" * length
+    assert encode(payload) == bytes.fromhex(as_bytes) + payload
+    assert encode(text) == bytes.fromhex(as_text) + text.encode()
+    decoded = Decoder().feed(encode(payload) + encode(text))
+    assert decoded == [payload, text]
+    assert type(decoded[0]) is bytes
+    assert type(decoded[1]) is str
+
+
+@pytest.mark.parametrize(("length", "as_bytes", "as_text"), WIRE_VECTORS)
+def test_decoder_reads_vector_headers(length: int, as_bytes: str, as_text: str) -> None:
+    for header in (bytes.fromhex(as_bytes), bytes.fromhex(as_text)):
+        decoder = Decoder(max_message_size=None)
+        if length == 0:
+            assert decoder.feed(header) == [b"" if header[0] & 0x40 else ""]
+            continue
+        assert decoder.feed(header) == []
+        assert decoder.in_progress
+        assert decoder.payload_missing == length
+
+
+def test_wire_md_examples() -> None:
+    assert encode(b"hi") == bytes.fromhex("c26869")
+    assert encode("hi") == bytes.fromhex("826869")
+    assert Decoder().feed(bytes.fromhex("c26869826869")) == [b"hi", "hi"]
+
+
+def test_empty_messages_are_messages() -> None:
+    # 1.2.3's writer never sends these, but its reader delivers them.
+    assert encode("") == b"\x80"
+    assert encode(b"") == b"\xc0"
+    assert Decoder().feed(b"\x80\xc0\x80") == ["", b"", ""]
+
+
+def test_longest_legal_header_decodes() -> None:
+    # Ten header bytes: the first and nine continuation bytes, the last one marked.
+    header = b"\x40" + b"\x00" * (MAX_HEADER_SIZE - 2) + b"\x80"
+    assert len(header) == MAX_HEADER_SIZE
+    assert Decoder().feed(header) == [b""]
+
+
+# ---------------------------------------------------------------------- encode
+
+
+def test_encode_text_is_utf8() -> None:
+    text = "héllo wörld ✓ 𝄞"
+    payload = text.encode("utf-8")
+    assert encode(text) == encode_header(len(payload), True) + payload
+    assert Decoder().feed(encode(text)) == [text]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [b"abc", bytearray(b"abc"), memoryview(b"abc"), memoryview(bytearray(b"abc"))],
+    ids=["bytes", "bytearray", "memoryview", "memoryview-of-bytearray"],
+)
+def test_encode_bytes_likes_travel_as_bytes(message: bytes | bytearray | memoryview) -> None:
+    assert encode(message) == b"\xc3abc"
+    assert Decoder().feed(encode(message)) == [b"abc"]
+
+
+def test_encode_memoryview_of_ints_counts_bytes_not_items() -> None:
+    numbers = array.array("i", [1, -2, 3, 1 << 30])
+    view = memoryview(numbers)
+    raw = numbers.tobytes()
+    assert len(view) == 4 and len(raw) == 4 * numbers.itemsize
+    assert encode(view) == encode_header(len(raw), False) + raw
+    assert Decoder().feed(encode(view)) == [raw]
+
+
+def test_encode_non_contiguous_and_multidimensional_memoryviews() -> None:
+    strided = memoryview(b"abcdefgh")[::2]
+    assert encode(strided) == b"\xc4aceg"
+    matrix = memoryview(bytes(range(6))).cast("B", (2, 3))
+    assert encode(matrix) == b"\xc6" + bytes(range(6))
+
+
+@pytest.mark.parametrize("bad", [None, 1, 1.5, ["a"], {"a": 1}, object(), ("a",)])
+def test_encode_rejects_other_types(bad: object) -> None:
+    with pytest.raises(TypeError):
+        encode(bad)
+
+
+def test_encode_header_rejects_negative_length() -> None:
+    with pytest.raises(ValueError):
+        encode_header(-1, True)
+
+
+# ------------------------------------------------------------------ any split
+
+boundary_bytes = st.sampled_from(BOUNDARIES).flatmap(
+    lambda n: st.binary(min_size=n, max_size=n) if n <= 128 else st.just(bytes([n % 251]) * n)
+)
+# Two-byte characters make the byte length differ from the character count.
+boundary_text = st.sampled_from(BOUNDARIES).map(lambda n: "é" * (n // 2) + "a" * (n % 2))
+messages_strategy = st.lists(
+    st.one_of(st.text(), st.binary(), boundary_bytes, boundary_text), max_size=20
+)
+
+
+@settings(deadline=None, max_examples=200)
+@given(messages=messages_strategy, data=st.data())
+def test_any_split_decodes_the_same(messages: list[Message], data: st.DataObject) -> None:
+    stream = b"".join(encode(m) for m in messages)
+    cuts = sorted(
+        data.draw(st.lists(st.integers(0, len(stream)), max_size=30, unique=True), label="cuts")
+    )
+    kind = data.draw(st.sampled_from([bytes, bytearray, memoryview]), label="chunk type")
+    decoder = Decoder(max_message_size=None)
+    out: list[Message] = []
+    previous = 0
+    for cut in [*cuts, len(stream)]:
+        out += decoder.feed(kind(stream[previous:cut]))
+        previous = cut
+    decoder.eof()
+    assert out == messages
+    assert [type(m) for m in out] == [type(m) for m in messages]
+
+
+@settings(deadline=None, max_examples=50)
+@given(messages=st.lists(st.one_of(st.text(max_size=200), st.binary(max_size=200)), max_size=10))
+def test_one_byte_at_a_time_decodes_the_same(messages: list[Message]) -> None:
+    stream = b"".join(encode(m) for m in messages)
+    assert decode_all(stream, [1] * len(stream)) == messages
+
+
+@pytest.mark.parametrize("length", [*BOUNDARIES, 1048575, 1048576])
+def test_boundary_sizes_one_byte_at_a_time_through_the_header(length: int) -> None:
+    payload = b"\xab" * length
+    stream = encode(payload) + encode("after")
+    header_size = len(encode_header(length, False))
+    # Header a byte at a time, then the payload in two uneven pieces.
+    chunks = [1] * header_size + [length // 3, length - length // 3]
+    assert decode_all(stream, chunks) == [payload, "after"]
+
+
+# ------------------------------------------------------------------- bad input
+
+
+def test_header_longer_than_ten_bytes_is_a_protocol_error() -> None:
+    decoder = Decoder(max_message_size=None)
+    assert decoder.feed(b"\x00" * MAX_HEADER_SIZE) == []
+    assert isinstance(decoder.failure, ProtocolError)
+    with pytest.raises(ProtocolError):
+        decoder.feed(b"\x80")
+
+
+def test_endless_header_one_byte_at_a_time_is_a_protocol_error() -> None:
+    decoder = Decoder(max_message_size=None)
+    for _ in range(MAX_HEADER_SIZE - 1):
+        assert decoder.feed(b"\x00") == []
+        assert decoder.failure is None
+    assert decoder.feed(b"\x00") == []
+    assert isinstance(decoder.failure, ProtocolError)
+    with pytest.raises(ProtocolError):
+        decoder.feed(b"\x00")
+
+
+def test_over_the_limit_is_refused_from_the_header_alone() -> None:
+    decoder = Decoder(max_message_size=1000)
+    # A 2**40-byte announcement: refused at once, nothing waits for the payload.
+    assert decoder.feed(encode_header(1 << 40, False)) == []
+    failure = decoder.failure
+    assert isinstance(failure, MessageTooLarge)
+    assert failure.size == 1 << 40
+    assert failure.limit == 1000
+    assert not decoder.in_progress
+    assert decoder.payload_missing == 0
+    with pytest.raises(MessageTooLarge):
+        decoder.feed(b"x" * 100)
+
+
+def test_over_the_limit_split_header_is_refused() -> None:
+    header = encode_header(1 << 40, True)
+    decoder = Decoder(max_message_size=1000)
+    for i in range(len(header)):
+        assert decoder.feed(header[i : i + 1]) == []
+    assert isinstance(decoder.failure, MessageTooLarge)
+
+
+def test_over_the_limit_with_payload_in_the_same_feed_stores_nothing() -> None:
+    decoder = Decoder(max_message_size=1000)
+    stream = encode("ok") + encode(b"x" * (1 << 20)) + encode("never")
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        assert decoder.feed(stream) == ["ok"]
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert isinstance(decoder.failure, MessageTooLarge)
+    # The exception and the returned list cost a little; the 1 MiB payload is not kept.
+    assert held < 64 * 1024
+    assert not decoder.in_progress
+
+
+def test_exactly_at_the_limit_is_accepted() -> None:
+    assert Decoder(max_message_size=5).feed(encode(b"12345")) == [b"12345"]
+    decoder = Decoder(max_message_size=5)
+    assert decoder.feed(encode(b"123456")) == []
+    assert isinstance(decoder.failure, MessageTooLarge)
+
+
+def test_a_huge_announcement_allocates_nothing_ahead_of_the_data() -> None:
+    decoder = Decoder(max_message_size=None)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        assert decoder.feed(encode_header(1 << 40, False) + b"0123456789") == []
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert decoder.payload_missing == (1 << 40) - 10
+    assert held < 64 * 1024
+
+
+def test_invalid_utf8_is_a_protocol_error() -> None:
+    decoder = Decoder()
+    assert decoder.feed(b"\x82\xff\xfe") == []
+    assert isinstance(decoder.failure, ProtocolError)
+    assert not isinstance(decoder.failure, MessageTooLarge)
+
+
+def test_invalid_utf8_split_across_feeds_is_a_protocol_error() -> None:
+    # Invalid bytes inside a payload that spans feeds go through another path.
+    decoder = Decoder()
+    header = encode_header(100, True)
+    assert decoder.feed(header + b"a" * 50) == []
+    assert decoder.feed(b"\xc3" + b"a" * 49) == []
+    assert isinstance(decoder.failure, ProtocolError)
+
+
+def test_the_same_bytes_as_bytes_are_fine() -> None:
+    assert Decoder().feed(b"\xc2\xff\xfe") == [b"\xff\xfe"]
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"\x82\xff\xfe", b"\x00" * 11, encode_header(1 << 40, False)],
+    ids=["bad-utf8", "endless-header", "too-large"],
+)
+def test_messages_before_a_fault_are_returned_and_later_feeds_raise(garbage: bytes) -> None:
+    decoder = Decoder(max_message_size=1 << 20)
+    before = [encode("first"), encode(b"second"), encode("")]
+    assert decoder.feed(b"".join(before) + garbage + encode("after")) == ["first", b"second", ""]
+    failure = decoder.failure
+    assert isinstance(failure, ProtocolError)
+    with pytest.raises(ProtocolError) as raised:
+        decoder.feed(encode("more"))
+    assert raised.value is failure
+    with pytest.raises(ProtocolError):
+        decoder.feed(b"")
+
+
+def test_eof_between_messages_is_fine() -> None:
+    decoder = Decoder()
+    assert decoder.feed(encode("a")) == ["a"]
+    decoder.eof()
+    Decoder().eof()
+
+
+@pytest.mark.parametrize(
+    "partial",
+    [encode(b"x" * 100)[:1], encode(b"x" * 100)[:2], encode(b"x" * 100)[:50], b"\x00"],
+    ids=["header-only", "header-done", "mid-payload", "mid-header"],
+)
+def test_eof_inside_a_message_is_incomplete(partial: bytes) -> None:
+    decoder = Decoder()
+    assert decoder.feed(partial) == []
+    assert decoder.in_progress
+    with pytest.raises(IncompleteMessage):
+        decoder.eof()
+    assert not decoder.in_progress
+
+
+def test_incomplete_message_is_a_protocol_error() -> None:
+    assert issubclass(IncompleteMessage, ProtocolError)
+    assert issubclass(MessageTooLarge, ProtocolError)
+
+
+# ------------------------------------------------------------ progress state
+
+
+def test_in_progress_and_payload_missing() -> None:
+    decoder = Decoder()
+    assert not decoder.in_progress
+    assert decoder.payload_missing == 0
+    header = encode_header(64, True)
+    assert len(header) == 2
+    assert decoder.feed(header[:1]) == []
+    assert decoder.in_progress
+    assert decoder.payload_missing == 0  # the length is not known yet
+    assert decoder.feed(header[1:]) == []
+    assert decoder.in_progress
+    assert decoder.payload_missing == 64
+    assert decoder.feed(b"a" * 10) == []
+    assert decoder.payload_missing == 54
+    assert decoder.feed(b"a" * 53) == []
+    assert decoder.payload_missing == 1
+    assert decoder.feed(b"a" + encode_header(3, False)) == ["a" * 64]
+    assert decoder.in_progress
+    assert decoder.payload_missing == 3
+    assert decoder.feed(b"xyz") == [b"xyz"]
+    assert not decoder.in_progress
+    assert decoder.payload_missing == 0
+
+
+def test_payload_missing_supports_exact_receives() -> None:
+    # An I/O layer receives exactly ``payload_missing`` bytes into a fresh bytes object.
+    payload = bytes(range(256)) * 1024
+    decoder = Decoder()
+    assert decoder.feed(encode(payload)[:1000]) == []
+    rest = encode(payload)[1000:]
+    assert decoder.payload_missing == len(rest)
+    assert decoder.feed(bytes(rest)) == [payload]
+
+
+def test_empty_feed_changes_nothing() -> None:
+    decoder = Decoder()
+    assert decoder.feed(b"") == []
+    assert not decoder.in_progress
+    assert decoder.feed(b"\x05") == []
+    assert decoder.feed(b"") == []
+    assert decoder.in_progress
