@@ -8,13 +8,13 @@ import socket
 import subprocess
 import sys
 import textwrap
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
-from conftest import wait_until
 
-import stockings
 import Stockings
+import stockings
+from conftest import wait_until
 
 __all__: list[str] = []
 
@@ -217,7 +217,7 @@ def test_select_stocking_works_without_poll() -> None:
 class RecordingSelector(selectors.SelectSelector):
     """A ``select.select`` selector that records every timeout it is asked to wait."""
 
-    timeouts: list[float | None] = []
+    timeouts: ClassVar[list[float | None]] = []
 
     def select(self, timeout: float | None = None) -> Any:
         RecordingSelector.timeouts.append(timeout)
