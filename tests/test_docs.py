@@ -1,0 +1,147 @@
+"""The README's promises, checked: its examples run and its quick start is what CI runs.
+
+A fenced ``python`` block in README.md runs as a test when the line just
+before its opening fence is ``<!-- test -->``. Each such block runs on its
+own, in a fresh namespace, and must clean up after itself: it fails if it
+leaves stockings threads or descriptors behind. Blocks without the marker
+(sketches that need a server, say) are shown but not run.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from conftest import library_threads, open_fds, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+CI_SCRIPT = ROOT / ".ci" / "run"
+MARKER = "<!-- test -->"
+FENCE = re.compile(r"^```(\w*)\s*$")
+
+
+@dataclass
+class Block:
+    """A fenced code block of the README."""
+
+    language: str
+    line: int  # of the opening fence, counted from 1
+    heading: str
+    marked: bool
+    code: str
+
+
+def read_blocks(text: str) -> list[Block]:
+    """Every fenced code block of ``text``, in order."""
+    blocks: list[Block] = []
+    lines = text.splitlines()
+    heading = ""
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("#"):
+            heading = line.lstrip("#").strip()
+        match = FENCE.match(line)
+        if match is None:
+            i += 1
+            continue
+        start = i
+        i += 1
+        while i < len(lines) and not lines[i].startswith("```"):
+            i += 1
+        if i == len(lines):
+            raise AssertionError(f"README.md:{start + 1}: code block never closed")
+        marked = start > 0 and lines[start - 1].strip() == MARKER
+        code = "\n".join(lines[start + 1 : i]) + "\n"
+        blocks.append(Block(match.group(1), start + 1, heading, marked, code))
+        i += 1
+    return blocks
+
+
+BLOCKS = read_blocks(README.read_text(encoding="utf-8"))
+RUNNABLE = [block for block in BLOCKS if block.marked]
+
+
+def _block_id(block: Block) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", block.heading.lower()).strip("-")
+    return f"line{block.line}-{slug}"
+
+
+def test_there_are_runnable_examples() -> None:
+    assert len(RUNNABLE) >= 5
+
+
+def test_every_marker_precedes_a_python_block() -> None:
+    lines = README.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, start=1):
+        if line.strip() == MARKER:
+            following = lines[number] if number < len(lines) else ""
+            assert following.strip() == "```python", (
+                f"README.md:{number}: {MARKER} must come right before a ```python fence"
+            )
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("block", RUNNABLE, ids=_block_id)
+def test_readme_example_runs(block: Block) -> None:
+    threads_before = len(library_threads())
+    fds_before = open_fds()
+    # Blank lines keep the traceback's line numbers those of README.md.
+    source = "\n" * block.line + block.code
+    code = compile(source, str(README), "exec")
+    exec(code, {"__name__": "__readme__"})
+    wait_until(lambda: len(library_threads()) <= threads_before)
+    wait_until(lambda: open_fds() <= fds_before)
+
+
+def quick_start_commands() -> list[str]:
+    """The lines of the code block under the README's "Quick start" heading."""
+    text = README.read_text(encoding="utf-8")
+    match = re.search(r"^## Quick start\n(.*?)(?=^## )", text, re.M | re.S)
+    assert match, "README.md has no '## Quick start' section"
+    section_blocks = read_blocks(match.group(1))
+    assert len(section_blocks) == 1, "the quick start holds exactly one code block"
+    return section_blocks[0].code.splitlines()
+
+
+def test_quick_start_comes_first() -> None:
+    headings = re.findall(r"^## (.+)$", README.read_text(encoding="utf-8"), re.M)
+    assert headings[0] == "Quick start"
+
+
+def test_quick_start_is_two_one_line_commands() -> None:
+    commands = quick_start_commands()
+    assert len(commands) == 2
+    install_and_bench, install_and_test = commands
+    for command in commands:
+        # Only python3 is assumed: each line makes its own venv and uses it by path.
+        assert command.startswith("python3 -m venv .venv && .venv/bin/pip install ")
+        assert "\\" not in command  # no continuation lines
+        assert "activate" not in command
+    assert install_and_bench.endswith(".venv/bin/stockings bench")
+    assert install_and_test.endswith(".venv/bin/python -m pytest -q")
+    assert "'.[dev]'" in install_and_test
+
+
+def test_ci_runs_the_quick_start_test_command() -> None:
+    test_command = quick_start_commands()[1]
+    ci_lines = [line.strip() for line in CI_SCRIPT.read_text(encoding="utf-8").splitlines()]
+    assert test_command in ci_lines, ".ci/run must run the README's test command verbatim"
+
+
+def test_readme_headings_other_sections_fill() -> None:
+    headings = re.findall(r"^## (.+)$", README.read_text(encoding="utf-8"), re.M)
+    for heading in (
+        "Usage",
+        "Reliability",
+        "Security",
+        "Servers, clients and waiting on many",
+        "Performance",
+        "The wire format",
+        "What changed since 1.2.3",
+    ):
+        assert heading in headings
