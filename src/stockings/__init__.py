@@ -7,6 +7,7 @@ Speaks the wire format of, and keeps the API of, Stockings 1.2.3.
 
 from __future__ import annotations
 
+from ._client import connect
 from ._errors import (
     ConnectionClosed,
     EndReason,
@@ -20,7 +21,9 @@ from ._errors import (
 )
 from ._framing import DEFAULT_MAX_MESSAGE_SIZE, Decoder, encode, encode_header
 from ._hub import Hub
+from ._server import Server
 from ._stocking import SelectStocking, Stocking
+from ._wait import Waiter, wait
 
 __version__ = "2.0.0"
 
@@ -36,12 +39,16 @@ __all__ = [
     "NotReady",
     "ProtocolError",
     "SelectStocking",
+    "Server",
     "Stocking",
     "StockingError",
+    "Waiter",
     "WriteTimeout",
     "__version__",
+    "connect",
     "encode",
     "encode_header",
+    "wait",
 ]
 
 try:

@@ -122,6 +122,9 @@ class Channel:
         self._signal: ReadySignal | None = None
         #: Whether ``fileno()`` readiness reflects the inbox yet (not during a handshake).
         self._signal_inbox = True
+        #: Called (under ``_in_lock``) whenever the channel may have become
+        #: ready; see :meth:`watch`. ``None`` while nobody watches, to stay small.
+        self._watchers: list[Callable[[], None]] | None = None
         self._on_end: list[Callable[[], None]] = []
 
         self.ended = False
@@ -239,6 +242,8 @@ class Channel:
                 self._arrived.notify_all()
             if self._signal is not None and self._signal_inbox:
                 self._signal.set()
+            if self._watchers and self._signal_inbox:
+                self._notify_watchers()
             pause = self._unread > self.options.read_high_water
             if pause:
                 self._read_paused = True
@@ -377,6 +382,8 @@ class Channel:
             self._arrived.notify_all()
             if self._signal is not None:
                 self._signal.set()
+            if self._watchers:
+                self._notify_watchers()
             callbacks, self._on_end = self._on_end, []
         if self._close_timer is not None:
             self._close_timer.cancel()
@@ -563,6 +570,52 @@ class Channel:
             self._signal_inbox = enabled
             if self._signal is not None and enabled and self.inbox:
                 self._signal.set()
+            if self._watchers and enabled and self.inbox:
+                self._notify_watchers()
+
+    @property
+    def ready(self) -> bool:
+        """True while a message waits to be read (handshake done) or the channel has ended."""
+        return self.ended or bool(self.inbox and self._signal_inbox)
+
+    def watch(self, callback: Callable[[], None]) -> bool:
+        """Call ``callback`` whenever the channel may have become :attr:`ready`.
+
+        The callback runs on whichever thread made the change, with the
+        channel's lock held: it must be quick, must not block and must not
+        call back into the channel. It may be called when nothing changed.
+
+        Returns:
+            Whether the channel is ready now; checked atomically with the
+            registration, so no change between the two goes unnoticed.
+        """
+        with self._in_lock:
+            if self._watchers is None:
+                self._watchers = [callback]
+            else:
+                self._watchers.append(callback)
+            return self.ready
+
+    def unwatch(self, callback: Callable[[], None]) -> None:
+        """Stop calling ``callback``; a no-op if it is not watching."""
+        with self._in_lock:
+            watchers = self._watchers
+            if watchers is None:
+                return
+            try:
+                watchers.remove(callback)
+            except ValueError:
+                return
+            if not watchers:
+                self._watchers = None
+
+    def _notify_watchers(self) -> None:
+        assert self._watchers is not None
+        for callback in tuple(self._watchers):
+            try:
+                callback()
+            except Exception as exc:  # pragma: no cover - our own callbacks
+                _report(exc)
 
     def close(self, flush: bool = True, timeout: float | None = None) -> None:
         """End the channel; with ``flush``, send what is queued first.

@@ -1,0 +1,475 @@
+"""The server helper: listen, accept connections as stockings, shut down cleanly.
+
+The listening socket is served by a hub like any stocking: the hub thread
+accepts every pending connection when the socket turns readable and queues
+the raw sockets, so accepting costs no thread per connection and never
+blocks. The stocking itself is made in the thread that takes the
+connection (:meth:`Server.accept`, iteration, or the server's one handler
+thread), so a subclass's ``__init__`` never stalls the hub.
+
+When more accepted connections wait than ``backlog``, the hub stops
+accepting until the user catches up: the kernel's queue then fills and
+pushes back on connecting clients, as it would with no server object.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+import selectors
+import socket
+import ssl as _ssl
+import stat
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+from ._client import Address, _is_path, describe_address, tcp_address
+from ._hub import Hub, shared_hub
+from ._stocking import DEFAULT_CLOSE_TIMEOUT, Stocking
+
+__all__ = ["DEFAULT_BACKLOG", "Server"]
+
+#: How many connections may wait to be accepted, in the kernel and again in
+#: the server's own queue.
+DEFAULT_BACKLOG = socket.SOMAXCONN
+#: The most connections the hub accepts in one turn, so a burst of
+#: connections does not hold up the I/O of established ones.
+ACCEPT_BATCH = 256
+#: How long accepting rests after running out of descriptors or memory.
+ACCEPT_RETRY_DELAY = 0.1
+
+_OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+_S = TypeVar("_S", bound=Stocking)
+
+
+def _listen(address: Address, backlog: int) -> tuple[socket.socket, str | None]:
+    """Open the listening socket; return it and the Unix path, if any."""
+    if _is_path(address):
+        path = os.fspath(address)  # type: ignore[arg-type]
+        assert isinstance(path, str)
+        _remove_stale_socket(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(path)
+            sock.listen(backlog)
+        except BaseException:
+            sock.close()
+            raise
+        return sock, path
+    host, port = tcp_address(address)
+    family = socket.AF_INET6 if host and ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=backlog), None
+
+
+def _remove_stale_socket(path: str) -> None:
+    # A socket file left by a server that died would make bind() fail; any
+    # other kind of file is not ours to remove.
+    try:
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+class _Listener:
+    """The listening socket as the hub sees it (hub thread only)."""
+
+    __slots__ = ("events", "hub", "server", "sock", "stopped")
+
+    def __init__(self, server: Server[Any], sock: socket.socket, hub: Hub) -> None:
+        self.server = server
+        self.sock = sock
+        self.hub = hub
+        self.events = 0
+        self.stopped = False
+
+    def start(self) -> None:
+        if not self.stopped:
+            self.hub.selector.register(self.sock, selectors.EVENT_READ, self)
+            self.events = selectors.EVENT_READ
+
+    def pause(self) -> None:
+        if self.events:
+            self.hub.selector.unregister(self.sock)
+            self.events = 0
+
+    def resume(self) -> None:
+        if not self.stopped and not self.events:
+            self.start()
+
+    def stop(self) -> None:
+        if self.stopped:
+            return
+        self.pause()
+        self.stopped = True
+        self.sock.close()
+        self.hub.detach()
+
+    def handle_events(self, mask: int) -> None:
+        server = self.server
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                if exc.errno in _OUT_OF_RESOURCES:
+                    # Level-triggered: retrying now would spin. Rest; the
+                    # kernel keeps the connections queued meanwhile.
+                    server.last_accept_error = exc
+                    self.pause()
+                    self.hub.call_later(ACCEPT_RETRY_DELAY, self.resume)
+                    return
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    continue  # the client gave up before we accepted it
+                server.last_accept_error = exc
+                self.stop()
+                server._listener_lost(exc)
+                return
+            if not server._queue(conn):
+                self.pause()
+                return
+
+    def hub_failed(self, exc: BaseException) -> None:
+        self.events = 0
+        self.stopped = True
+        self.sock.close()
+        self.server._listener_lost(exc)
+
+
+class Server(Generic[_S]):
+    """Listens on an address and hands each connection over as a stocking.
+
+    Take connections by iterating (``for stocking in server:``), with
+    :meth:`accept`, with :func:`stockings.wait` (a server is ready while a
+    connection waits), or by passing a ``handler``, which the server calls
+    with each new stocking from a thread of its own. Accepting is done by
+    a hub thread, without a thread per connection.
+
+    Args:
+        address: ``(host, port)`` for TCP (port 0 picks a free one; see
+            :attr:`address`), or the path of a Unix socket (a stale socket
+            file there is replaced; the file is removed on close).
+        cls: the stocking class to make of each connection.
+        ssl: a server-side ``ssl.SSLContext`` to wrap each connection in; the
+            TLS handshake then happens in the background.
+        backlog: how many connections may wait to be accepted.
+        handler: called as ``handler(stocking)`` for each connection, in one
+            thread named ``stockings-server-...``; it should hand the
+            stocking on rather than serve it, since the next connection
+            waits for it to return. An exception it raises is reported
+            through ``sys.excepthook`` and the stocking is left open.
+        **kwargs: passed on to ``cls`` for each connection. With
+            ``hub=...`` the listening socket is served by that hub too.
+
+    Raises:
+        OSError: the address cannot be listened on (in use, no permission).
+    """
+
+    def __init__(
+        self,
+        address: Address,
+        *,
+        cls: type[_S] = Stocking,  # type: ignore[assignment]
+        ssl: _ssl.SSLContext | None = None,
+        backlog: int = DEFAULT_BACKLOG,
+        handler: Callable[[_S], object] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._cls = cls
+        self._kwargs = kwargs
+        self._ssl = ssl
+        self._backlog = max(1, backlog)
+        self._handler = handler
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
+        self._pending: deque[socket.socket] = deque()
+        self._clients: set[_S] = set()
+        self._watchers: list[Callable[[], None]] = []
+        self._closed = False
+        self._paused = False
+        #: The last error accepting a connection ran into, if any.
+        self.last_accept_error: OSError | None = None
+        #: The exception that stopped the listening socket, if one did.
+        self.failure: BaseException | None = None
+
+        sock, self._path = _listen(address, backlog)
+        sock.setblocking(False)
+        #: The address listened on: ``(host, port)`` with the real port, or the path.
+        self.address: Any = self._path if self._path is not None else sock.getsockname()
+        hub = kwargs.get("hub")
+        if not isinstance(hub, Hub):
+            hub = shared_hub(cls.flavour, cls.selector_factory, cls._max_wait())
+        self._hub = hub
+        self._listener = _Listener(self, sock, hub)
+        hub.attach(self._listener.start)
+        self._thread: threading.Thread | None = None
+        if handler is not None:
+            self._thread = threading.Thread(
+                target=self._dispatch,
+                name=f"stockings-server-{describe_address(self.address)}",
+                daemon=True,
+            )
+            self._thread.start()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "listening"
+        return f"<Server {describe_address(self.address)} {state} clients={len(self._clients)}>"
+
+    # ------------------------------------------------------------ hub thread
+
+    def _queue(self, conn: socket.socket) -> bool:
+        """Queue an accepted socket; return False once the queue is full."""
+        with self._lock:
+            if self._closed:
+                conn.close()
+                return True
+            self._pending.append(conn)
+            self._arrived.notify()
+            for callback in self._watchers:
+                callback()
+            if len(self._pending) >= self._backlog:
+                self._paused = True
+                return False
+            return True
+
+    def _listener_lost(self, exc: BaseException) -> None:
+        self.failure = exc
+        with self._lock:
+            self._arrived.notify_all()
+            for callback in self._watchers:
+                callback()
+
+    # ---------------------------------------------------------- user threads
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    @property
+    def ready(self) -> bool:
+        """True while a connection waits to be accepted, or once the server stopped."""
+        return bool(self._pending) or self._closed or self.failure is not None
+
+    @property
+    def clients(self) -> list[_S]:
+        """The stockings this server handed out that have not ended yet."""
+        with self._lock:
+            return list(self._clients)
+
+    def watch(self, callback: Callable[[], None]) -> bool:
+        """Call ``callback`` when the server may have become :attr:`ready`; for :func:`wait`."""
+        with self._lock:
+            self._watchers.append(callback)
+            return self.ready
+
+    def unwatch(self, callback: Callable[[], None]) -> None:
+        """Stop calling ``callback``."""
+        with self._lock:
+            try:
+                self._watchers.remove(callback)
+            except ValueError:
+                pass
+
+    @property
+    def _wait_source(self) -> Server[_S]:
+        return self
+
+    def accept(self, timeout: float | None = None) -> _S | None:
+        """Take the next connection, as a stocking.
+
+        Args:
+            timeout: ``None`` waits until a connection comes or the server
+                is closed; ``0`` only looks; a positive number waits up to
+                that many seconds.
+
+        Returns:
+            The new stocking, or ``None`` if none came in time or the server
+            is closed (or its listening socket failed; see :attr:`failure`).
+
+        Raises:
+            RuntimeError: the server has a ``handler``, which takes every
+                connection.
+            Exception: whatever ``cls(sock, **kwargs)`` raised; that
+                connection is closed.
+        """
+        if self._handler is not None and threading.current_thread() is not self._thread:
+            raise RuntimeError("this server hands every connection to its handler")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            conn = self._take(deadline)
+            if conn is None:
+                return None
+            stocking = self._make(conn)
+            if stocking is not None:
+                return stocking
+
+    def _take(self, deadline: float | None) -> socket.socket | None:
+        with self._lock:
+            while not self._pending:
+                if self._closed or self.failure is not None:
+                    return None
+                if deadline is None:
+                    self._arrived.wait()
+                else:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return None
+                    self._arrived.wait(remaining)
+            conn = self._pending.popleft()
+            if self._paused and len(self._pending) <= self._backlog // 2:
+                self._paused = False
+                self._hub.call_soon(self._listener.resume)
+            return conn
+
+    def _make(self, conn: socket.socket) -> _S | None:
+        """Wrap an accepted socket; ``None`` if the client already left."""
+        try:
+            if self._ssl is not None:
+                conn = self._ssl.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+            stocking = self._cls(conn, **self._kwargs)
+        except OSError as exc:
+            conn.close()
+            if exc.errno in (errno.ENOTCONN, errno.ECONNRESET, errno.EINVAL):
+                return None
+            raise
+        except BaseException:
+            conn.close()
+            raise
+        with self._lock:
+            if self._closed and self._close_clients:
+                # close() ran while we were making it: it missed this one.
+                doomed = True
+            else:
+                doomed = False
+                self._clients.add(stocking)
+        if doomed:
+            stocking.close()
+            return None
+        stocking._channel.on_end(lambda: self._forget(stocking))
+        return stocking
+
+    def _forget(self, stocking: _S) -> None:
+        with self._lock:
+            self._clients.discard(stocking)
+
+    def __iter__(self) -> Iterator[_S]:
+        """Yield each new connection as a stocking until the server is closed."""
+        while True:
+            stocking = self.accept()
+            if stocking is None:
+                return
+            yield stocking
+
+    def _dispatch(self) -> None:
+        handler = self._handler
+        assert handler is not None
+        while True:
+            try:
+                stocking = self.accept()
+            except Exception as exc:
+                sys.excepthook(type(exc), exc, exc.__traceback__)
+                continue
+            if stocking is None:
+                return
+            try:
+                handler(stocking)
+            except Exception as exc:
+                sys.excepthook(type(exc), exc, exc.__traceback__)
+
+    _close_clients = True
+
+    def close(
+        self, close_clients: bool = True, timeout: float | None = DEFAULT_CLOSE_TIMEOUT
+    ) -> None:
+        """Stop accepting and, by default, close every stocking this server made.
+
+        Connections not yet accepted are dropped. Clients are closed all at
+        once, each flushing what was written to it first (see
+        :meth:`Stocking.close`). Returns once the listening socket and, with
+        ``close_clients``, every client socket is closed. Idempotent.
+
+        Args:
+            close_clients: close the stockings handed out; ``False`` leaves
+                them to their owners.
+            timeout: how long clients may spend flushing, in seconds.
+        """
+        with self._lock:
+            first = not self._closed
+            self._closed = True
+            self._close_clients = self._close_clients and close_clients
+            pending = list(self._pending)
+            self._pending.clear()
+            clients = list(self._clients) if close_clients else []
+            self._arrived.notify_all()
+            for callback in self._watchers:
+                callback()
+        if first:
+            self._stop_listening()
+        for conn in pending:
+            conn.close()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        if clients:
+            _close_all(clients, timeout)
+
+    def _stop_listening(self) -> None:
+        listener = self._listener
+        if self._hub.in_hub_thread():
+            listener.stop()
+        else:
+            stopped = threading.Event()
+
+            def stop() -> None:
+                listener.stop()
+                stopped.set()
+
+            self._hub.call_soon(stop)
+            # A hub that broke has closed the socket already and runs nothing.
+            while not stopped.wait(0.5):
+                if listener.stopped or not self._hub.running:
+                    break
+        if self._path is not None:
+            try:
+                os.unlink(self._path)
+            except OSError:
+                pass
+
+    def __enter__(self) -> Server[_S]:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _close_all(clients: list[Any], timeout: float | None) -> None:
+    """Close many stockings at once rather than one after the other."""
+    by_hub: dict[Hub, list[Any]] = {}
+    for stocking in clients:
+        channel = stocking._channel
+        by_hub.setdefault(channel.hub, []).append(channel)
+    for hub, channels in by_hub.items():
+        # On the hub thread close() only starts the flush, so every client
+        # flushes at the same time; below we wait for them one by one.
+        hub.call_soon(functools.partial(_begin_closes, channels, timeout))
+    for stocking in clients:
+        stocking.close(timeout=timeout)
+
+
+def _begin_closes(channels: list[Any], timeout: float | None) -> None:
+    for channel in channels:
+        channel.close(flush=True, timeout=timeout)
