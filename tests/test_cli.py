@@ -174,6 +174,17 @@ def test_bench_compare_hands_over_to_the_comparison(fake_compare: list[Sequence[
     assert fake_compare == [["--sizes", "16"]]
 
 
+def test_bench_compare_passes_every_other_word_on(fake_compare: list[Sequence[str]]) -> None:
+    assert _cli.main(["bench", "--quick", "--compare", "--help"]) == 7
+    assert fake_compare == [["--quick", "--help"]]
+
+
+def test_bench_compare_has_its_own_help() -> None:
+    result = run_cli("bench", "--compare", "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: stockings bench --compare")
+
+
 def test_bench_compare_says_when_it_is_not_installed(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -327,13 +327,15 @@ def _compare_entry() -> Callable[[Sequence[str]], int] | None:
     return entry
 
 
+def _run_compare(argv: Sequence[str]) -> int:
+    compare_main = _compare_entry()
+    if compare_main is None:
+        print("stockings bench --compare: not available in this install", file=sys.stderr)
+        return 2
+    return compare_main(argv)
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
-    if args.compare:
-        compare_main = _compare_entry()
-        if compare_main is None:
-            print("stockings bench --compare: not available in this install", file=sys.stderr)
-            return 2
-        return compare_main(args.extra)
     available = flavours()
     transports = _transports()
     chosen = args.flavour or list(available)
@@ -577,7 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--compare",
         action="store_true",
-        help="compare with other libraries instead; further arguments go to the comparison",
+        help="compare with other libraries instead; see: stockings bench --compare --help",
     )
     bench.set_defaults(run=_cmd_bench)
 
@@ -625,12 +627,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The exit status: 0 on success, 1 when a command failed, 2 on bad usage.
     """
-    parser = build_parser()
-    # Words bench does not know go to the comparison, which has options of its own.
-    args, extra = parser.parse_known_args(argv)
-    if extra and not getattr(args, "compare", False):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    args.extra = extra
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["bench"] and "--compare" in words:
+        # The comparison has options (and a --help) of its own: hand it the rest.
+        return _run_compare([word for word in words[1:] if word != "--compare"])
+    args = build_parser().parse_args(words)
     try:
         status: int = args.run(args)
     except OSError as exc:
