@@ -188,9 +188,20 @@ def test_bench_compare_has_its_own_help() -> None:
 def test_bench_compare_says_when_it_is_not_installed(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(_cli, "_compare_entry", lambda: None)
+    monkeypatch.setitem(sys.modules, "stockings._compare", None)
     assert _cli.main(["bench", "--compare"]) == 2
-    assert "not available" in capsys.readouterr().err
+    assert "not available in this install" in capsys.readouterr().err
+
+
+def test_bench_compare_reports_what_it_lacks(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def missing_dependency(name: str) -> types.ModuleType:
+        raise ModuleNotFoundError("No module named 'resource'", name="resource")
+
+    monkeypatch.setattr(_cli.importlib, "import_module", missing_dependency)
+    assert _cli.main(["bench", "--compare"]) == 2
+    assert "not available here (No module named 'resource')" in capsys.readouterr().err
 
 
 @pytest.mark.timeout(60)

@@ -315,22 +315,22 @@ def format_table(results: Sequence[BenchResult]) -> str:
     return "\n".join(lines)
 
 
-def _compare_entry() -> Callable[[Sequence[str]], int] | None:
-    """The cross-library comparison's entry point, if this install has it."""
+def _compare_entry() -> Callable[[Sequence[str]], int] | str:
+    """The cross-library comparison's entry point, or why this install lacks it."""
     try:
         module = importlib.import_module("stockings._compare")
-    except ModuleNotFoundError as exc:
-        if exc.name == "stockings._compare":
-            return None
-        raise
+    except ImportError as exc:
+        if getattr(exc, "name", None) == "stockings._compare":
+            return "not available in this install"
+        return f"not available here ({exc})"
     entry: Callable[[Sequence[str]], int] = module.main
     return entry
 
 
 def _run_compare(argv: Sequence[str]) -> int:
     compare_main = _compare_entry()
-    if compare_main is None:
-        print("stockings bench --compare: not available in this install", file=sys.stderr)
+    if isinstance(compare_main, str):
+        print(f"stockings bench --compare: {compare_main}", file=sys.stderr)
         return 2
     return compare_main(argv)
 
