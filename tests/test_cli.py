@@ -129,6 +129,7 @@ def test_bench_rejects_an_unknown_flavour() -> None:
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("flavour", FLAVOURS, ids=lambda f: f.__name__)
+@pytest.mark.usefixtures("no_leaks")
 def test_run_bench_counts_every_message(flavour: type[_cli.Stocking]) -> None:
     result = _cli.run_bench(flavour, "socketpair", _cli._transports()["socketpair"], 50, 2, 3, 20)
     assert (result.small_count, result.large_count, result.rtt_count) == (50, 2, 3)
