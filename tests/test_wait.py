@@ -7,9 +7,9 @@ import threading
 from collections.abc import Callable, Iterator
 
 import pytest
-from conftest import FLAVOURS, open_fds, wait_until
 
 import stockings
+from conftest import FLAVOURS, open_fds, wait_until
 from stockings import EndReason, Stocking, Waiter
 
 Pair = tuple[Stocking, Stocking]
@@ -49,7 +49,7 @@ def test_nothing_ready_returns_empty(pairs: Callable[[int], list[Pair]]) -> None
 
 
 def test_returns_those_with_a_message(pairs: Callable[[int], list[Pair]]) -> None:
-    (a1, b1), (a2, b2), (a3, b3) = pairs(3)
+    (a1, _), (a2, b2), (a3, _) = pairs(3)
     b2.write("for two")
     assert stockings.wait([a1, a2, a3], timeout=5) == [a2]
     # Level-triggered: still ready until read.
@@ -60,7 +60,7 @@ def test_returns_those_with_a_message(pairs: Callable[[int], list[Pair]]) -> Non
 
 @pytest.mark.timeout(10)
 def test_blocks_until_a_message_arrives(pairs: Callable[[int], list[Pair]]) -> None:
-    (a1, b1), (a2, b2) = pairs(2)
+    (a1, b1), (a2, _) = pairs(2)
     thread, result = _in_thread(lambda: stockings.wait([a1, a2]))
     # Nothing sent yet: it must still be waiting, whatever the scheduler did.
     thread.join(0.05)
@@ -72,7 +72,7 @@ def test_blocks_until_a_message_arrives(pairs: Callable[[int], list[Pair]]) -> N
 
 @pytest.mark.timeout(10)
 def test_ended_stockings_are_ready(pairs: Callable[[int], list[Pair]]) -> None:
-    (a1, b1), (a2, b2) = pairs(2)
+    (a1, _), (a2, b2) = pairs(2)
     thread, result = _in_thread(lambda: stockings.wait([a1, a2], timeout=5))
     b2.close()
     thread.join(5)
@@ -137,7 +137,7 @@ def test_many_stockings(pairs: Callable[[int], list[Pair]]) -> None:
 
 @pytest.mark.timeout(10)
 def test_add_while_another_thread_waits(pairs: Callable[[int], list[Pair]]) -> None:
-    (a1, b1), (a2, b2) = pairs(2)
+    (a1, _), (a2, b2) = pairs(2)
     waiter = Waiter([a1])
     thread, result = _in_thread(lambda: waiter.wait(timeout=5))
     b2.write("late")
@@ -178,7 +178,7 @@ def test_every_flavour(no_leaks: None) -> None:
         a, b = socket.socketpair()
         made.append((cls(a), cls(b)))
     try:
-        for a, b in made:
+        for _, b in made:
             b.write("x")
         mine = [a for a, _ in made]
         with Waiter(mine) as waiter:
