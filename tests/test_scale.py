@@ -39,7 +39,7 @@ def test_500_connections_echo_with_bounded_threads(enough_fds: None, no_leaks: N
     fds_before = open_fds()
     with stockings.Server(("127.0.0.1", 0)) as server:
         clients = [stockings.connect(server.address, timeout=10) for _ in range(COUNT)]
-        peers = []
+        peers: list[stockings.Stocking] = []
         while len(peers) < COUNT:
             peer = server.accept(timeout=10)
             assert peer is not None, f"only {len(peers)} connections were accepted"

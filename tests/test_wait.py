@@ -175,8 +175,8 @@ def test_handshake_messages_do_not_count(no_leaks: None) -> None:
 def test_every_flavour(no_leaks: None) -> None:
     made = []
     for cls in FLAVOURS:
-        a, b = socket.socketpair()
-        made.append((cls(a), cls(b)))
+        left, right = socket.socketpair()
+        made.append((cls(left), cls(right)))
     try:
         for _, b in made:
             b.write("x")

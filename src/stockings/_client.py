@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import ssl as _ssl
-from typing import Any, TypeVar, Union
+from typing import Any, TypeVar, Union, overload
 
 from ._stocking import Stocking
 
@@ -66,15 +66,38 @@ def _open(address: Address, timeout: float | None) -> socket.socket:
         raise type(exc)(exc.errno, f"cannot connect to {where}: {exc.strerror}") from exc
 
 
+@overload
 def connect(
     address: Address,
     *,
     timeout: float | None = None,
     ssl: bool | _ssl.SSLContext | None = None,
     server_hostname: str | None = None,
-    cls: type[_S] = Stocking,  # type: ignore[assignment]
+    cls: type[_S],
     **kwargs: Any,
-) -> _S:
+) -> _S: ...
+
+
+@overload
+def connect(
+    address: Address,
+    *,
+    timeout: float | None = None,
+    ssl: bool | _ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    **kwargs: Any,
+) -> Stocking: ...
+
+
+def connect(
+    address: Address,
+    *,
+    timeout: float | None = None,
+    ssl: bool | _ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    cls: type[Stocking] = Stocking,
+    **kwargs: Any,
+) -> Stocking:
     """Connect to a stockings server and return the connection as a stocking.
 
     Args:

@@ -27,7 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 from ._client import Address, _is_path, describe_address, tcp_address
 from ._hub import Hub, shared_hub
@@ -173,14 +173,37 @@ class Server(Generic[_S]):
         OSError: the address cannot be listened on (in use, no permission).
     """
 
+    @overload
     def __init__(
         self,
         address: Address,
         *,
-        cls: type[_S] = Stocking,  # type: ignore[assignment]
+        cls: type[_S],
         ssl: _ssl.SSLContext | None = None,
         backlog: int = DEFAULT_BACKLOG,
         handler: Callable[[_S], object] | None = None,
+        **kwargs: Any,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: Server[Stocking],
+        address: Address,
+        *,
+        ssl: _ssl.SSLContext | None = None,
+        backlog: int = DEFAULT_BACKLOG,
+        handler: Callable[[Stocking], object] | None = None,
+        **kwargs: Any,
+    ) -> None: ...
+
+    def __init__(
+        self,
+        address: Address,
+        *,
+        cls: type[Any] = Stocking,
+        ssl: _ssl.SSLContext | None = None,
+        backlog: int = DEFAULT_BACKLOG,
+        handler: Callable[[Any], object] | None = None,
         **kwargs: Any,
     ) -> None:
         self._cls = cls
@@ -335,7 +358,7 @@ class Server(Generic[_S]):
         try:
             if self._ssl is not None:
                 conn = self._ssl.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
-            stocking = self._cls(conn, **self._kwargs)
+            stocking: _S = self._cls(conn, **self._kwargs)
         except OSError as exc:
             conn.close()
             if exc.errno in (errno.ENOTCONN, errno.ECONNRESET, errno.EINVAL):
