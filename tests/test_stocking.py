@@ -7,6 +7,7 @@ sizes, bursts both ways, concurrent writers, ``read`` timeouts, iteration,
 
 from __future__ import annotations
 
+import array
 import select
 import socket
 import threading
@@ -18,7 +19,14 @@ import pytest
 
 import stockings
 from conftest import FLAVOURS, library_threads, wait_until
-from stockings import ConnectionClosed, EndReason, HandshakeFailed, NotReady, Stocking
+from stockings import (
+    ConnectionClosed,
+    EndReason,
+    HandshakeFailed,
+    MessageTooLarge,
+    NotReady,
+    Stocking,
+)
 
 __all__: list[str] = []
 
@@ -147,6 +155,29 @@ def test_wrong_type_raises_type_error_in_the_caller(pair: tuple[Any, Any]) -> No
             left.write(bad)
     left.write("still fine")
     assert right.read(timeout=10) == "still fine"
+
+
+def test_bytes_likes_arrive_as_their_raw_bytes(pair: tuple[Any, Any]) -> None:
+    left, right = pair
+    numbers = array.array("i", [1, -1, 1 << 20])
+    buffer = bytearray(b"mutable")
+    left.write(memoryview(numbers))
+    left.write(buffer)
+    buffer[:] = b"changed"  # the message was taken when written
+    left.write(memoryview(b"abcdef")[::2])
+    assert read_n(right, 3) == [numbers.tobytes(), b"mutable", b"ace"]
+
+
+def test_writing_over_the_size_limit_raises_and_sends_nothing(make_pair: PairMaker) -> None:
+    a, b = make_pair()
+    with Stocking(a, max_message_size=100) as left, Stocking(b) as right:
+        with pytest.raises(MessageTooLarge):
+            left.write(b"x" * 101)
+        with pytest.raises(MessageTooLarge):
+            left.write("é" * 51)  # 102 bytes of UTF-8
+        left.write(b"y" * 100)
+        assert right.read(timeout=10) == b"y" * 100
+        assert left.active
 
 
 # ------------------------------------------------------------------ bursts
@@ -454,8 +485,12 @@ def test_not_ready_until_a_custom_handshake_completes(make_pair: PairMaker) -> N
         with pytest.raises(NotReady):
             iter(gated).__next__()
         plain.write("early")
+        # Messages that arrive during the handshake belong to it: not ready for select() yet.
+        wait_until(lambda: gated.unread_bytes == 5)
+        assert not readable(gated)
         gate.set()
         assert gated.wait_handshake(10)
+        assert readable(gated, timeout=10)
         assert gated.handshake_complete is True
         assert gated.handshakeComplete is True
         assert gated.read(timeout=10) == "early"
