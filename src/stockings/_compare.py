@@ -56,13 +56,13 @@ RUN_TIMEOUT = 60.0
 # Messages per stream run, by size: (full, quick). The 1 MiB full run sends
 # 1 GiB, which is also the memory measurement.
 _COUNTS = {
-    16: (300_000, 40_000),
-    100: (300_000, 40_000),
-    4096: (60_000, 8_000),
-    65536: (8_000, 1_000),
-    1048576: (1024, 128),
+    16: (400_000, 150_000),
+    100: (400_000, 150_000),
+    4096: (100_000, 30_000),
+    65536: (10_000, 3_000),
+    1048576: (1024, 256),
 }
-_RTT_COUNTS = (20_000, 3_000)
+_RTT_COUNTS = (20_000, 5_000)
 # 1.2.3 moves every message through a pipe and reads headers one byte per
 # recv, so it is slow: its runs are a quarter the size. It is known to
 # deadlock on bursts of large messages in both directions at once; these

@@ -217,6 +217,10 @@ class Decoder:
             raise MessageTooLarge(length, limit)
 
     def _feed(self, data: BytesLike, out: list[Message]) -> None:
+        if type(data) is not bytes:
+            # One copy of the whole piece makes every message in it a single
+            # slice (a memoryview would need a slice and then a copy each).
+            data = bytes(data)
         end = len(data)
         pos = 0
         limit = self.max_message_size
@@ -226,12 +230,17 @@ class Decoder:
             pos = self._continue_payload(data, end, out)
         elif self._header:
             pos = self._continue_header(data, end, out)
+        append = out.append
         # The hot loop: whole messages lying in ``data``, no state kept.
+        # One- and two-byte headers (payloads under 8 KiB) are parsed inline.
         while pos < end:
             first = data[pos]
             if first & _LAST:
                 length = first & _FIRST_LENGTH_MASK
                 start = pos + 1
+            elif pos + 1 < end and data[pos + 1] & _LAST:
+                length = first & _FIRST_LENGTH_MASK | (data[pos + 1] & _NEXT_LENGTH_MASK) << 6
+                start = pos + 2
             else:
                 start, length = _parse_header(data, pos, end)
                 if start < 0:
@@ -244,10 +253,10 @@ class Decoder:
                 self._begin_payload(data, start, end, length, not first & _BYTES)
                 return
             if first & _BYTES:
-                out.append(bytes(data[start:stop]))
+                append(data[start:stop])
             else:
                 try:
-                    out.append(str(data[start:stop], "utf-8"))
+                    append(str(data[start:stop], "utf-8"))
                 except UnicodeDecodeError as exc:
                     raise ProtocolError(f"text message is not valid UTF-8: {exc.reason}") from exc
             pos = stop
