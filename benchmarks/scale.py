@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-compare", action="store_true", help="skip Stockings 1.2.3")
     parser.add_argument(
         "--old-counts",
-        default="500,1000,2000,4000,10000",
+        default="1000,2000,3000,3900",
         help="connection counts to try with 1.2.3, smallest first",
     )
     parser.add_argument("--role", help=argparse.SUPPRESS)
