@@ -1,0 +1,287 @@
+"""TLS stockings: a channel over an ``ssl.SSLSocket``, driven without blocking.
+
+A stocking made over an ``ssl.SSLSocket`` (wrapped with
+``do_handshake_on_connect=False``) gets a :class:`TlsChannel` instead of a
+plain :class:`~stockings._channel.Channel`. Everything above the socket is
+the same; what differs is how the TLS engine is driven:
+
+- The TLS handshake runs on the hub thread, one non-blocking step per
+  readiness event, so a peer that stalls its handshake holds up no other
+  stocking of the hub. Writes made meanwhile are queued and sent once it is
+  done. If it fails, the stocking ends with ``EndReason.HANDSHAKE_FAILED``
+  and a :class:`~stockings.HandshakeFailed` chained to the ``ssl`` error,
+  having delivered nothing.
+- One TLS connection is one OpenSSL object, which must not be used by two
+  threads at once. The plain channel already sends only under its outbound
+  lock; here every other use of the TLS object (receive, handshake,
+  shutdown) takes that lock too, so user threads can still write directly.
+- OpenSSL decrypts whole records: bytes it has decrypted but not handed out
+  yet (``pending()``) are invisible to ``select``, so receiving goes on
+  until the TLS object has nothing left, not just until the socket is empty.
+  A read may also need the socket to be writable, and a write readable
+  (``SSLWantWriteError`` from a read and the reverse); the channel watches
+  for whichever the engine asks.
+- ``close()`` sends TLS close_notify before shutting the socket down, so the
+  peer can tell a clean end from a truncation. ``abort()`` and errors do not.
+
+Renegotiation (TLS 1.2) is not supported: contexts should set
+``ssl.OP_NO_RENEGOTIATION``; TLS 1.3 has none.
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import ssl
+import time
+
+from ._channel import Channel, ChannelOptions, end_reason_for
+from ._errors import EndReason, HandshakeFailed, MessageTooLarge
+from ._hub import Hub
+
+__all__ = ["TlsChannel"]
+
+_EVENT_READ = selectors.EVENT_READ
+_EVENT_WRITE = selectors.EVENT_WRITE
+_WOULD_BLOCK = (BlockingIOError, InterruptedError)
+
+#: Holds writes back while the TLS handshake runs. ``Channel.send`` queues a
+#: message whenever the outbound queue is not empty, so an empty marker at
+#: the head of the queue gates every write without costing the plain path a
+#: check. It is removed (by identity) when the handshake completes.
+_HANDSHAKE_GATE = memoryview(bytearray())
+#: How many times closing reads what already arrived, to keep the peer from
+#: seeing a reset before our close_notify (as the plain channel does).
+_CLOSE_DRAIN_ROUNDS = 64
+
+
+class TlsChannel(Channel):
+    """The channel of a stocking over an ``ssl.SSLSocket``."""
+
+    def __init__(self, sock: socket.socket, hub: Hub, options: ChannelOptions) -> None:
+        if not isinstance(sock, ssl.SSLSocket):
+            raise TypeError(f"a TLS channel needs an ssl.SSLSocket, not {type(sock).__name__}")
+        super().__init__(sock, hub, options)
+        self._tls = sock
+        # ``version()`` stays None until a handshake has completed.
+        self._handshaking = sock.version() is None
+        # Whether the TLS engine waits for the socket to turn writable.
+        self._want_write = False
+        # close_notify could not be sent yet for lack of buffer space.
+        self._unwrapping = False
+        if self._handshaking:
+            self._out.append(_HANDSHAKE_GATE)
+
+    @property
+    def handshaking(self) -> bool:
+        """True until the TLS handshake has completed."""
+        return self._handshaking
+
+    # ------------------------------------------------------------------ hub
+
+    def _register(self) -> None:
+        super()._register()
+        if self._handshaking and not self.ended:
+            # A client speaks first: start the handshake without waiting for an event.
+            self._advance_handshake()
+
+    def _set_interest(self) -> None:
+        reading = self._reading and not self._unwrapping
+        writing = self._want_write or (bool(self._out) and not self._handshaking)
+        events = (_EVENT_READ if reading or self._handshaking else 0) | (
+            _EVENT_WRITE if writing else 0
+        )
+        if events == self._events:
+            return
+        selector = self.hub.selector
+        if not self._events:
+            selector.register(self.sock, events, self)
+        elif not events:
+            selector.unregister(self.sock)
+        else:
+            selector.modify(self.sock, events, self)
+        self._events = events
+
+    def handle_events(self, mask: int) -> None:
+        """Act on the socket's readiness (hub thread); never raises."""
+        try:
+            if self._handshaking:
+                self._advance_handshake()
+            elif self._unwrapping:
+                self._advance_unwrap()
+            else:
+                # Either readiness may be what a blocked read or write waited for.
+                self._want_write = False
+                if self._reading:
+                    self._receive()
+                if self.ended:
+                    return
+                if self._out:
+                    self._flush_from_hub()
+                else:
+                    self._set_interest()
+        except Exception as exc:
+            self._end(EndReason.ERROR, exc)
+
+    def _advance_handshake(self) -> None:
+        failure: OSError | None = None
+        done = False
+        with self._out_lock:
+            try:
+                self._tls.do_handshake()
+            except ssl.SSLWantReadError:
+                self._want_write = False
+            except ssl.SSLWantWriteError:
+                self._want_write = True
+            except _WOULD_BLOCK:
+                pass
+            except OSError as exc:
+                failure = exc
+            else:
+                done = True
+                self._handshaking = False
+                self._want_write = False
+                if self._out and self._out[0] is _HANDSHAKE_GATE:
+                    self._out.popleft()
+        if failure is not None:
+            error = HandshakeFailed(f"TLS handshake failed: {failure}")
+            error.__cause__ = failure
+            self._end(EndReason.HANDSHAKE_FAILED, error)
+            return
+        if not done:
+            self._set_interest()
+            return
+        # The peer's first records may have come in with its last handshake
+        # message, already read into the TLS object where select cannot see them.
+        self._receive()
+        if not self.ended:
+            self._flush_from_hub()
+
+    def _send_queued(self) -> None:
+        if self._handshaking:
+            return
+        super()._send_queued()
+
+    def _receive(self) -> bool:
+        """Receive until the TLS object and the socket are empty, or the buffer is full.
+
+        Returns:
+            True if there may be more to receive right away.
+        """
+        tls = self._tls
+        view = self.hub.recv_view
+        size = len(view)
+        while True:
+            filled = 0
+            eof = False
+            error: OSError | None = None
+            with self._out_lock:
+                try:
+                    while filled < size:
+                        received = tls.recv_into(view[filled:])
+                        if not received:
+                            eof = True
+                            break
+                        filled += received
+                except ssl.SSLWantReadError:
+                    pass
+                except ssl.SSLWantWriteError:
+                    self._want_write = True
+                except _WOULD_BLOCK:
+                    pass
+                except OSError as exc:
+                    error = exc
+                pending = 0 if eof or error is not None else tls.pending()
+            if filled:
+                if self._idle_timer is not None:
+                    self._last_receive = time.monotonic()
+                messages = self.decoder.feed(view[:filled])
+                if messages:
+                    self._deliver(messages)
+                failure = self.decoder.failure
+                if failure is not None:
+                    reason = (
+                        EndReason.MESSAGE_TOO_LARGE
+                        if isinstance(failure, MessageTooLarge)
+                        else EndReason.PROTOCOL_ERROR
+                    )
+                    self._end(reason, failure)
+                    return False
+            if error is not None:
+                self._end(end_reason_for(error), error)
+                return False
+            if eof:
+                self._end_of_stream()
+                return False
+            if pending and self._reading and not self.ended:
+                # Decrypted bytes that select cannot see: take them now.
+                continue
+            # A full buffer: the socket may hold more, and select will say so.
+            return filled == size
+
+    def _resume_reading(self) -> None:
+        super()._resume_reading()
+        if self._reading and not self.ended and not self._handshaking:
+            with self._out_lock:
+                pending = self._tls.pending()
+            if pending:
+                # Decrypted bytes wait in the TLS object: no event will announce them.
+                self._receive()
+
+    # ---------------------------------------------------------------- close
+
+    def _begin_close(self, timeout: float | None) -> None:
+        if self._handshaking and not self.ended and self._out_bytes == 0:
+            # Nothing was written: no need to wait for a handshake to end it.
+            self._end(EndReason.CLOSED)
+            return
+        super()._begin_close(timeout)
+
+    def _finish_close(self) -> None:
+        if self.ended or self._unwrapping:
+            return
+        if self._handshaking:
+            self._end(EndReason.CLOSED)
+            return
+        self._unwrapping = True
+        self._advance_unwrap()
+
+    def _advance_unwrap(self) -> None:
+        """Send close_notify, shut the socket down, take in what arrived, end."""
+        sent = False
+        finished = False
+        with self._out_lock:
+            try:
+                self._tls.unwrap()
+            except ssl.SSLWantReadError:
+                # Sent; the peer's close_notify has not arrived, and we need not wait for it.
+                sent = True
+            except ssl.SSLWantWriteError:
+                self._want_write = True
+            except _WOULD_BLOCK:
+                self._want_write = True
+            except OSError:
+                # The peer is gone or broke TLS: there is nobody to tell.
+                sent = True
+            else:
+                # Both close_notify alerts are through: TLS is over both ways.
+                sent = finished = True
+        if not sent:
+            self._set_interest()
+            return
+        self._unwrapping = False
+        self._want_write = False
+        drain = not finished
+        try:
+            # socket.socket's own shutdown: SSLSocket.shutdown would drop the TLS
+            # state we still need to read what the peer sent before our end.
+            socket.socket.shutdown(self._tls, socket.SHUT_WR)
+        except OSError:
+            drain = False
+        if drain:
+            for _ in range(_CLOSE_DRAIN_ROUNDS):
+                if self.ended or self._peer_eof or not self._receive():
+                    break
+        if self._peer_eof and not self._close_requested:
+            self._end(EndReason.PEER_CLOSED)
+        self._end(EndReason.CLOSED)

@@ -1,0 +1,389 @@
+"""TLS stockings over loopback TCP, with certificates made by trustme at test time."""
+
+from __future__ import annotations
+
+import ssl
+import threading
+from collections.abc import Iterator
+
+import pytest
+import trustme
+
+import stockings
+from conftest import FLAVOURS, tcp_pair, wait_until
+from stockings import EndReason, HandshakeFailed, Hub, Stocking
+
+pytestmark = pytest.mark.timeout(30)
+
+BIG = bytes(range(256)) * (4 * 1024 * 1024 // 256)  # 4 MiB
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def server_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+    return context
+
+
+@pytest.fixture(scope="module")
+def client_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+def wrap_pair(
+    client_context: ssl.SSLContext,
+    server_context: ssl.SSLContext,
+    hostname: str = "localhost",
+) -> tuple[ssl.SSLSocket, ssl.SSLSocket]:
+    """Two ends of a loopback TCP connection, wrapped for TLS, handshake not started."""
+    a, b = tcp_pair()
+    client = client_context.wrap_socket(a, server_hostname=hostname, do_handshake_on_connect=False)
+    server = server_context.wrap_socket(b, server_side=True, do_handshake_on_connect=False)
+    return client, server
+
+
+def make_stockings(
+    flavour: type[Stocking],
+    client_context: ssl.SSLContext,
+    server_context: ssl.SSLContext,
+    hostname: str = "localhost",
+    **kwargs: object,
+) -> tuple[Stocking, Stocking]:
+    client, server = wrap_pair(client_context, server_context, hostname)
+    return flavour(client, **kwargs), flavour(server, **kwargs)  # type: ignore[arg-type]
+
+
+def read_n(stocking: Stocking, n: int, timeout: float = 20.0) -> list[object]:
+    got = []
+    for _ in range(n):
+        message = stocking.read(timeout=timeout)
+        assert message is not None, f"only {len(got)} of {n} messages arrived"
+        got.append(message)
+    return got
+
+
+def assert_failed_handshake(stocking: Stocking) -> None:
+    wait_until(lambda: stocking.ended)
+    assert stocking.end_reason is EndReason.HANDSHAKE_FAILED
+    assert isinstance(stocking.end_exception, HandshakeFailed)
+    assert "TLS" in str(stocking.end_exception)
+
+
+@pytest.fixture
+def closing() -> Iterator[list[Stocking]]:
+    """Stockings to close at the end of a test, whatever happened."""
+    made: list[Stocking] = []
+    yield made
+    for stocking in made:
+        stocking.abort()
+
+
+# ------------------------------------------------------------------ works
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+@pytest.mark.usefixtures("no_leaks")
+def test_verified_connection_carries_every_kind_of_message(
+    flavour: type[Stocking], client_context: ssl.SSLContext, server_context: ssl.SSLContext
+) -> None:
+    client, server = make_stockings(flavour, client_context, server_context)
+    assert isinstance(client.sock, ssl.SSLSocket)
+    messages: list[object] = ["text", b"bytes", "", b"", "\u00e9\u4e2d", BIG]
+    for message in messages:
+        client.write(message)
+        server.write(message)
+    assert read_n(server, len(messages)) == messages
+    assert read_n(client, len(messages)) == messages
+    assert client.sock.version() in ("TLSv1.2", "TLSv1.3")
+    client.close()
+    server.close()
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+@pytest.mark.usefixtures("no_leaks")
+def test_burst_both_ways_at_once(
+    flavour: type[Stocking], client_context: ssl.SSLContext, server_context: ssl.SSLContext
+) -> None:
+    client, server = make_stockings(flavour, client_context, server_context)
+    count = 3000
+
+    def burst(stocking: Stocking, tag: str) -> None:
+        for i in range(count):
+            stocking.write(f"{tag}{i}" * (1 + i % 50))
+
+    writers = [
+        threading.Thread(target=burst, args=(client, "c")),
+        threading.Thread(target=burst, args=(server, "s")),
+    ]
+    for writer in writers:
+        writer.start()
+    from_client = read_n(server, count)
+    from_server = read_n(client, count)
+    for writer in writers:
+        writer.join(10)
+    assert from_client == [f"c{i}" * (1 + i % 50) for i in range(count)]
+    assert from_server == [f"s{i}" * (1 + i % 50) for i in range(count)]
+    client.close()
+    server.close()
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+@pytest.mark.usefixtures("no_leaks")
+def test_tls_12_and_13(
+    version: ssl.TLSVersion, ca: trustme.CA, server_context: ssl.SSLContext
+) -> None:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    context.minimum_version = context.maximum_version = version
+    client, server = make_stockings(Stocking, context, server_context)
+    client.write(b"x" * 100_000)
+    server.write("pong")
+    assert server.read(timeout=10) == b"x" * 100_000
+    assert client.read(timeout=10) == "pong"
+    assert client.sock.version() == version.name.replace("_", ".")
+    client.close()
+    server.close()
+
+
+@pytest.mark.usefixtures("no_leaks")
+def test_connect_and_server_helpers(
+    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+) -> None:
+    with stockings.Server(("127.0.0.1", 0), ssl=server_context) as listener:
+        client = stockings.connect(
+            listener.address, ssl=client_context, server_hostname="localhost", timeout=10
+        )
+        server = listener.accept(timeout=10)
+        assert server is not None
+        client.write("over TLS")
+        assert server.read(timeout=10) == "over TLS"
+        server.write(b"and back")
+        assert client.read(timeout=10) == b"and back"
+        client.close()
+        assert server.read(timeout=10) is None
+        assert server.end_reason is EndReason.PEER_CLOSED
+
+
+@pytest.mark.usefixtures("no_leaks")
+def test_writes_made_during_the_handshake_wait_for_it(
+    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+) -> None:
+    client_sock, server_sock = wrap_pair(client_context, server_context)
+    client = Stocking(client_sock)
+    # The server end is not served yet, so the client's handshake cannot finish.
+    sent = [f"early {i}" for i in range(200)] + [BIG]
+    for message in sent:
+        client.write(message)
+    assert client.queued_bytes > len(BIG)
+    server = Stocking(server_sock)
+    assert read_n(server, len(sent)) == sent
+    client.close()
+    server.close()
+
+
+@pytest.mark.usefixtures("no_leaks")
+def test_reading_resumes_with_bytes_already_decrypted(
+    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+) -> None:
+    # A tiny inbound high-water mark pauses reading between TLS records, with
+    # decrypted bytes left in the TLS object where select cannot see them.
+    client, server = make_stockings(
+        Stocking, client_context, server_context, read_high_water=100, read_low_water=0
+    )
+    sent = [bytes([i % 256]) * (1 + i * 7 % 300) for i in range(2000)]
+    for message in sent:
+        client.write(message)
+    assert read_n(server, len(sent)) == sent
+    client.close()
+    server.close()
+
+
+# ---------------------------------------------------------------- failures
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+@pytest.mark.usefixtures("no_leaks")
+def test_wrong_hostname_fails_clearly_and_delivers_nothing(
+    flavour: type[Stocking], client_context: ssl.SSLContext, server_context: ssl.SSLContext
+) -> None:
+    client, server = make_stockings(
+        flavour, client_context, server_context, hostname="wrong.example"
+    )
+    client.write("must not arrive")
+    server.write("must not arrive either")
+    assert_failed_handshake(client)
+    assert isinstance(client.end_exception.__cause__, ssl.SSLCertVerificationError)
+    assert "wrong.example" in str(client.end_exception)
+    assert_failed_handshake(server)
+    assert client.read() is None
+    assert server.read() is None
+    client.close()
+    server.close()
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+@pytest.mark.usefixtures("no_leaks")
+def test_untrusted_ca_fails_clearly_and_delivers_nothing(
+    flavour: type[Stocking], server_context: ssl.SSLContext
+) -> None:
+    stranger = ssl.create_default_context()
+    trustme.CA().configure_trust(stranger)
+    client, server = make_stockings(flavour, stranger, server_context)
+    client.write("must not arrive")
+    server.write("must not arrive either")
+    assert_failed_handshake(client)
+    assert isinstance(client.end_exception.__cause__, ssl.SSLCertVerificationError)
+    assert "certificate verify failed" in str(client.end_exception)
+    assert_failed_handshake(server)
+    assert client.read() is None
+    assert server.read() is None
+    client.close()
+    server.close()
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+@pytest.mark.usefixtures("no_leaks")
+def test_plain_peer_talking_to_a_tls_server(
+    flavour: type[Stocking], server_context: ssl.SSLContext
+) -> None:
+    a, b = tcp_pair()
+    plain = flavour(a)
+    tls = flavour(server_context.wrap_socket(b, server_side=True, do_handshake_on_connect=False))
+    plain.write("hello in the clear")
+    assert_failed_handshake(tls)
+    assert isinstance(tls.end_exception.__cause__, ssl.SSLError)
+    assert tls.read() is None
+    wait_until(lambda: plain.ended)
+    plain.close()
+    tls.close()
+
+
+@pytest.mark.usefixtures("no_leaks")
+def test_tls_client_talking_to_a_plain_peer(client_context: ssl.SSLContext) -> None:
+    a, b = tcp_pair()
+    tls = Stocking(
+        client_context.wrap_socket(a, server_hostname="localhost", do_handshake_on_connect=False)
+    )
+    plain = Stocking(b)
+    plain.write("hello in the clear")
+    assert_failed_handshake(tls)
+    assert tls.read() is None
+    wait_until(lambda: plain.ended)
+    assert plain.end_reason is not EndReason.CLOSED
+    plain.close()
+    tls.close()
+
+
+# ------------------------------------------------------------------- close
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+@pytest.mark.usefixtures("no_leaks")
+def test_close_sends_close_notify(
+    flavour: type[Stocking], client_context: ssl.SSLContext, server_context: ssl.SSLContext
+) -> None:
+    a, b = tcp_pair()
+    stocking = flavour(
+        server_context.wrap_socket(b, server_side=True, do_handshake_on_connect=False)
+    )
+    a.settimeout(10)
+    # A strict peer: a TCP end without close_notify would raise SSLEOFError.
+    raw = client_context.wrap_socket(a, server_hostname="localhost", suppress_ragged_eofs=False)
+    stocking.write("last words")
+    stocking.write(BIG)
+    received = b""
+    want = len(stockings.encode("last words")) + len(stockings.encode(BIG))
+    while len(received) < want:
+        chunk = raw.recv(1 << 20)
+        assert chunk, "the stream ended early"
+        received += chunk
+    assert received == stockings.encode("last words") + stockings.encode(BIG)
+    stocking.close()
+    assert stocking.end_reason is EndReason.CLOSED
+    assert raw.recv(1024) == b""  # close_notify: a clean TLS end, not a truncation
+    raw.close()
+
+
+@pytest.mark.usefixtures("no_leaks")
+def test_peer_sees_a_clean_end_after_everything(
+    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+) -> None:
+    client, server = make_stockings(Stocking, client_context, server_context)
+    sent = [f"m{i}" for i in range(500)] + [BIG]
+    for message in sent:
+        client.write(message)
+    client.close()
+    assert client.end_reason is EndReason.CLOSED
+    assert list(server) == sent
+    assert server.end_reason is EndReason.PEER_CLOSED
+    server.close()
+
+
+@pytest.mark.usefixtures("no_leaks")
+def test_abort_during_the_handshake(
+    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+) -> None:
+    client_sock, server_sock = wrap_pair(client_context, server_context)
+    client = Stocking(client_sock)
+    client.write("never sent")
+    client.abort()
+    assert client.end_reason is EndReason.ABORTED
+    server_sock.close()
+
+
+@pytest.mark.usefixtures("no_leaks")
+def test_close_during_a_stalled_handshake_does_not_wait(
+    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+) -> None:
+    client_sock, server_sock = wrap_pair(client_context, server_context)
+    client = Stocking(client_sock)
+    client.close(timeout=30)  # nothing was written: no reason to wait for the peer
+    assert client.end_reason is EndReason.CLOSED
+    server_sock.close()
+
+
+# ------------------------------------------------------------------- hub
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+@pytest.mark.usefixtures("no_leaks")
+def test_stalled_handshake_blocks_no_other_stocking(
+    flavour: type[Stocking],
+    client_context: ssl.SSLContext,
+    server_context: ssl.SSLContext,
+    closing: list[Stocking],
+) -> None:
+    hub = Hub(flavour.selector_factory, name="stockings-test-hub")
+    # One peer connects and sends half a ClientHello, then nothing.
+    silent, victim_sock = tcp_pair()
+    victim = flavour(
+        server_context.wrap_socket(victim_sock, server_side=True, do_handshake_on_connect=False),
+        hub=hub,
+    )
+    closing.append(victim)
+    silent.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+    pairs = []
+    for _ in range(20):
+        client, server = make_stockings(flavour, client_context, server_context, hub=hub)
+        closing.extend((client, server))
+        pairs.append((client, server))
+    for i, (client, server) in enumerate(pairs):
+        client.write(f"ping {i}")
+        server.write(f"pong {i}")
+    for i, (client, server) in enumerate(pairs):
+        assert server.read(timeout=10) == f"ping {i}"
+        assert client.read(timeout=10) == f"pong {i}"
+    assert not victim.ended
+    for client, server in pairs:
+        client.close()
+        server.close()
+    victim.close()
+    assert victim.end_reason is EndReason.CLOSED
+    silent.close()
