@@ -15,18 +15,21 @@ except for the few instructions a queue operation takes.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import selectors
 import socket
 import ssl
+import struct
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from itertools import islice
 from threading import Condition, Lock
 
-from ._errors import ConnectionClosed, EndReason, MessageTooLarge, WriteTimeout
+from ._errors import ConnectionClosed, EndReason, MessageTooLarge, StockingError, WriteTimeout
 from ._framing import BytesLike, Decoder, Message, encode_header, payload_of
 from ._hub import Hub, Timer
 from ._signal import ReadySignal
@@ -46,6 +49,15 @@ JOIN_SIZE = 256 * 1024
 _EVENT_READ = selectors.EVENT_READ
 _EVENT_WRITE = selectors.EVENT_WRITE
 _RESET_ERRORS = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+#: How often a reader blocked without a deadline checks that nobody closed
+#: the socket behind the stocking's back (an epoll hub is not told).
+ORPHAN_CHECK_INTERVAL = 1.0
+#: ``SO_LINGER`` on, zero seconds: ``close()`` sends RST.
+_LINGER_RESET = struct.pack("ii", 1, 0)
+_TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+
+#: Every channel of this process, so that a forked child can disown them.
+_live_channels: weakref.WeakSet[Channel] = weakref.WeakSet()
 
 
 def end_reason_for(exc: BaseException) -> EndReason:
@@ -61,6 +73,7 @@ class ChannelOptions:
     """The limits one channel enforces; see :class:`stockings.Stocking`."""
 
     __slots__ = (
+        "idle_timeout",
         "max_message_size",
         "read_high_water",
         "read_low_water",
@@ -75,7 +88,11 @@ class ChannelOptions:
         write_low_water: int | None,
         read_high_water: int,
         read_low_water: int | None,
+        idle_timeout: float | None = None,
     ) -> None:
+        if idle_timeout is not None and not idle_timeout > 0:
+            raise ValueError("idle_timeout must be a positive number of seconds, or None")
+        self.idle_timeout = idle_timeout
         if max_message_size is not None and max_message_size < 0:
             raise ValueError("max_message_size cannot be negative")
         if write_high_water < 0 or read_high_water < 0:
@@ -112,6 +129,13 @@ class Channel:
         self._closing = False
         self._close_requested = False
         self._close_timer: Timer | None = None
+        # Idle detection (hub thread only): the timer is set only with idle_timeout.
+        self._idle_timer: Timer | None = None
+        self._last_receive = 0.0
+        # The peer half-closed while replies were still queued: flush them, then end.
+        self._peer_eof = False
+        self._orphaned = False
+        _live_channels.add(self)
 
         self._in_lock = Lock()
         self._arrived = Condition(self._in_lock)
@@ -150,6 +174,10 @@ class Channel:
     def _register(self) -> None:
         if self.ended:
             return
+        idle = self.options.idle_timeout
+        if idle is not None:
+            self._last_receive = time.monotonic()
+            self._idle_timer = self.hub.call_later(idle, self._check_idle)
         self._set_interest()
         if self._out:
             self._flush_from_hub()
@@ -205,6 +233,8 @@ class Channel:
         if not received:
             self._end_of_stream()
             return False
+        if self._idle_timer is not None:
+            self._last_receive = time.monotonic()
         messages = self.decoder.feed(data)
         if messages:
             self._deliver(messages)
@@ -221,17 +251,31 @@ class Channel:
 
     def _end_of_stream(self) -> None:
         # A half-closing peer may still read: hand it what the kernel takes now.
+        error: OSError | None = None
         with self._out_lock:
             try:
                 self._send_queued()
-            except OSError:
-                pass
+            except OSError as exc:
+                error = exc
+            pending = bool(self._out)
+            if pending and error is None:
+                # Replies written before the peer's FIN still reach it: take
+                # no new writes, flush the queue, then end as PEER_CLOSED.
+                self._closing = True
+                self._peer_eof = True
         try:
             self.decoder.eof()
         except Exception as exc:
             self._end(EndReason.PROTOCOL_ERROR, exc)
-        else:
-            self._end(EndReason.CLOSED if self._close_requested else EndReason.PEER_CLOSED)
+            return
+        if self._peer_eof and not self.ended:
+            self._reading = False
+            self._set_interest()
+            with self._in_lock:
+                # Nothing more can arrive: a waiting read returns None now.
+                self._arrived.notify_all()
+            return
+        self._end(EndReason.CLOSED if self._close_requested else EndReason.PEER_CLOSED)
 
     def _deliver(self, messages: list[Message]) -> None:
         size = sum(map(len, messages))
@@ -345,6 +389,25 @@ class Channel:
             WriteTimeout(f"close() gave up flushing with {left} bytes still unsent"),
         )
 
+    def _check_idle(self) -> None:
+        """The idle timer fired (hub thread): end the channel if the peer stayed silent."""
+        idle = self.options.idle_timeout
+        if self.ended or idle is None:
+            return
+        now = time.monotonic()
+        if not self._reading:
+            # We stopped reading ourselves (flow control, a final flush): the
+            # silence is ours, not the peer's.
+            self._last_receive = now
+        silent = now - self._last_receive
+        if silent >= idle:
+            self._end(
+                EndReason.TIMEOUT,
+                TimeoutError(f"nothing received from the peer for {silent:.3g} s"),
+            )
+            return
+        self._idle_timer = self.hub.call_later(idle - silent, self._check_idle)
+
     def _finish_close(self) -> None:
         try:
             self.sock.shutdown(socket.SHUT_WR)
@@ -355,8 +418,10 @@ class Channel:
             # kernel does not turn our FIN into a reset that the peer might see
             # before our last messages.
             for _ in range(64):
-                if self.ended or not self._receive():
+                if self.ended or self._peer_eof or not self._receive():
                     break
+        if self._peer_eof and not self._close_requested:
+            self._end(EndReason.PEER_CLOSED)
         self._end(EndReason.CLOSED)
 
     def _end(self, reason: EndReason, exc: BaseException | None = None) -> None:
@@ -371,6 +436,13 @@ class Channel:
             self._events = 0
         with self._out_lock:
             self._closing = True
+            if reason is EndReason.ABORTED and self.sock.family in _TCP_FAMILIES:
+                # Reset rather than FIN: the peer must not mistake a stream
+                # cut short for a clean close.
+                try:
+                    self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                except OSError:
+                    pass
             self.sock.close()
             self._out.clear()
             self._out_bytes = 0
@@ -387,6 +459,9 @@ class Channel:
             callbacks, self._on_end = self._on_end, []
         if self._close_timer is not None:
             self._close_timer.cancel()
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         self.hub.detach()
         for callback in callbacks:
             try:
@@ -482,6 +557,10 @@ class Channel:
     def _closed_error(self) -> ConnectionClosed:
         reason = self.end_reason
         if reason is None:
+            if self._peer_eof and not self._close_requested:
+                return ConnectionClosed(
+                    "the peer closed its side; flushing the last replies", EndReason.PEER_CLOSED
+                )
             return ConnectionClosed("the stocking is closing", EndReason.CLOSED)
         error = ConnectionClosed(f"the stocking has ended: {reason.value}", reason)
         error.__cause__ = self.end_exception
@@ -524,16 +603,24 @@ class Channel:
         deadline = None if timeout is None else time.monotonic() + timeout
         self._readers_waiting += 1
         try:
-            while not self.inbox and not self.ended:
-                if deadline is None:
-                    self._arrived.wait()
-                else:
+            while not (self.inbox or self.ended or self._close_requested or self._peer_eof):
+                wait = ORPHAN_CHECK_INTERVAL
+                if deadline is not None:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         return
-                    self._arrived.wait(remaining)
+                    wait = min(wait, remaining)
+                if not self._arrived.wait(wait):
+                    self._check_orphaned()
         finally:
             self._readers_waiting -= 1
+
+    def _check_orphaned(self) -> None:
+        """End the channel if its socket was closed behind its back (``_in_lock`` held)."""
+        if self._started and not self.ended and self.sock.fileno() < 0 and not self._orphaned:
+            self._orphaned = True
+            error = OSError(errno.EBADF, "the socket was closed outside the stocking")
+            self.hub.call_soon(functools.partial(self._end, EndReason.ERROR, error))
 
     def wait_ended(self, timeout: float | None) -> bool:
         """Wait until the channel has ended; return whether it has."""
@@ -623,10 +710,18 @@ class Channel:
         Waits for the end unless called on the hub thread. ``timeout`` bounds
         the flush; when it runs out the channel ends with ``EndReason.TIMEOUT``.
         """
+        if self.ended:
+            return
         with self._out_lock:
             first = not self._close_requested
             self._close_requested = True
             self._closing = True
+            # A write blocked at the high-water mark gives up now: its
+            # message was not written before close(), so it is not flushed.
+            self._drained.notify_all()
+        with self._in_lock:
+            # So does a read waiting for a message: we are done reading.
+            self._arrived.notify_all()
         if first and self._started:
             if flush:
                 self.hub.call_soon(lambda: self._begin_close(timeout))
@@ -652,6 +747,55 @@ class Channel:
         with self._in_lock:
             if self._signal is not None:
                 self._signal.close()
+
+    def _disown_after_fork(self, parent: int) -> None:
+        """In a forked child: end this copy without touching the parent's connection.
+
+        The child has no hub thread, its locks may have been copied while
+        held, and its socket and ``fileno()`` descriptors share their open
+        files with the parent. So the copy gets fresh locks, drops its queues
+        (reading the parent's messages twice would be worse than not at all),
+        closes only its own descriptors (no shutdown, which would reach the
+        peer) and reads as ended.
+        """
+        self._out_lock = Lock()
+        self._drained = Condition(self._out_lock)
+        self._in_lock = Lock()
+        self._arrived = Condition(self._in_lock)
+        self._out.clear()
+        self._out_bytes = 0
+        self._drain_waiters = 0
+        self._readers_waiting = 0
+        self._closing = True
+        self._close_requested = True
+        self.inbox.clear()
+        self._unread = 0
+        self._watchers = None
+        self._on_end = []
+        self._idle_timer = self._close_timer = None
+        signal, self._signal = self._signal, None
+        if signal is not None:
+            signal.close()
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        if not self.ended:
+            self.end_reason = EndReason.ERROR
+            self.end_exception = StockingError(
+                f"this stocking belongs to process {parent}; a forked child cannot use it"
+            )
+            self.ended = True
+
+
+def _disown_all_after_fork() -> None:
+    parent = os.getppid()
+    for channel in list(_live_channels):
+        channel._disown_after_fork(parent)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_disown_all_after_fork)
 
 
 def _report(exc: BaseException) -> None:  # pragma: no cover - our own callbacks

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import os
 import selectors
 import socket
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol
@@ -89,6 +91,7 @@ class Hub:
         self._wakee: socket.socket | None = None
         self.recv_buffer = bytearray(RECV_BUFFER_SIZE)
         self.recv_view = memoryview(self.recv_buffer)
+        _live_hubs.add(self)
 
     def __repr__(self) -> str:
         return f"<Hub {self.name} attached={self._attached}>"
@@ -190,7 +193,13 @@ class Hub:
     def _run_once(self, selector: selectors.BaseSelector) -> bool:
         """One turn of the loop; returns False once the thread should end."""
         timeout = self._next_timeout()
-        for key, mask in selector.select(timeout):
+        try:
+            ready = selector.select(timeout)
+        except (OSError, ValueError) as exc:
+            # select() refuses the whole set when one socket was closed
+            # behind its connection's back; end just that connection.
+            ready = self._closed_under_us(selector, exc)
+        for key, mask in ready:
             connection = key.data
             if connection is None:
                 self._drain_waker()
@@ -206,6 +215,19 @@ class Hub:
                 return True
             self._stop_locked(selector)
             return False
+
+    @staticmethod
+    def _closed_under_us(
+        selector: selectors.BaseSelector, error: Exception
+    ) -> list[tuple[selectors.SelectorKey, int]]:
+        closed = []
+        for key in list(selector.get_map().values()):
+            fileobj = key.fileobj
+            if key.data is not None and not isinstance(fileobj, int) and fileobj.fileno() < 0:
+                closed.append((key, selectors.EVENT_READ))
+        if not closed:
+            raise error
+        return closed
 
     def _next_timeout(self) -> float | None:
         if self._calls:
@@ -265,6 +287,36 @@ class Hub:
 
 _shared_hubs: dict[str, Hub] = {}
 _shared_lock = threading.Lock()
+#: Every hub of this process, so that a forked child can reset them.
+_live_hubs: weakref.WeakSet[Hub] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    # A forked child has none of the parent's hub threads, and any lock may
+    # have been copied while held: start the child from empty hubs. Only the
+    # child's own copies of the selector and wake-up descriptors are closed.
+    global _shared_lock
+    _shared_lock = threading.Lock()
+    _shared_hubs.clear()
+    for hub in list(_live_hubs):
+        hub._lock = threading.Lock()
+        hub._calls.clear()
+        hub._timers.clear()
+        hub._attached = 0
+        hub._thread = None
+        hub._thread_id = -1
+        hub._wake_pending = False
+        for resource in (hub._selector, hub._wakee, hub._waker):
+            if resource is not None:
+                try:
+                    resource.close()
+                except OSError:
+                    pass
+        hub._selector = hub._wakee = hub._waker = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def shared_hub(

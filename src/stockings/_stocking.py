@@ -67,6 +67,17 @@ class Stocking:
             model) rather than the flavour's shared hub.
         nodelay: set ``TCP_NODELAY`` on TCP sockets (default true: stockings
             coalesce small messages itself, so Nagle's delay only costs latency).
+        keepalive: TCP keepalive. ``None`` (default) leaves the socket as it
+            is; ``True`` turns ``SO_KEEPALIVE`` on with the system's timings;
+            a number of seconds also sets how long the connection may stay
+            silent before the first probe, with probes that far apart
+            divided by three (at least 1 s), three unanswered probes ending
+            it. A dead peer then ends the stocking with ``EndReason.TIMEOUT``.
+            Ignored for non-TCP sockets.
+        idle_timeout: end the stocking with ``EndReason.TIMEOUT`` once
+            nothing at all has arrived from the peer for this many seconds
+            (``None``, the default: never). Time the stocking spends not
+            reading by its own choice (``read_high_water``) does not count.
 
     Raises:
         OSError: ``sock`` is not connected.
@@ -98,6 +109,8 @@ class Stocking:
         hub: Hub | None = None,
         private: bool = False,
         nodelay: bool = True,
+        keepalive: bool | float | None = None,
+        idle_timeout: float | None = None,
     ) -> None:
         #: The wrapped socket.
         self.sock = sock
@@ -112,8 +125,15 @@ class Stocking:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
+        if keepalive is not None and keepalive is not False:
+            set_keepalive(sock, keepalive)
         options = ChannelOptions(
-            max_message_size, write_high_water, write_low_water, read_high_water, read_low_water
+            max_message_size,
+            write_high_water,
+            write_low_water,
+            read_high_water,
+            read_low_water,
+            idle_timeout,
         )
         self._channel = Channel(sock, self._choose_hub(hub, private), options)
         custom_handshake = type(self).handshake is not Stocking.handshake
@@ -376,6 +396,38 @@ class Stocking:
     preWrite = pre_write
     postRead = post_read
     writeDataQueued = write_data_queued
+
+
+def set_keepalive(sock: socket.socket, keepalive: bool | float) -> None:
+    """Turn TCP keepalive on for ``sock``; see the ``keepalive`` option of :class:`Stocking`.
+
+    Args:
+        sock: the socket; anything but TCP is left alone.
+        keepalive: ``True`` for the system's timings, or the seconds of
+            silence before the first probe.
+
+    Raises:
+        ValueError: ``keepalive`` is a number that is not positive.
+    """
+    if keepalive is not True and not keepalive > 0:
+        raise ValueError("keepalive must be True, None or a positive number of seconds")
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    if keepalive is True:
+        return
+    idle = max(1, round(keepalive))
+    interval = max(1, round(keepalive / 3))
+    # Linux, the BSDs and Windows name the idle option TCP_KEEPIDLE; macOS
+    # names it TCP_KEEPALIVE. A system without them keeps its own timings.
+    idle_option = getattr(socket, "TCP_KEEPIDLE", getattr(socket, "TCP_KEEPALIVE", None))
+    for option, value in (
+        (idle_option, idle),
+        (getattr(socket, "TCP_KEEPINTVL", None), interval),
+        (getattr(socket, "TCP_KEEPCNT", None), 3),
+    ):
+        if option is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
 class SelectStocking(Stocking):
