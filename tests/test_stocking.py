@@ -285,9 +285,20 @@ def test_read_zero_returns_none_at_once(same_pair: tuple[Any, Any]) -> None:
 @pytest.mark.timeout(10)
 def test_read_positive_timeout_waits_then_returns_none(same_pair: tuple[Any, Any]) -> None:
     _left, right = same_pair
-    started = time.monotonic()
-    assert right.read(timeout=0.2) is None
-    assert time.monotonic() - started >= 0.19
+    got: list[Any] = []
+    done = threading.Event()
+
+    def read_briefly() -> None:
+        got.append(right.read(timeout=0.5))
+        done.set()
+
+    thread = threading.Thread(target=read_briefly)
+    thread.start()
+    # It really waits (it is counted among the blocked readers), then gives up alone.
+    wait_until(lambda: right._channel._readers_waiting == 1, timeout=0.5)
+    assert done.wait(10)
+    assert got == [None]
+    thread.join(5)
 
 
 @pytest.mark.timeout(20)
