@@ -27,12 +27,13 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from itertools import islice
-from threading import Condition, Lock
+from threading import Lock
 
 from ._errors import ConnectionClosed, EndReason, MessageTooLarge, StockingError, WriteTimeout
 from ._framing import BytesLike, Decoder, Message, encode_header, payload_of
 from ._hub import Hub, Timer
 from ._signal import ReadySignal
+from ._sync import LazyCondition
 
 __all__ = ["Channel", "ChannelOptions"]
 
@@ -121,7 +122,7 @@ class Channel:
         self._started = False
 
         self._out_lock = Lock()
-        self._drained = Condition(self._out_lock)
+        self._drained = LazyCondition(self._out_lock)
         self._out: deque[BytesLike] = deque()
         self._out_bytes = 0
         self._drain_waiters = 0
@@ -138,7 +139,7 @@ class Channel:
         _live_channels.add(self)
 
         self._in_lock = Lock()
-        self._arrived = Condition(self._in_lock)
+        self._arrived = LazyCondition(self._in_lock)
         self.inbox: deque[Message] = deque()
         self._unread = 0
         self._read_paused = False
@@ -759,9 +760,9 @@ class Channel:
         peer) and reads as ended.
         """
         self._out_lock = Lock()
-        self._drained = Condition(self._out_lock)
+        self._drained = LazyCondition(self._out_lock)
         self._in_lock = Lock()
-        self._arrived = Condition(self._in_lock)
+        self._arrived = LazyCondition(self._in_lock)
         self._out.clear()
         self._out_bytes = 0
         self._drain_waiters = 0
