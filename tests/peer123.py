@@ -9,11 +9,14 @@ test listens on, and plays one of these parts with 1.2.3's own API:
     Send every message back as it arrived. An empty message is answered with
     ``"EMPTY str"`` or ``"EMPTY bytes"``, because 1.2.3's writer silently
     drops empty messages. Ends when the test closes the connection.
+``handshake``
+    The 1.2.3 README's ``MyStocking`` handshake (send our id, poll ``_read()``
+    for the peer's), then send ``"remote id: <theirs>"`` and echo.
 ``script``
     Send :func:`scripted_messages` (empty ones included: 1.2.3 drops them),
     then ``"END"``, wait for the test's ``"DONE"``, and close.
 
-Usage: ``python peer123.py echo|script PollStocking|SelectStocking PORT``.
+Usage: ``python peer123.py echo|handshake|script PollStocking|SelectStocking PORT``.
 Exits 0 on success; prints what went wrong to stderr otherwise.
 """
 
@@ -26,7 +29,7 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["SIZES", "scripted_messages"]
+__all__ = ["PEER_ID", "SIZES", "scripted_messages"]
 
 #: Message sizes across the varint boundaries 1.2.3 can take in one piece
 #: (its pipes deadlock on bursts of large messages, so stay near 100 KiB).
@@ -34,6 +37,8 @@ SIZES = [0, 1, 63, 64, 127, 128, 8191, 8192, 8193, 65535, 65536, 100_000]
 
 #: How long the peer waits for anything before giving up.
 DEADLINE = 30.0
+#: The id the ``handshake`` part sends.
+PEER_ID = "peer-1.2.3"
 
 
 def scripted_messages() -> list[str | bytes]:
@@ -99,10 +104,31 @@ def main(argv: list[str]) -> int:
     if not Stockings.__file__ or "stockings123" not in Stockings.__file__:
         raise SystemExit(f"peer123: imported the wrong Stockings: {Stockings.__file__}")
     sock = socket.create_connection(("127.0.0.1", port))
-    stocking = getattr(Stockings, flavour)(sock)
+    base = getattr(Stockings, flavour)
+    if part == "handshake":
+
+        class MyStocking(base):
+            uniqueID = PEER_ID
+
+            def handshake(self) -> bool:
+                # The 1.2.3 README's example, as 1.2.3 users wrote it.
+                self._write(str(self.uniqueID))
+                while self.active:
+                    read = self._read()
+                    if read is not None:
+                        self.remoteID = read
+                        return True
+                return False
+
+        stocking = MyStocking(sock)
+    else:
+        stocking = base(sock)
     _wait(lambda: stocking.handshakeComplete, "the handshake")
     try:
         if part == "echo":
+            _echo(stocking)
+        elif part == "handshake":
+            stocking.write("remote id: " + stocking.remoteID)
             _echo(stocking)
         elif part == "script":
             _script(stocking)

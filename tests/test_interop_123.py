@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from conftest import FLAVOURS
-from peer123 import scripted_messages
+from peer123 import PEER_ID, scripted_messages
 from stockings import EndReason, Stocking
 
 __all__: list[str] = []
@@ -172,5 +172,34 @@ def test_empty_messages_reach_1_2_3_and_its_empties_are_never_sent(
     # 1.2.3 reads each empty message (its reader delivers them) and says so.
     assert [stocking.read(timeout=20) for _ in sent] == [echo_of(m) for m in sent]
     assert stocking.read(timeout=0.2) is None
+    stocking.close()
+    finished_ok(process)
+
+
+class HandshakeWithIds(Stocking):
+    """Our side of the README's id exchange, written with ``_read(timeout)``."""
+
+    unique_id = "ours-2.0"
+
+    def handshake(self) -> Any:
+        self._write(self.unique_id)
+        self.remote_id = self._read(timeout=20)
+        return self.remote_id is not None
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("their_flavour", THEIR_FLAVOURS)
+@pytest.mark.parametrize("our_flavour", FLAVOURS, ids=[f.__name__ for f in FLAVOURS])
+def test_custom_handshakes_meet(
+    peer: Peer, their_flavour: str, our_flavour: type[Stocking]
+) -> None:
+    """A 1.2.3 client with the README's handshake and an upgraded server with its own."""
+    ours = type("Ours", (HandshakeWithIds, our_flavour), {})
+    stocking, process = peer("handshake", their_flavour, ours)
+    assert stocking.wait_handshake(20)
+    assert stocking.remote_id == PEER_ID
+    assert stocking.read(timeout=20) == "remote id: " + HandshakeWithIds.unique_id
+    stocking.write(b"after both handshakes")
+    assert stocking.read(timeout=20) == b"after both handshakes"
     stocking.close()
     finished_ok(process)
