@@ -12,6 +12,7 @@ import os
 import select
 import selectors
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from types import TracebackType
@@ -21,6 +22,7 @@ from ._channel import Channel, ChannelOptions
 from ._errors import ConnectionClosed, EndReason, HandshakeFailed, NotReady
 from ._framing import DEFAULT_MAX_MESSAGE_SIZE, Message
 from ._hub import Hub, shared_hub
+from ._tls import TlsChannel
 
 __all__ = ["DEFAULT_WRITE_HIGH_WATER", "PollStocking", "SelectStocking", "Stocking"]
 
@@ -95,6 +97,8 @@ class Stocking:
                 setattr(cls, new, cls.__dict__[old])
             elif new in cls.__dict__ and old not in cls.__dict__:
                 setattr(cls, old, cls.__dict__[new])
+        cls._plain_pre_write = cls.pre_write is Stocking.pre_write
+        cls._plain_post_read = cls.post_read is Stocking.post_read
 
     def __init__(
         self,
@@ -135,7 +139,9 @@ class Stocking:
             read_low_water,
             idle_timeout,
         )
-        self._channel = Channel(sock, self._choose_hub(hub, private), options)
+        # Chosen once here, so the plain path never checks for TLS.
+        channel_type = TlsChannel if isinstance(sock, ssl.SSLSocket) else Channel
+        self._channel = channel_type(sock, self._choose_hub(hub, private), options)
         custom_handshake = type(self).handshake is not Stocking.handshake
         if custom_handshake:
             self._channel.set_signal_inbox(False)
@@ -182,6 +188,10 @@ class Stocking:
     def _run_handshake(self) -> None:
         try:
             result = self.handshake()
+        except HandshakeFailed as exc:
+            # Already says what went wrong: record it as it is.
+            self._fail_handshake(exc)
+            return
         except BaseException as exc:
             failure = HandshakeFailed(f"handshake raised {type(exc).__name__}: {exc}")
             failure.__cause__ = exc
@@ -195,8 +205,26 @@ class Stocking:
 
     def _fail_handshake(self, failure: HandshakeFailed) -> None:
         channel = self._channel
+
+        def relabel() -> bool:
+            # The connection may end under the handshake (say, the peer gave
+            # up first): the stocking never became usable, and the handshake's
+            # failure is the reason that explains it.
+            with channel._in_lock:
+                if not channel.ended:
+                    return False
+                if channel.end_reason is not EndReason.HANDSHAKE_FAILED:
+                    if failure.__cause__ is None and failure.__context__ is None:
+                        failure.__context__ = channel.end_exception
+                    channel.end_reason = EndReason.HANDSHAKE_FAILED
+                    channel.end_exception = failure
+                return True
+
+        if relabel():
+            return
         channel.hub.call_soon(lambda: channel._end(EndReason.HANDSHAKE_FAILED, failure))
         channel.wait_ended(None)
+        relabel()
 
     def handshake(self) -> Any:
         """Agree with the peer before any application message; override to customise.
@@ -218,10 +246,19 @@ class Stocking:
         """The value ``handshake`` returned (``True`` for the default), false until then."""
         return self._handshake_complete
 
+    @handshake_complete.setter
+    def handshake_complete(self, value: Any) -> None:
+        # 1.2.3 kept this as a plain attribute, so code written for it may set it.
+        self._handshake_complete = value
+
     @property
     def handshakeComplete(self) -> Any:
         """1.2.3 spelling of :attr:`handshake_complete`."""
         return self._handshake_complete
+
+    @handshakeComplete.setter
+    def handshakeComplete(self, value: Any) -> None:
+        self._handshake_complete = value
 
     def wait_handshake(self, timeout: float | None = None) -> bool:
         """Wait for a custom handshake to finish; return whether it succeeded."""
@@ -262,7 +299,9 @@ class Stocking:
         """
         if not self._handshake_complete:
             raise NotReady("the handshake has not completed")
-        self._channel.send(self.pre_write(*args, **kwargs), self.write_timeout)
+        # Without an override, skip the call: it is a good part of a small write's cost.
+        message = args[0] if self._plain_pre_write else self.pre_write(*args, **kwargs)
+        self._channel.send(message, self.write_timeout)
 
     def read(self, timeout: float | None = 0.0) -> Any:
         """Return the next whole message, through ``post_read``, or ``None``.
@@ -282,8 +321,8 @@ class Stocking:
         if not self._handshake_complete:
             raise NotReady("the handshake has not completed")
         message = self._channel.receive(timeout)
-        if message is None:
-            return None
+        if message is None or self._plain_post_read:
+            return message
         return self.post_read(message)
 
     def _write(self, message: object) -> None:
@@ -391,6 +430,11 @@ class Stocking:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    #: Whether ``pre_write`` / ``post_read`` are this class's defaults, so
+    #: that ``write`` and ``read`` can skip calling them (set per subclass).
+    _plain_pre_write: ClassVar[bool] = True
+    _plain_post_read: ClassVar[bool] = True
 
     # 1.2.3 spellings: plain aliases here; __init_subclass__ keeps overrides in step.
     preWrite = pre_write
