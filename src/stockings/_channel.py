@@ -30,7 +30,14 @@ from itertools import islice
 from threading import Lock
 
 from ._errors import ConnectionClosed, EndReason, MessageTooLarge, StockingError, WriteTimeout
-from ._framing import BytesLike, Decoder, Message, encode_header, payload_of
+from ._framing import (
+    _SHORT_HEADERS_BYTES,
+    BytesLike,
+    Decoder,
+    Message,
+    encode_header,
+    payload_of,
+)
 from ._hub import Hub, Timer
 from ._signal import ReadySignal
 from ._sync import LazyCondition
@@ -46,6 +53,14 @@ MAX_RECV_CHUNK = 4 * 1024 * 1024
 MAX_IOVECS = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
 #: Without ``sendmsg`` small buffers are joined into one send of about this size.
 JOIN_SIZE = 256 * 1024
+#: A write this soon (seconds) after the last send is part of a burst: it is
+#: queued rather than sent, so that a burst costs one ``sendmsg`` per batch
+#: instead of one ``send`` per message. A request/response exchange writes
+#: far less often than this and keeps its direct, lowest-latency send.
+BURST_GAP = 5e-6
+#: Once a burst has queued this many bytes, the writer sends them itself.
+WRITER_FLUSH_SIZE = 64 * 1024
+_clock = time.perf_counter
 
 _EVENT_READ = selectors.EVENT_READ
 _EVENT_WRITE = selectors.EVENT_WRITE
@@ -59,6 +74,17 @@ _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 #: Every channel of this process, so that a forked child can disown them.
 _live_channels: weakref.WeakSet[Channel] = weakref.WeakSet()
+
+
+class _Batch(bytearray):
+    """Small messages queued back to back in one buffer.
+
+    Only the queue's tail is appended to, and only while it is still this
+    type: a partly sent head is replaced by a memoryview of its rest, so a
+    buffer with a view on it is never resized.
+    """
+
+    __slots__ = ()
 
 
 def end_reason_for(exc: BaseException) -> EndReason:
@@ -127,6 +153,9 @@ class Channel:
         self._out_bytes = 0
         self._drain_waiters = 0
         self._flush_scheduled = False
+        # When this channel last handed bytes to the kernel from a writer's
+        # thread (``_out_lock``); see BURST_GAP.
+        self._last_send = 0.0
         self._closing = False
         self._close_requested = False
         self._close_timer: Timer | None = None
@@ -141,7 +170,12 @@ class Channel:
         self._in_lock = Lock()
         self._arrived = LazyCondition(self._in_lock)
         self.inbox: deque[Message] = deque()
-        self._unread = 0
+        # Unread bytes are delivered minus consumed: the hub thread adds to
+        # the one, readers to the other, so a read takes no lock. Readers
+        # racing each other may lose an addition, which can only overstate
+        # what is unread; the hub counts exactly before it pauses reading.
+        self._delivered = 0
+        self._consumed = 0
         self._read_paused = False
         self._readers_waiting = 0
         self._signal: ReadySignal | None = None
@@ -282,16 +316,21 @@ class Channel:
         size = sum(map(len, messages))
         with self._in_lock:
             self.inbox.extend(messages)
-            self._unread += size
+            self._delivered += size
             if self._readers_waiting:
                 self._arrived.notify_all()
             if self._signal is not None and self._signal_inbox:
                 self._signal.set()
             if self._watchers and self._signal_inbox:
                 self._notify_watchers()
-            pause = self._unread > self.options.read_high_water
-            if pause:
-                self._read_paused = True
+            pause = False
+            if self._delivered - self._consumed > self.options.read_high_water:
+                # ``copy`` is one step for other threads, unlike iterating.
+                unread = sum(map(len, self.inbox.copy()))
+                self._delivered = self._consumed + unread
+                pause = unread > self.options.read_high_water
+                if pause:
+                    self._read_paused = True
         if pause and self._reading:
             # Stop reading: the kernel buffer fills and TCP pushes back on the sender.
             self._reading = False
@@ -487,15 +526,21 @@ class Channel:
             ConnectionClosed: the channel is closing or has ended.
             WriteTimeout: the queue did not drain within ``timeout``.
         """
-        payload, is_text = payload_of(message)
-        length = len(payload)
+        if type(message) is bytes:
+            # The commonest case, without the calls of the general one.
+            payload: BytesLike = message
+            length = len(message)
+            header = _SHORT_HEADERS_BYTES[length] if length < 64 else encode_header(length, False)
+        else:
+            payload, is_text = payload_of(message)
+            length = len(payload)
+            header = encode_header(length, is_text)
         limit = self.options.max_message_size
         if limit is not None and length > limit:
             raise MessageTooLarge(length, limit)
-        header = encode_header(length, is_text)
-        if length < LARGE_PAYLOAD:
-            data: BytesLike = header + payload
-            parts: list[BytesLike] = [data]
+        small = length < LARGE_PAYLOAD
+        if small:
+            parts: list[BytesLike] = []
         else:
             if not isinstance(payload, bytes):
                 # The caller may change a mutable buffer once write returns.
@@ -507,10 +552,37 @@ class Channel:
                 raise self._closed_error()
             if self._out_bytes > self.options.write_high_water and not self.hub.in_hub_thread():
                 self._wait_for_drain(timeout)
-            if self._out:
-                self._out.extend(parts)
+            out = self._out
+            if out:
+                if not small:
+                    out.extend(parts)
+                elif type(tail := out[-1]) is _Batch:
+                    # Small messages join the batch at the tail: no object
+                    # per message, and one buffer for the kernel.
+                    tail += header
+                    tail += payload
+                else:
+                    out.append(_Batch(header + payload))
                 self._out_bytes += total
+                if self._out_bytes >= WRITER_FLUSH_SIZE and self._use_sendmsg:
+                    self._flush_by_writer()
                 return
+            if self._use_sendmsg and _clock() - self._last_send < BURST_GAP:
+                # A burst: let the batch build up. The hub sends it as soon
+                # as it runs (at once if this thread blocks, at worst after
+                # one GIL switch interval), or this thread does at
+                # WRITER_FLUSH_SIZE.
+                if small:
+                    out.append(_Batch(header + payload))
+                else:
+                    out.extend(parts)
+                self._out_bytes += total
+                if not self._flush_scheduled:
+                    self._flush_scheduled = True
+                    self.hub.call_soon(self._flush_from_hub)
+                return
+            if small:
+                parts = [header + payload]
             try:
                 if len(parts) == 1:
                     sent = self.sock.send(parts[0])
@@ -527,6 +599,7 @@ class Channel:
                 reason = end_reason_for(exc)
                 self.hub.call_soon(functools.partial(self._end, reason, exc))
                 raise ConnectionClosed(f"connection lost while writing: {exc}", reason) from exc
+            self._last_send = _clock()
             if sent == total:
                 return
             self._out.extend(parts)
@@ -535,6 +608,21 @@ class Channel:
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 self.hub.call_soon(self._flush_from_hub)
+
+    def _flush_by_writer(self) -> None:
+        """Send a burst's batch from the writer's thread (``_out_lock`` held)."""
+        try:
+            self._send_queued()
+        except OSError as exc:
+            self._closing = True
+            reason = end_reason_for(exc)
+            self.hub.call_soon(functools.partial(self._end, reason, exc))
+            raise ConnectionClosed(f"connection lost while writing: {exc}", reason) from exc
+        self._last_send = _clock()
+        if self._out and not self._flush_scheduled:
+            # The kernel is full: the hub sends the rest when it can.
+            self._flush_scheduled = True
+            self.hub.call_soon(self._flush_from_hub)
 
     def _wait_for_drain(self, timeout: float | None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -579,10 +667,28 @@ class Channel:
             ended and its inbox is empty.
         """
         inbox = self.inbox
-        if not inbox and timeout == 0:
+        if self._signal is None:
+            # The fast path, without the lock: popleft is atomic, and with no
+            # fileno() there is no readiness to keep in step with the inbox.
+            try:
+                message = inbox.popleft()
+            except IndexError:
+                if timeout == 0 and not self._read_paused:
+                    return None
+            else:
+                self._consumed += len(message)
+                if self._read_paused:
+                    self._resume_if_drained()
+                return message
+        elif not inbox and timeout == 0:
             return None
         resume = False
         with self._in_lock:
+            if not inbox and self._read_paused:
+                # All read, so nothing can be over the mark (the counts may
+                # say otherwise after racing readers): read again before waiting.
+                self._read_paused = False
+                self.hub.call_soon(self._resume_reading)
             if not inbox:
                 if self.ended or timeout == 0:
                     return None
@@ -590,8 +696,9 @@ class Channel:
                 if not inbox:
                     return None
             message = inbox.popleft()
-            self._unread -= len(message)
-            if self._read_paused and self._unread <= self.options.read_low_water:
+            self._consumed += len(message)
+            unread = self._delivered - self._consumed
+            if self._read_paused and unread <= self.options.read_low_water:
                 self._read_paused = False
                 resume = True
             if not inbox and self._signal is not None and not self.ended:
@@ -599,6 +706,15 @@ class Channel:
         if resume:
             self.hub.call_soon(self._resume_reading)
         return message
+
+    def _resume_if_drained(self) -> None:
+        with self._in_lock:
+            if not self._read_paused:
+                return
+            if self._delivered - self._consumed > self.options.read_low_water:
+                return
+            self._read_paused = False
+        self.hub.call_soon(self._resume_reading)
 
     def _wait_for_message(self, timeout: float | None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -636,7 +752,7 @@ class Channel:
     @property
     def unread_bytes(self) -> int:
         """Payload size of the messages received but not yet read (characters for text)."""
-        return self._unread
+        return sum(map(len, self.inbox.copy()))
 
     @property
     def closing(self) -> bool:
@@ -770,7 +886,7 @@ class Channel:
         self._closing = True
         self._close_requested = True
         self.inbox.clear()
-        self._unread = 0
+        self._delivered = self._consumed = 0
         self._watchers = None
         self._on_end = []
         self._idle_timer = self._close_timer = None

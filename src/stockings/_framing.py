@@ -63,6 +63,9 @@ def encode_header(length: int, is_text: bool) -> bytes:
         if length < 0:
             raise ValueError("a length cannot be negative")
         return (_SHORT_HEADERS_TEXT if is_text else _SHORT_HEADERS_BYTES)[length]
+    if length < 8192:
+        first = (0 if is_text else _BYTES) | (length & _FIRST_LENGTH_MASK)
+        return bytes((first, _LAST | length >> 6))
     header = bytearray(((0 if is_text else _BYTES) | (length & _FIRST_LENGTH_MASK),))
     length >>= 6
     while length:
@@ -124,6 +127,11 @@ def _parse_header(data: BytesLike, pos: int, end: int) -> tuple[int, int]:
             raise ProtocolError(f"message header longer than {MAX_HEADER_SIZE} bytes")
         shift += 7
     return -1, 0
+
+
+def _starts_small(data: BytesLike) -> bool:
+    """Whether ``data`` (two bytes or more) starts with a one- or two-byte header."""
+    return bool(data[0] & _LAST or data[1] & _LAST)
 
 
 def _finish(payload: bytes, is_text: bool) -> Message:
@@ -217,11 +225,15 @@ class Decoder:
             raise MessageTooLarge(length, limit)
 
     def _feed(self, data: BytesLike, out: list[Message]) -> None:
-        if type(data) is not bytes:
-            # One copy of the whole piece makes every message in it a single
-            # slice (a memoryview would need a slice and then a copy each).
-            data = bytes(data)
         end = len(data)
+        if type(data) is not bytes and self._missing < 0 and end > 1 and _starts_small(data):
+            # A piece starting with a message under 8 KiB (a one- or two-byte
+            # header) likely holds many: one copy of it all makes each a
+            # single slice, where a memoryview needs a slice and a copy. A
+            # piece that starts inside or at a large payload is left alone,
+            # so the payload is copied once.
+            data = bytes(data)
+        whole = data if type(data) is bytes else None
         pos = 0
         limit = self.max_message_size
         if limit is None:
@@ -253,7 +265,7 @@ class Decoder:
                 self._begin_payload(data, start, end, length, not first & _BYTES)
                 return
             if first & _BYTES:
-                append(data[start:stop])
+                append(whole[start:stop] if whole is not None else bytes(data[start:stop]))
             else:
                 try:
                     append(str(data[start:stop], "utf-8"))
