@@ -24,6 +24,7 @@ from types import FrameType
 from typing import Any
 
 from . import __version__
+from ._client import connect
 from ._errors import ConnectionClosed, StockingError
 from ._stocking import SelectStocking, Stocking
 
@@ -465,9 +466,7 @@ def _print_message(message: Any) -> None:
 
 def _cmd_cat(args: argparse.Namespace) -> int:
     flavour = flavours()[args.flavour]
-    host, port = args.address
-    sock = socket.create_connection((host, port), timeout=args.connect_timeout)
-    stocking = flavour(sock)
+    stocking = connect(args.address, timeout=args.connect_timeout, cls=flavour)
     received = 0
     progress = threading.Condition()
     problem: list[BaseException] = []
