@@ -7,6 +7,7 @@ Speaks the wire format of, and keeps the API of, Stockings 1.2.3.
 
 from __future__ import annotations
 
+from ._auth import DEFAULT_HANDSHAKE_TIMEOUT, AuthStocking
 from ._client import connect
 from ._errors import (
     ConnectionClosed,
@@ -28,7 +29,9 @@ from ._wait import Waiter, wait
 __version__ = "2.0.0"
 
 __all__ = [
+    "DEFAULT_HANDSHAKE_TIMEOUT",
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "AuthStocking",
     "ConnectionClosed",
     "Decoder",
     "EndReason",
