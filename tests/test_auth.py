@@ -15,6 +15,8 @@ import stockings
 from conftest import FLAVOURS, tcp_pair, wait_until
 from stockings import AuthStocking, EndReason, HandshakeFailed, NotReady, Stocking
 
+__all__: list[str] = []
+
 pytestmark = pytest.mark.timeout(30)
 
 KEY = b"k" * 32

@@ -13,6 +13,8 @@ import stockings
 from conftest import FLAVOURS, tcp_pair, wait_until
 from stockings import EndReason, HandshakeFailed, Hub, Stocking
 
+__all__: list[str] = []
+
 pytestmark = pytest.mark.timeout(30)
 
 BIG = bytes(range(256)) * (4 * 1024 * 1024 // 256)  # 4 MiB

@@ -76,7 +76,11 @@ class IncompleteMessage(ProtocolError):
 
 
 class HandshakeFailed(StockingError):
-    """The stocking's ``handshake`` returned false, raised, or timed out."""
+    """The stocking's ``handshake`` returned false, raised or timed out, or TLS failed.
+
+    For a failed TLS handshake the message starts "TLS handshake failed" and
+    ``__cause__`` is the :class:`ssl.SSLError` (e.g. a certificate error).
+    """
 
 
 class WriteTimeout(StockingError, TimeoutError):
@@ -101,7 +105,7 @@ class EndReason(enum.Enum):
     PROTOCOL_ERROR = "protocol error"
     #: The peer announced a message over ``max_message_size``.
     MESSAGE_TOO_LARGE = "message too large"
-    #: ``handshake`` returned false, raised or timed out.
+    #: ``handshake`` returned false, raised or timed out, or the TLS handshake failed.
     HANDSHAKE_FAILED = "handshake failed"
     #: Nothing arrived from the peer within ``idle_timeout``, or a flush on close timed out.
     TIMEOUT = "timeout"
