@@ -389,3 +389,26 @@ def test_stalled_handshake_blocks_no_other_stocking(
     victim.close()
     assert victim.end_reason is EndReason.CLOSED
     silent.close()
+
+
+@pytest.mark.usefixtures("no_leaks")
+def test_paused_reading_resumes_on_bytes_only_the_tls_object_holds(
+    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+) -> None:
+    # The client queues its messages behind its handshake, so they leave in
+    # one TLS record. The server reads it through a small buffer: part of the
+    # record is still inside the TLS object, invisible to select, when its
+    # tiny inbound high-water mark pauses reading. Nothing more will come
+    # from the socket, so only resuming from the TLS object delivers the rest.
+    hub = Hub(name="stockings-test-small-buffer")
+    hub.recv_buffer = bytearray(512)
+    hub.recv_view = memoryview(hub.recv_buffer)
+    client_sock, server_sock = wrap_pair(client_context, server_context)
+    client = Stocking(client_sock)
+    sent = [bytes([i]) * 50 for i in range(100)]
+    for message in sent:
+        client.write(message)
+    server = Stocking(server_sock, hub=hub, read_high_water=100, read_low_water=0)
+    assert read_n(server, len(sent), timeout=5) == sent
+    client.close()
+    server.close()
