@@ -299,3 +299,24 @@ def test_no_leaks_after_many_open_and_close(no_leaks: None) -> None:
         server.close()
         for client in clients:
             client.close()
+
+
+def test_listener_and_clients_on_a_hub_of_ones_choosing(clean: list[Stocking]) -> None:
+    hub = stockings.Hub(name="stockings-hub-test")
+    with Server(("127.0.0.1", 0), hub=hub) as server:
+        assert hub.running and hub.attached == 1
+        clean.append(stockings.connect(server.address, timeout=5, hub=hub))
+        peer = server.accept(timeout=5)
+        assert peer is not None
+        assert hub.attached == 3
+        assert {t.name for t in library_threads()} == {"stockings-hub-test"}
+        clean[0].write("on my hub")
+        assert peer.read(timeout=5) == "on my hub"
+    clean[0].close()
+    wait_until(lambda: not hub.running)
+
+
+def test_tls_over_a_unix_path_needs_a_hostname(tmp_path: Path, no_leaks: None) -> None:
+    path = str(tmp_path / "tls.sock")
+    with Server(path), pytest.raises(ValueError, match="server_hostname"):
+        stockings.connect(path, timeout=5, ssl=True)
