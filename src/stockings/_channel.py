@@ -76,6 +76,10 @@ _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 _live_channels: weakref.WeakSet[Channel] = weakref.WeakSet()
 
 
+# Ready-made headers for the commonest writes: small bytes payloads.
+_BYTES_HEADERS = [encode_header(length, False) for length in range(1024)]
+
+
 class _Batch(bytearray):
     """Small messages queued back to back in one buffer.
 
@@ -153,6 +157,10 @@ class Channel:
         self._out_bytes = 0
         self._drain_waiters = 0
         self._flush_scheduled = False
+        limit = options.max_message_size
+        # Payloads shorter than this may take send's fast path.
+        cached = len(_BYTES_HEADERS)
+        self._small_limit = cached if limit is None else min(cached, limit + 1)
         # When this channel last handed bytes to the kernel from a writer's
         # thread (``_out_lock``); see BURST_GAP.
         self._last_send = 0.0
@@ -526,6 +534,25 @@ class Channel:
             ConnectionClosed: the channel is closing or has ended.
             WriteTimeout: the queue did not drain within ``timeout``.
         """
+        if type(message) is bytes and len(message) < self._small_limit:
+            # The commonest write of a burst: small bytes joining the batch
+            # at the queue's tail. All it needs is checked here; anything
+            # else takes the general path below.
+            header = _BYTES_HEADERS[len(message)]
+            with self._out_lock:
+                out = self._out
+                if (
+                    out
+                    and type(tail := out[-1]) is _Batch
+                    and not self._closing
+                    and self._out_bytes <= self.options.write_high_water
+                ):
+                    tail += header
+                    tail += message
+                    self._out_bytes += len(header) + len(message)
+                    if self._out_bytes >= WRITER_FLUSH_SIZE and self._use_sendmsg:
+                        self._flush_by_writer()
+                    return
         if type(message) is bytes:
             # The commonest case, without the calls of the general one.
             payload: BytesLike = message

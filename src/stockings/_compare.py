@@ -77,6 +77,11 @@ _RAW_LARGE = 64 * 1024
 _RAW_BUFFER = 256 * 1024
 
 
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _maxrss_bytes() -> int:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes.
@@ -358,6 +363,7 @@ def _serve(system: str, test: str, size: int, count: int) -> dict[str, Any]:
     send(bytes(recv()))
     flush()
     idle = _maxrss_bytes()
+    cpu = _cpu_seconds()
     received = 0
     total = 0
     if test == "stream":
@@ -375,7 +381,13 @@ def _serve(system: str, test: str, size: int, count: int) -> dict[str, Any]:
     flush()
     recv()  # the client's goodbye: it has all it needs, closing cannot lose data
     end.close()
-    return {"received": received, "bytes": total, "idle_rss": idle, "peak_rss": _maxrss_bytes()}
+    return {
+        "received": received,
+        "bytes": total,
+        "idle_rss": idle,
+        "peak_rss": _maxrss_bytes(),
+        "cpu": _cpu_seconds() - cpu,
+    }
 
 
 def _client(system: str, test: str, size: int, count: int, port: int) -> dict[str, Any]:
@@ -386,6 +398,7 @@ def _client(system: str, test: str, size: int, count: int, port: int) -> dict[st
     flush()
     recv()
     idle = _maxrss_bytes()
+    cpu = _cpu_seconds()
     clock = time.perf_counter
     if test == "stream":
         started = clock()
@@ -407,7 +420,13 @@ def _client(system: str, test: str, size: int, count: int, port: int) -> dict[st
     send(b"bye")
     flush()
     end.close()
-    return {"seconds": seconds, "answer": got, "idle_rss": idle, "peak_rss": _maxrss_bytes()}
+    return {
+        "seconds": seconds,
+        "answer": got,
+        "idle_rss": idle,
+        "peak_rss": _maxrss_bytes(),
+        "cpu": _cpu_seconds() - cpu,
+    }
 
 
 def _child_main(argv: Sequence[str]) -> None:
@@ -561,7 +580,13 @@ def run_one(system: str, test: str, size: int, count: int, cache: Path) -> Resul
         result.seconds = report["seconds"]
         result.client_rss = report["peak_rss"] - report["idle_rss"]
         result.server_rss = served["peak_rss"] - served["idle_rss"]
-        result.extra = {"client_idle": report["idle_rss"], "server_idle": served["idle_rss"]}
+        result.extra = {
+            "client_idle": report["idle_rss"],
+            "server_idle": served["idle_rss"],
+            # CPU seconds per side (both threads), for reading where time goes.
+            "client_cpu": report["cpu"],
+            "server_cpu": served["cpu"],
+        }
     except subprocess.TimeoutExpired:
         result.error = f"timed out after {RUN_TIMEOUT:.0f} s"
     except Exception as exc:
