@@ -351,6 +351,9 @@ class Channel:
             if self._read_paused:
                 return
         self._reading = True
+        if self._idle_timer is not None:
+            # The pause was ours: the peer's silence is counted from now.
+            self._last_receive = time.monotonic()
         self._set_interest()
 
     def _flush_from_hub(self) -> None:
