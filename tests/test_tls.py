@@ -412,3 +412,29 @@ def test_paused_reading_resumes_on_bytes_only_the_tls_object_holds(
     assert read_n(server, len(sent), timeout=5) == sent
     client.close()
     server.close()
+
+
+@pytest.mark.usefixtures("no_leaks")
+def test_socket_already_past_its_handshake(
+    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+) -> None:
+    # Wrapped the ordinary way, handshake done before the stocking exists.
+    a, b = tcp_pair()
+    a.settimeout(10)
+    b.settimeout(10)
+    accepted: list[ssl.SSLSocket] = []
+    accepting = threading.Thread(
+        target=lambda: accepted.append(server_context.wrap_socket(b, server_side=True))
+    )
+    accepting.start()
+    client_sock = client_context.wrap_socket(a, server_hostname="localhost")
+    accepting.join(10)
+    client, server = Stocking(client_sock), Stocking(accepted[0])
+    client.write("already secure")
+    server.write(BIG)
+    assert server.read(timeout=10) == "already secure"
+    assert client.read(timeout=10) == BIG
+    client.close()
+    assert server.read(timeout=10) is None
+    assert server.end_reason is EndReason.PEER_CLOSED
+    server.close()

@@ -165,7 +165,7 @@ class AuthStocking(Stocking):
 
     def _read_before_deadline(self, what: str) -> Message:
         remaining = self._deadline - time.monotonic()
-        message = self._read(timeout=max(remaining, 0.0)) if remaining > 0 else self._read()
+        message = self._read(timeout=max(remaining, 0.0))
         if message is not None:
             return message
         if self.ended:
