@@ -326,8 +326,10 @@ def _server_endpoint(system: str, size: int) -> Iterator[Any]:
             yield _RawEnd(sock)
         elif system == OLD:
             yield _OldEnd(sock)
-        else:
+        elif system == "stockings":
             yield _StockingsEnd(sock)
+        else:
+            raise ValueError(f"unknown system {system!r}")
 
 
 def _client_endpoint(system: str, port: int, size: int) -> _Endpoint:
@@ -347,7 +349,9 @@ def _client_endpoint(system: str, port: int, size: int) -> _Endpoint:
         return _RawEnd(sock)
     if system == OLD:
         return _OldEnd(sock)
-    return _StockingsEnd(sock)
+    if system == "stockings":
+        return _StockingsEnd(sock)
+    raise ValueError(f"unknown system {system!r}")
 
 
 # ------------------------------------------------------------------- drivers
@@ -597,11 +601,12 @@ def run_one(system: str, test: str, size: int, count: int, cache: Path) -> Resul
     return result
 
 
-def _counts(system: str, quick: bool) -> tuple[dict[int, int], int]:
+def _counts(system: str, quick: bool, scale: float = 1.0) -> tuple[dict[int, int], int]:
     pick = 1 if quick else 0
     table = _OLD_COUNTS if system == OLD else _COUNTS
     rtt = _OLD_RTT_COUNTS if system == OLD else _RTT_COUNTS
-    return {size: table[size][pick] for size in SIZES}, rtt[pick]
+    sizes = {size: max(1, int(table[size][pick] * scale)) for size in SIZES}
+    return sizes, max(1, int(rtt[pick] * scale))
 
 
 def run_compare(
@@ -610,8 +615,17 @@ def run_compare(
     repeat: int = 1,
     cache: Path = Path(".bench"),
     progress: Callable[[str], None] | None = None,
+    scale: float = 1.0,
 ) -> tuple[dict[tuple[str, str, int], Result], dict[str, str]]:
     """Measure every system; keep the best of ``repeat`` runs of each measure.
+
+    Args:
+        systems: which of :data:`SYSTEMS` to run.
+        quick: use the smaller message counts.
+        repeat: runs per measure; the fastest is kept.
+        cache: where Stockings 1.2.3 is installed on demand.
+        progress: called with one line per finished run.
+        scale: multiplies every message count (for short trial runs).
 
     Returns:
         ``(results, unavailable)``: results keyed by ``(system, test, size)``
@@ -629,7 +643,7 @@ def run_compare(
             for system in systems:
                 if system in unavailable:
                     continue
-                sizes, rtt_count = _counts(system, quick)
+                sizes, rtt_count = _counts(system, quick, scale)
                 count = sizes[size] if test == "stream" else rtt_count
                 result = run_one(system, test, size, count, cache)
                 if progress is not None:
@@ -717,13 +731,19 @@ def format_table(results: dict[tuple[str, str, int], Result], unavailable: dict[
         + [""] * len(peers)
     )
     lines = ["| " + " | ".join(row) + " |" for row in rows]
-    counts = ", ".join(
-        f"{_size_name(size)} x{results[('stockings', 'stream', size)].count}"
-        for size in SIZES
-        if ("stockings", "stream", size) in results
-    )
     lines.append("")
-    lines.append(f"Messages per stream run: {counts}; 1.2.3 runs are smaller (see --help).")
+    for system in ("stockings", OLD):
+        counts = ", ".join(
+            f"{_size_name(size)} x{results[(system, 'stream', size)].count}"
+            for size in SIZES
+            if (system, "stream", size) in results
+        )
+        rtt_run = results.get((system, "rtt", RTT_SIZE))
+        if rtt_run is not None:
+            counts += f"; rtt x{rtt_run.count}"
+        if counts:
+            who = "every system but 1.2.3" if system == "stockings" else "1.2.3 (slower, so fewer)"
+            lines.append(f"Messages per run, {who}: {counts}.")
     lines.append("Ratios are stockings / peer: above 1 is better for rates, below 1 for rtt.")
     for system, why in unavailable.items():
         lines.append(f"{system}: unavailable: {why}")
@@ -831,6 +851,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="where Stockings 1.2.3 is installed on demand (default ./.bench)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write raw results here")
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="multiply every message count (default 1)"
+    )
 
 
 def run_from_options(options: argparse.Namespace) -> int:
@@ -850,6 +873,7 @@ def run_from_options(options: argparse.Namespace) -> int:
         repeat=repeat,
         cache=options.cache,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
+        scale=options.scale,
     )
     print(format_table(results, unavailable))
     print()

@@ -1,0 +1,216 @@
+"""The fast paths of write and read: batching, the writer's flush, the lock-free read."""
+
+from __future__ import annotations
+
+import select
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import stockings
+from conftest import wait_until
+from stockings import _channel
+
+Pair = tuple[socket.socket, socket.socket]
+
+
+@pytest.fixture
+def bursty(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Make every write after the first count as part of a burst (queued, batched)."""
+    monkeypatch.setattr(_channel, "BURST_GAP", 3600.0)
+    yield
+
+
+def _messages() -> list[Any]:
+    big = bytes(range(256)) * 400  # 100 KiB: sent beside its header, not copied
+    return [
+        b"",
+        b"a",
+        "text \u00e9",
+        b"x" * 63,
+        b"y" * 64,
+        b"z" * 1023,
+        b"w" * 1024,
+        bytearray(b"mutable"),
+        memoryview(b"view"),
+        big,
+        "",
+        b"q" * 5000,
+    ]
+
+
+def _expected(message: Any) -> Any:
+    if isinstance(message, str):
+        return message
+    return bytes(message)
+
+
+@pytest.mark.timeout(30)
+def test_a_burst_of_mixed_messages_arrives_whole_and_in_order(
+    make_pair: Callable[[], Pair], bursty: None, no_leaks: None
+) -> None:
+    a, b = make_pair()
+    with stockings.Stocking(a) as left, stockings.Stocking(b) as right:
+        sent = _messages() * 50
+        for message in sent:
+            left.write(message)
+        for message in sent:
+            assert right.read(timeout=10) == _expected(message)
+
+
+@pytest.mark.timeout(30)
+def test_a_buffer_changed_after_write_is_sent_as_it_was(
+    make_pair: Callable[[], Pair], bursty: None, no_leaks: None
+) -> None:
+    a, b = make_pair()
+    with stockings.Stocking(a) as left, stockings.Stocking(b) as right:
+        left.write(b"first")  # direct: the next writes join a queued batch
+        small, large = bytearray(b"s" * 10), bytearray(b"L" * 100_000)
+        left.write(small)
+        left.write(large)
+        small[:] = b"!" * 10
+        large[:] = b"!" * 100_000
+        assert right.read(timeout=10) == b"first"
+        assert right.read(timeout=10) == b"s" * 10
+        assert right.read(timeout=10) == b"L" * 100_000
+
+
+@pytest.mark.timeout(30)
+def test_the_tail_of_a_burst_is_flushed_without_further_writes(
+    make_pair: Callable[[], Pair], bursty: None, no_leaks: None
+) -> None:
+    a, b = make_pair()
+    with stockings.Stocking(a) as left, stockings.Stocking(b) as right:
+        for i in range(10):
+            left.write(b"%d" % i)
+        # Far below the writer's flush size: only the hub can have sent these.
+        assert [right.read(timeout=10) for _ in range(10)] == [b"%d" % i for i in range(10)]
+        wait_until(lambda: left.queued_bytes == 0)
+
+
+@pytest.mark.timeout(30)
+def test_the_writer_flushes_a_full_batch_itself(
+    monkeypatch: pytest.MonkeyPatch, bursty: None, no_leaks: None
+) -> None:
+    flushes: list[int] = []
+    original = _channel.Channel._flush_by_writer
+
+    def counting(self: _channel.Channel) -> None:
+        flushes.append(self.queued_bytes)
+        original(self)
+
+    monkeypatch.setattr(_channel.Channel, "_flush_by_writer", counting)
+    a, b = socket.socketpair()
+    with stockings.Stocking(a) as left, stockings.Stocking(b) as right:
+        for _ in range(2000):
+            left.write(b"m" * 100)
+        assert flushes, "a burst larger than WRITER_FLUSH_SIZE never flushed from the writer"
+        assert min(flushes) >= _channel.WRITER_FLUSH_SIZE
+        for _ in range(2000):
+            assert right.read(timeout=10) == b"m" * 100
+
+
+@pytest.mark.timeout(60)
+def test_many_writer_threads_never_interleave_or_lose_messages(bursty: None) -> None:
+    a, b = socket.socketpair()
+    threads_n, per_thread = 8, 2000
+    with stockings.Stocking(a) as left, stockings.Stocking(b) as right:
+
+        def writer(t: int) -> None:
+            for i in range(per_thread):
+                left.write(b"%d:%d:" % (t, i) + b"p" * (i % 200))
+
+        threads = [threading.Thread(target=writer, args=(t,)) for t in range(threads_n)]
+        for thread in threads:
+            thread.start()
+        last = [-1] * threads_n
+        for _ in range(threads_n * per_thread):
+            message = right.read(timeout=10)
+            assert message is not None
+            t, i, padding = message.split(b":")
+            assert int(i) == last[int(t)] + 1
+            assert padding == b"p" * (int(i) % 200)
+            last[int(t)] = int(i)
+        for thread in threads:
+            thread.join(10)
+        assert last == [per_thread - 1] * threads_n
+
+
+def test_unread_bytes_counts_exactly(no_leaks: None) -> None:
+    a, b = socket.socketpair()
+    with stockings.Stocking(a) as left, stockings.Stocking(b) as right:
+        left.write(b"12345")
+        left.write("abc")
+        left.write(b"")
+        wait_until(lambda: right.unread_bytes == 8)
+        assert right.read(timeout=5) == b"12345"
+        assert right.unread_bytes == 3
+        assert right.read(timeout=5) == "abc"
+        assert right.read(timeout=5) == b""
+        assert right.unread_bytes == 0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("readers", [1, 4])
+def test_racing_readers_drain_a_paused_stocking(readers: int, no_leaks: None) -> None:
+    # A small inbound mark makes reading pause and resume over and over, the
+    # resume decided by lock-free reads racing each other.
+    a, b = socket.socketpair()
+    total, size = 4000, 1000
+    got: list[int] = []
+    lock = threading.Lock()
+    with stockings.Stocking(a) as left, stockings.Stocking(b, read_high_water=16 * 1024) as right:
+
+        def reader() -> None:
+            mine = 0
+            while True:
+                message = right.read(timeout=10)
+                if message is None or message == b"end":
+                    break
+                assert len(message) == size
+                mine += 1
+            with lock:
+                got.append(mine)
+
+        threads = [threading.Thread(target=reader) for _ in range(readers)]
+        for thread in threads:
+            thread.start()
+        for _ in range(total):
+            left.write(b"r" * size)
+        for _ in range(readers):
+            left.write(b"end")
+        for thread in threads:
+            thread.join(30)
+            assert not thread.is_alive(), "a reader hung: reading never resumed"
+    assert sum(got) == total
+
+
+def test_fileno_readiness_follows_the_inbox_after_reads(no_leaks: None) -> None:
+    a, b = socket.socketpair()
+    with stockings.Stocking(a) as left, stockings.Stocking(b) as right:
+        fd = right.fileno()
+        left.write(b"one")
+        left.write(b"two")
+        assert select.select([fd], [], [], 10)[0] == [fd]
+        assert right.read(timeout=5) == b"one"
+        wait_until(lambda: right.unread_bytes == 3)
+        assert select.select([fd], [], [], 0)[0] == [fd]
+        assert right.read(timeout=5) == b"two"
+        assert select.select([fd], [], [], 0)[0] == []
+
+
+def test_overridden_hooks_are_still_called(no_leaks: None) -> None:
+    class Framed(stockings.Stocking):
+        def preWrite(self, user: str, status: str = "OK") -> str:
+            return f"{user}:{status}"
+
+        def post_read(self, message: Any) -> Any:
+            return tuple(message.split(":"))
+
+    a, b = socket.socketpair()
+    with Framed(a) as left, Framed(b) as right:
+        left.write("ann", status="ERROR")
+        assert right.read(timeout=5) == ("ann", "ERROR")
