@@ -71,6 +71,14 @@ def read_n(stocking: Stocking, n: int, timeout: float = 20.0) -> list[object]:
     return got
 
 
+def write_early(stocking: Stocking, message: str) -> None:
+    """Write during the TLS handshake: queued, or refused if it has already failed."""
+    try:
+        stocking.write(message)
+    except stockings.ConnectionClosed as exc:
+        assert exc.reason is EndReason.HANDSHAKE_FAILED
+
+
 def assert_failed_handshake(stocking: Stocking) -> None:
     wait_until(lambda: stocking.ended)
     assert stocking.end_reason is EndReason.HANDSHAKE_FAILED
@@ -218,8 +226,8 @@ def test_wrong_hostname_fails_clearly_and_delivers_nothing(
     client, server = make_stockings(
         flavour, client_context, server_context, hostname="wrong.example"
     )
-    client.write("must not arrive")
-    server.write("must not arrive either")
+    write_early(client, "must not arrive")
+    write_early(server, "must not arrive either")
     assert_failed_handshake(client)
     assert isinstance(client.end_exception.__cause__, ssl.SSLCertVerificationError)
     assert "wrong.example" in str(client.end_exception)
@@ -238,8 +246,8 @@ def test_untrusted_ca_fails_clearly_and_delivers_nothing(
     stranger = ssl.create_default_context()
     trustme.CA().configure_trust(stranger)
     client, server = make_stockings(flavour, stranger, server_context)
-    client.write("must not arrive")
-    server.write("must not arrive either")
+    write_early(client, "must not arrive")
+    write_early(server, "must not arrive either")
     assert_failed_handshake(client)
     assert isinstance(client.end_exception.__cause__, ssl.SSLCertVerificationError)
     assert "certificate verify failed" in str(client.end_exception)

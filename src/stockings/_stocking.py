@@ -32,6 +32,8 @@ DEFAULT_WRITE_HIGH_WATER = 4 * 1024 * 1024
 DEFAULT_READ_HIGH_WATER = 4 * 1024 * 1024
 #: Default bound on how long ``close()`` spends flushing.
 DEFAULT_CLOSE_TIMEOUT = 10.0
+#: Ends that are no handshake's failure, even before a handshake succeeded.
+_LOCAL_OR_HANDSHAKE_ENDS = (EndReason.CLOSED, EndReason.ABORTED, EndReason.HANDSHAKE_FAILED)
 
 # 1.2.3's camelCase names and the names they stand for now. A subclass may
 # override either spelling; both then lead to the override.
@@ -397,13 +399,36 @@ class Stocking:
 
     @property
     def end_reason(self) -> EndReason | None:
-        """Why the stocking ended, or ``None`` while it has not."""
-        return self._channel.end_reason
+        """Why the stocking ended, or ``None`` while it has not.
+
+        A connection that ends, other than by ``close()`` or ``abort()`` here,
+        before a custom handshake has succeeded ends with ``HANDSHAKE_FAILED``.
+        """
+        reason = self._channel.end_reason
+        if reason is not None and self._cut_in_handshake(reason):
+            return EndReason.HANDSHAKE_FAILED
+        return reason
 
     @property
     def end_exception(self) -> BaseException | None:
         """The exception behind the end (a socket error, a protocol error...), if any."""
-        return self._channel.end_exception
+        channel = self._channel
+        reason, exc = channel.end_reason, channel.end_exception
+        if reason is not None and self._cut_in_handshake(reason):
+            # Until the handshake thread says precisely what went wrong.
+            failure = HandshakeFailed(f"the connection ended during the handshake ({reason.value})")
+            failure.__cause__ = exc
+            return failure
+        return exc
+
+    def _cut_in_handshake(self, reason: EndReason) -> bool:
+        # The handshake thread relabels such an end itself once it notices;
+        # this covers the moment between the end and that.
+        return (
+            self._handshake_thread is not None
+            and not self._handshake_complete
+            and reason not in _LOCAL_OR_HANDSHAKE_ENDS
+        )
 
     def close(self, timeout: float | None = DEFAULT_CLOSE_TIMEOUT, flush: bool = True) -> None:
         """End the connection; messages already received stay readable.
