@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 import ssl
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import trustme
@@ -446,3 +448,34 @@ def test_socket_already_past_its_handshake(
     assert server.read(timeout=10) is None
     assert server.end_reason is EndReason.PEER_CLOSED
     server.close()
+
+
+class _NoSendmsgSocket(socket.socket):
+    """A socket without sendmsg (as TLS sockets and Windows), whose next large send would block."""
+
+    block_next_large = True
+
+    @property
+    def sendmsg(self) -> None:  # type: ignore[override]
+        raise AttributeError("sendmsg")
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        if self.block_next_large and len(data) > 1000:
+            self.block_next_large = False
+            raise BlockingIOError
+        return super().send(data, flags)
+
+
+@pytest.mark.usefixtures("no_leaks")
+def test_header_sent_alone_is_not_sent_again() -> None:
+    # Without sendmsg a large message goes out as header, then payload: when
+    # only the payload would block, the header must not be queued again.
+    a, b = socket.socketpair()
+    writer = Stocking(_NoSendmsgSocket(fileno=a.detach()))
+    reader = Stocking(b)
+    writer.write(BIG)
+    writer.write("after")
+    assert reader.read(timeout=10) == BIG
+    assert reader.read(timeout=10) == "after"
+    writer.close()
+    reader.close()

@@ -583,6 +583,8 @@ class Channel:
             if self._out_bytes > self.options.write_high_water and not self.hub.in_hub_thread():
                 self._wait_for_drain(timeout)
             out = self._out
+            # Keep this test on the queue itself: a TLS channel parks an
+            # empty marker in it to hold writes back during its handshake.
             if out:
                 if not small:
                     out.extend(parts)
@@ -621,7 +623,11 @@ class Channel:
                 else:
                     sent = self.sock.send(header)
                     if sent == len(header):
-                        sent += self.sock.send(parts[1])
+                        try:
+                            sent += self.sock.send(parts[1])
+                        except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError):
+                            # The header went out: count it, or it would be sent twice.
+                            pass
             except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
                 sent = 0
             except OSError as exc:
