@@ -479,3 +479,26 @@ def test_header_sent_alone_is_not_sent_again() -> None:
     assert reader.read(timeout=10) == "after"
     writer.close()
     reader.close()
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+@pytest.mark.usefixtures("no_leaks")
+def test_tampered_stream_ends_with_the_tls_error(
+    flavour: type[Stocking], client_context: ssl.SSLContext, server_context: ssl.SSLContext
+) -> None:
+    a, b = tcp_pair()
+    stocking = flavour(
+        server_context.wrap_socket(b, server_side=True, do_handshake_on_connect=False)
+    )
+    a.settimeout(10)
+    raw = client_context.wrap_socket(a, server_hostname="localhost")
+    raw.sendall(stockings.encode("genuine"))
+    assert stocking.read(timeout=10) == "genuine"
+    # A record whose authentication tag cannot be right, straight onto the TCP stream.
+    socket.socket.sendall(raw, b"\x17\x03\x03\x00\x20" + b"\x00" * 32)
+    wait_until(lambda: stocking.ended)
+    assert stocking.end_reason is EndReason.ERROR
+    assert isinstance(stocking.end_exception, ssl.SSLError)
+    assert stocking.read() is None
+    stocking.close()
+    raw.close()
