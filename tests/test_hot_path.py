@@ -214,3 +214,77 @@ def test_overridden_hooks_are_still_called(no_leaks: None) -> None:
     with Framed(a) as left, Framed(b) as right:
         left.write("ann", status="ERROR")
         assert right.read(timeout=5) == ("ann", "ERROR")
+
+
+# ------------------------------------------------- large payloads, assembled
+
+
+def _pattern(size: int, seed: int) -> bytes:
+    return bytes((seed + i) % 251 for i in range(256)) * (size // 256) + bytes(size % 256)
+
+
+@pytest.mark.timeout(60)
+def test_large_payloads_arrive_intact_while_buffers_are_reused(
+    make_pair: Callable[[], Pair], no_leaks: None
+) -> None:
+    a, b = make_pair()
+    sizes = [2**20, 200_000, 2**20, 70_000, 65_536, 2**20 + 1, 300_000, "text"]
+    with stockings.Stocking(a) as left, stockings.Stocking(b) as right:
+        sent: list[Any] = []
+        for round_ in range(3):
+            for seed, size in enumerate(sizes):
+                if size == "text":
+                    message: Any = "\u00e9t\u00e9" * 40_000  # a large str: decoded, not assembled
+                else:
+                    assert isinstance(size, int)
+                    message = _pattern(size, seed + round_)
+                sent.append(message)
+
+        # More than both high-water marks: the writes must run beside the reads.
+        def write_all() -> None:
+            for message in sent:
+                left.write(message)
+
+        writer = threading.Thread(target=write_all)
+        writer.start()
+        got = [right.read(timeout=10) for _ in sent]
+        writer.join(10)
+        # Compared only now: an early message must not change as later ones
+        # are received into the same, reused buffers.
+        for message, received in zip(sent, got, strict=True):
+            assert type(received) is type(message)
+            assert received == message
+        assert len(right._channel._spare_buffers) <= _channel.SPARE_BUFFERS
+
+
+def test_a_stream_cut_inside_an_assembled_payload_is_incomplete(no_leaks: None) -> None:
+    ours, peer = socket.socketpair()
+    stocking = stockings.Stocking(ours)
+    with peer:
+        peer.sendall(stockings.encode(b"before") + stockings.encode_header(2**20, False))
+        peer.sendall(b"z" * 300_000)
+        assert stocking.read(timeout=10) == b"before"
+        wait_until(lambda: stocking._channel._assembly is not None)
+    wait_until(lambda: stocking.ended)
+    assert stocking.end_reason is stockings.EndReason.PROTOCOL_ERROR
+    assert isinstance(stocking.end_exception, stockings.IncompleteMessage)
+    assert stocking.read() is None
+    stocking.close()
+
+
+def test_the_decoder_hands_a_payload_over() -> None:
+    decoder = stockings.Decoder()
+    assert decoder.feed(stockings.encode(b"a") + stockings.encode_header(10, False) + b"0123") == [
+        b"a"
+    ]
+    assert decoder.payload_missing == 6
+    assert decoder.payload_received == 4
+    assert not decoder.payload_is_text
+    pieces, missing, is_text = decoder.detach_payload()
+    assert (b"".join(pieces), missing, is_text) == (b"0123", 6, False)
+    assert not decoder.in_progress
+    assert decoder.payload_missing == decoder.payload_received == 0
+    # The caller took the next six bytes; the decoder reads what follows.
+    assert decoder.feed(stockings.encode("next")) == ["next"]
+    with pytest.raises(RuntimeError):
+        decoder.detach_payload()

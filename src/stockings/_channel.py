@@ -25,11 +25,18 @@ import struct
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from itertools import islice
 from threading import Lock
 
-from ._errors import ConnectionClosed, EndReason, MessageTooLarge, StockingError, WriteTimeout
+from ._errors import (
+    ConnectionClosed,
+    EndReason,
+    IncompleteMessage,
+    MessageTooLarge,
+    StockingError,
+    WriteTimeout,
+)
 from ._framing import (
     _SHORT_HEADERS_BYTES,
     BytesLike,
@@ -78,6 +85,49 @@ _live_channels: weakref.WeakSet[Channel] = weakref.WeakSet()
 
 # Ready-made headers for the commonest writes: small bytes payloads.
 _BYTES_HEADERS = [encode_header(length, False) for length in range(1024)]
+
+
+#: A large payload is received into a buffer of its full size only once no
+#: more than this, or three times what has arrived, is still to come: a
+#: peer cannot make us allocate much ahead of the data it actually sends.
+ASSEMBLE_AHEAD = 1024 * 1024
+#: Receive buffers up to this size are kept for the next large payload.
+SPARE_BUFFER_MAX = 4 * 1024 * 1024
+#: How many such buffers one channel keeps.
+SPARE_BUFFERS = 2
+
+
+class _Assembly:
+    """A large ``bytes`` payload received straight into a reusable buffer.
+
+    The hub thread fills it and puts it in the inbox; the reader turns it
+    into ``bytes`` (:meth:`finish`) and hands the buffer back for the next
+    one. So the big allocation and its release both happen in the reader's
+    thread, and the hub thread allocates nothing per message: the C
+    allocator then reuses the same memory instead of returning it to the
+    system and faulting it back in, page by page, for every message.
+    """
+
+    __slots__ = ("buffer", "have", "size", "spares", "view")
+
+    def __init__(self, buffer: bytearray, size: int, spares: deque[bytearray]) -> None:
+        self.buffer = buffer
+        self.view = memoryview(buffer)
+        self.size = size
+        self.have = 0
+        self.spares = spares
+
+    def __len__(self) -> int:
+        return self.size
+
+    def finish(self) -> bytes:
+        """The payload as ``bytes``; the buffer goes back to the spares."""
+        view = self.view
+        payload = bytes(view[: self.size])
+        view.release()
+        if len(self.buffer) <= SPARE_BUFFER_MAX and len(self.spares) < SPARE_BUFFERS:
+            self.spares.append(self.buffer)
+        return payload
 
 
 class _Batch(bytearray):
@@ -163,7 +213,10 @@ class Channel:
         self._small_limit = cached if limit is None else min(cached, limit + 1)
         # When this channel last handed bytes to the kernel from a writer's
         # thread (``_out_lock``); see BURST_GAP.
-        self._last_send = 0.0
+        self._last_send = float("-inf")
+        # A large payload being received into a buffer of its own (hub thread).
+        self._assembly: _Assembly | None = None
+        self._spare_buffers: deque[bytearray] = deque()
         self._closing = False
         self._close_requested = False
         self._close_timer: Timer | None = None
@@ -177,7 +230,8 @@ class Channel:
 
         self._in_lock = Lock()
         self._arrived = LazyCondition(self._in_lock)
-        self.inbox: deque[Message] = deque()
+        # Messages, and large payloads the reader turns into bytes (_Assembly).
+        self.inbox: deque[Message | _Assembly] = deque()
         # Unread bytes are delivered minus consumed: the hub thread adds to
         # the one, readers to the other, so a read takes no lock. Readers
         # racing each other may lose an addition, which can only overstate
@@ -260,9 +314,19 @@ class Channel:
         """Receive once; return True if the socket may have more to give."""
         sock = self.sock
         missing = self.decoder.payload_missing
+        assembly = self._assembly
+        if (
+            assembly is None
+            and missing >= LARGE_PAYLOAD
+            and not self.decoder.payload_is_text
+            and (missing <= ASSEMBLE_AHEAD or missing <= 3 * self.decoder.payload_received)
+        ):
+            assembly = self._begin_assembly()
         data: BytesLike
         try:
-            if missing >= LARGE_PAYLOAD:
+            if assembly is not None:
+                received = sock.recv_into(assembly.view[assembly.have : assembly.size])
+            elif missing >= LARGE_PAYLOAD:
                 data = sock.recv(min(missing, MAX_RECV_CHUNK))
                 received = len(data)
             else:
@@ -274,10 +338,23 @@ class Channel:
             self._end(end_reason_for(exc), exc)
             return False
         if not received:
+            if assembly is not None:
+                left = assembly.size - assembly.have
+                self._end(
+                    EndReason.PROTOCOL_ERROR,
+                    IncompleteMessage(f"stream ended inside a message ({left} bytes missing)"),
+                )
+                return False
             self._end_of_stream()
             return False
         if self._idle_timer is not None:
             self._last_receive = time.monotonic()
+        if assembly is not None:
+            assembly.have += received
+            if assembly.have == assembly.size:
+                self._assembly = None
+                self._deliver([assembly])
+            return True
         messages = self.decoder.feed(data)
         if messages:
             self._deliver(messages)
@@ -291,6 +368,31 @@ class Channel:
             self._end(reason, failure)
             return False
         return True
+
+    def _begin_assembly(self) -> _Assembly:
+        """Take a large bytes payload over from the decoder (hub thread).
+
+        The rest of it is received straight into a buffer that is reused from
+        message to message; the reader makes the ``bytes`` (see ``_Assembly``).
+        """
+        pieces, missing, _ = self.decoder.detach_payload()
+        have = sum(map(len, pieces))
+        size = have + missing
+        buffer = None
+        try:
+            buffer = self._spare_buffers.popleft()
+        except IndexError:
+            pass
+        if buffer is None or len(buffer) < size:
+            buffer = bytearray(size)
+        assembly = _Assembly(buffer, size, self._spare_buffers)
+        at = 0
+        for piece in pieces:
+            assembly.view[at : at + len(piece)] = piece
+            at += len(piece)
+        assembly.have = have
+        self._assembly = assembly
+        return assembly
 
     def _end_of_stream(self) -> None:
         # A half-closing peer may still read: hand it what the kernel takes now.
@@ -320,7 +422,7 @@ class Channel:
             return
         self._end(EndReason.CLOSED if self._close_requested else EndReason.PEER_CLOSED)
 
-    def _deliver(self, messages: list[Message]) -> None:
+    def _deliver(self, messages: Sequence[Message | _Assembly]) -> None:
         size = sum(map(len, messages))
         with self._in_lock:
             self.inbox.extend(messages)
@@ -715,6 +817,8 @@ class Channel:
                 self._consumed += len(message)
                 if self._read_paused:
                     self._resume_if_drained()
+                if isinstance(message, _Assembly):
+                    return message.finish()
                 return message
         elif not inbox and timeout == 0:
             return None
@@ -741,6 +845,8 @@ class Channel:
                 self._signal.clear()
         if resume:
             self.hub.call_soon(self._resume_reading)
+        if isinstance(message, _Assembly):
+            return message.finish()
         return message
 
     def _resume_if_drained(self) -> None:

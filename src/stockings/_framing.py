@@ -161,7 +161,15 @@ class Decoder:
             for no limit.
     """
 
-    __slots__ = ("_chunks", "_header", "_is_text", "_missing", "failure", "max_message_size")
+    __slots__ = (
+        "_chunks",
+        "_header",
+        "_is_text",
+        "_length",
+        "_missing",
+        "failure",
+        "max_message_size",
+    )
 
     def __init__(self, max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         self.max_message_size = max_message_size
@@ -171,6 +179,8 @@ class Decoder:
         self._chunks: list[bytes] = []
         # Payload bytes still owed to the message in progress; -1 between messages.
         self._missing = -1
+        # The length of the payload in progress.
+        self._length = 0
         self._is_text = False
 
     @property
@@ -186,6 +196,35 @@ class Decoder:
         and feed them whole, so a large payload is never copied twice.
         """
         return self._missing if self._missing > 0 else 0
+
+    @property
+    def payload_received(self) -> int:
+        """Bytes of the payload in progress received so far (0 between messages)."""
+        return self._length - self._missing if self._missing > 0 else 0
+
+    @property
+    def payload_is_text(self) -> bool:
+        """Whether the payload in progress is UTF-8 text (meaningful while one is)."""
+        return self._is_text
+
+    def detach_payload(self) -> tuple[list[bytes], int, bool]:
+        """Hand the payload in progress over to the caller.
+
+        Returns ``(pieces, missing, is_text)``: the payload bytes received so
+        far, how many more belong to it, and its type. The decoder then stands
+        between messages: the caller takes the next ``missing`` bytes of the
+        stream as the rest of this payload, assembles the message itself, and
+        feeds only what follows. An I/O layer does this to receive a large
+        payload straight into a buffer of its choosing.
+
+        Raises:
+            RuntimeError: no payload is in progress.
+        """
+        if self._missing <= 0:
+            raise RuntimeError("no payload is in progress")
+        pieces, self._chunks = self._chunks, []
+        missing, self._missing = self._missing, -1
+        return pieces, missing, self._is_text
 
     def feed(self, data: BytesLike) -> list[Message]:
         """Consume ``data`` and return the messages it completes, in order.
@@ -298,6 +337,7 @@ class Decoder:
         out: list[Message] | None = None,
     ) -> int:
         self._missing = length
+        self._length = length
         self._is_text = is_text
         if out is None:
             # Called from the hot loop, which knows the payload runs past ``end``.
