@@ -1,14 +1,18 @@
 """One connection's I/O: its socket, decoder, outbound queue and inbox.
 
 The path of a message: ``send`` (any thread) encodes it and either hands it
-straight to the socket, when nothing is queued ahead of it, or appends it to
-the outbound queue, which the hub thread flushes in as few ``sendmsg`` calls
-as the kernel allows. The hub thread receives into its shared buffer, the
-:class:`~stockings._framing.Decoder` cuts whole messages out, and they land in
-the inbox, where ``receive`` (any thread) takes them.
+straight to the socket, when nothing is queued ahead of it and the last send
+was not a moment ago, or appends it to the outbound queue (small messages
+into one batch buffer at its tail), which the writer sends itself every
+``WRITER_FLUSH_SIZE`` bytes and the hub thread flushes in as few ``sendmsg``
+calls as the kernel allows. The hub thread receives into its shared buffer,
+the :class:`~stockings._framing.Decoder` cuts whole messages out (a large
+``bytes`` payload is received into a reused buffer of its own instead), and
+they land in the inbox, where ``receive`` (any thread) takes them.
 
 Locks: ``_out_lock`` guards the outbound queue and every use of the socket
-for sending; ``_in_lock`` guards the inbox and the end state. The selector is
+for sending; ``_in_lock`` guards the end state and waiting for the inbox,
+which a reader with a message waiting pops without it. The selector is
 touched only on the hub thread. User threads never block the hub thread
 except for the few instructions a queue operation takes.
 """
