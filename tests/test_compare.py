@@ -30,7 +30,7 @@ def _children() -> list[int]:
 
 
 def _systems() -> list[str]:
-    systems = ["stockings", "raw", "mpc"]
+    systems = ["stockings", _compare.BATCH, "raw", "mpc"]
     if not _compare.zmq_unavailable():
         systems.append("zmq")
     if (BENCH_CACHE / "stockings123" / "Stockings" / "__init__.py").exists():

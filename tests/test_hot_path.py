@@ -288,3 +288,78 @@ def test_the_decoder_hands_a_payload_over() -> None:
     assert decoder.feed(stockings.encode("next")) == ["next"]
     with pytest.raises(RuntimeError):
         decoder.detach_payload()
+
+
+# ------------------------------------------------------------- batch calls
+
+
+@pytest.mark.timeout(30)
+def test_write_many_and_read_all_keep_order_and_types(
+    make_pair: Callable[[], Pair], no_leaks: None
+) -> None:
+    a, b = make_pair()
+    with stockings.Stocking(a) as left, stockings.Stocking(b) as right:
+        assert right.read_all() == []
+        sent = _messages() * 20
+        left.write_many(sent)
+        left.write_many([])
+        got: list[Any] = []
+        while len(got) < len(sent):
+            batch = right.read_all(timeout=10)
+            assert batch, "read_all(timeout=10) returned nothing"
+            got += batch
+        assert got == [_expected(message) for message in sent]
+
+
+def test_write_many_is_all_or_nothing(no_leaks: None) -> None:
+    a, b = socket.socketpair()
+    with stockings.Stocking(a, max_message_size=5) as left, stockings.Stocking(b) as right:
+        with pytest.raises(TypeError):
+            left.write_many([b"ok", 42])
+        with pytest.raises(stockings.MessageTooLarge):
+            left.write_many([b"ok", b"too long"])
+        left.write(b"after")
+        assert right.read(timeout=10) == b"after"
+        assert right.read_all() == []
+
+
+@pytest.mark.timeout(60)
+def test_batches_from_many_threads_stay_whole(no_leaks: None) -> None:
+    a, b = socket.socketpair()
+    threads_n, batches, per_batch = 4, 200, 50
+    with stockings.Stocking(a) as left, stockings.Stocking(b) as right:
+
+        def writer(t: int) -> None:
+            for n in range(batches):
+                left.write_many([b"%d:%d:%d" % (t, n, i) for i in range(per_batch)])
+
+        threads = [threading.Thread(target=writer, args=(t,)) for t in range(threads_n)]
+        for thread in threads:
+            thread.start()
+        got: list[bytes] = []
+        while len(got) < threads_n * batches * per_batch:
+            batch = right.read_all(timeout=10)
+            assert batch
+            got += batch
+        for thread in threads:
+            thread.join(10)
+    # Each batch arrives as one run of consecutive messages.
+    for start in range(0, len(got), per_batch):
+        run = [message.split(b":") for message in got[start : start + per_batch]]
+        assert {(t, n) for t, n, _ in run} == {(run[0][0], run[0][1])}
+        assert [int(i) for _, _, i in run] == list(range(per_batch))
+
+
+def test_batch_calls_go_through_the_hooks(no_leaks: None) -> None:
+    class Tagged(stockings.Stocking):
+        def pre_write(self, *args: Any, **kwargs: Any) -> Any:
+            return "<" + args[0] + ">"
+
+        def postRead(self, message: Any) -> Any:
+            return message.strip("<>")
+
+    a, b = socket.socketpair()
+    with Tagged(a) as left, Tagged(b) as right:
+        left.write_many(["a", "b"])
+        wait_until(lambda: right.unread_bytes == 6)
+        assert right.read_all() == ["a", "b"]

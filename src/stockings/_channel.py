@@ -29,7 +29,7 @@ import struct
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import islice
 from threading import Lock
 
@@ -765,6 +765,82 @@ class Channel:
             # The kernel is full: the hub sends the rest when it can.
             self._flush_scheduled = True
             self.hub.call_soon(self._flush_from_hub)
+
+    def send_many(self, messages: Iterable[object], timeout: float | None = None) -> None:
+        """Queue several messages as one batch, in order, and send it at once.
+
+        The batch is all or nothing: every message is encoded and checked
+        before any is queued, and no other writer's message lands inside it.
+
+        Args:
+            messages: ``str`` or bytes-like objects.
+            timeout: as for :meth:`send`.
+
+        Raises:
+            TypeError: a message is neither ``str`` nor bytes-like.
+            MessageTooLarge: a message is over ``max_message_size``.
+            ConnectionClosed: the channel is closing or has ended.
+            WriteTimeout: the queue did not drain within ``timeout``.
+        """
+        limit = self.options.max_message_size
+        small_limit = self._small_limit
+        items: list[BytesLike] = []
+        total = 0
+        batch = _Batch()
+        for message in messages:
+            if type(message) is bytes and len(message) < small_limit:
+                batch += _BYTES_HEADERS[len(message)]
+                batch += message
+                continue
+            payload, is_text = payload_of(message)
+            length = len(payload)
+            if limit is not None and length > limit:
+                raise MessageTooLarge(length, limit)
+            header = encode_header(length, is_text)
+            if length < LARGE_PAYLOAD or not self._use_sendmsg:
+                batch += header
+                batch += payload
+                continue
+            # Large payloads go to sendmsg beside their header, uncopied
+            # unless the caller could still change them.
+            if batch:
+                items.append(batch)
+                total += len(batch)
+                batch = _Batch()
+            items += (header, payload if isinstance(payload, bytes) else bytes(payload))
+            total += len(header) + length
+        if batch:
+            items.append(batch)
+            total += len(batch)
+        if not items:
+            return
+        with self._out_lock:
+            if self._closing:
+                raise self._closed_error()
+            if self._out_bytes > self.options.write_high_water and not self.hub.in_hub_thread():
+                self._wait_for_drain(timeout)
+            self._out.extend(items)
+            self._out_bytes += total
+            if self._use_sendmsg:
+                self._flush_by_writer()
+            elif not self._flush_scheduled:
+                self._flush_scheduled = True
+                self.hub.call_soon(self._flush_from_hub)
+
+    def receive_all(self, timeout: float | None = 0.0) -> list[Message]:
+        """Take every message waiting in the inbox, waiting for the first as ``receive`` does.
+
+        Returns:
+            The messages, oldest first; empty if none came in time.
+        """
+        first = self.receive(timeout)
+        if first is None:
+            return []
+        messages = [first]
+        receive = self.receive
+        while (message := receive(0)) is not None:
+            messages.append(message)
+        return messages
 
     def _wait_for_drain(self, timeout: float | None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout

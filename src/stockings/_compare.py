@@ -43,8 +43,13 @@ from typing import Any
 __all__ = ["SIZES", "SYSTEMS", "Result", "main", "run_compare"]
 
 #: The systems compared, in table order; ``stockings`` is the one measured.
-SYSTEMS = ("stockings", "raw", "mpc", "zmq", "stockings-1.2.3")
+SYSTEMS = ("stockings", "raw", "mpc", "zmq", "stockings-1.2.3", "stockings-batch")
 OLD = "stockings-1.2.3"
+#: stockings again, through its batch calls (``write_many`` / ``read_all``):
+#: not a peer, shown beside the one-message calls the targets are about.
+BATCH = "stockings-batch"
+#: Roughly how many bytes one ``write_many`` call of the batch runs carries.
+BATCH_BYTES = 256 * 1024
 #: Stream message sizes in bytes.
 SIZES = (16, 100, 4096, 65536, 1048576)
 RTT_SIZE = 16
@@ -326,7 +331,7 @@ def _server_endpoint(system: str, size: int) -> Iterator[Any]:
             yield _RawEnd(sock)
         elif system == OLD:
             yield _OldEnd(sock)
-        elif system == "stockings":
+        elif system in ("stockings", BATCH):
             yield _StockingsEnd(sock)
         else:
             raise ValueError(f"unknown system {system!r}")
@@ -349,7 +354,7 @@ def _client_endpoint(system: str, port: int, size: int) -> _Endpoint:
         return _RawEnd(sock)
     if system == OLD:
         return _OldEnd(sock)
-    if system == "stockings":
+    if system in ("stockings", BATCH):
         return _StockingsEnd(sock)
     raise ValueError(f"unknown system {system!r}")
 
@@ -370,7 +375,16 @@ def _serve(system: str, test: str, size: int, count: int) -> dict[str, Any]:
     cpu = _cpu_seconds()
     received = 0
     total = 0
-    if test == "stream":
+    if test == "stream" and isinstance(end, _StockingsEnd) and system == BATCH:
+        read_all = end.stocking.read_all
+        while received < count:
+            messages = read_all(None)
+            if not messages:
+                raise EOFError("the stocking ended")
+            total += sum(map(len, messages))
+            received += len(messages)
+        send(f"{received} {total}".encode())
+    elif test == "stream":
         while received < count:
             total += len(recv())
             received += 1
@@ -404,7 +418,20 @@ def _client(system: str, test: str, size: int, count: int, port: int) -> dict[st
     idle = _maxrss_bytes()
     cpu = _cpu_seconds()
     clock = time.perf_counter
-    if test == "stream":
+    if test == "stream" and isinstance(end, _StockingsEnd) and system == BATCH:
+        per_call = max(1, BATCH_BYTES // max(1, size))
+        batch = [payload] * per_call
+        write_many = end.stocking.write_many
+        started = clock()
+        left = count
+        while left >= per_call:
+            write_many(batch)
+            left -= per_call
+        write_many(batch[:left])
+        answer = bytes(recv())
+        seconds = clock() - started
+        got = answer.decode()
+    elif test == "stream":
         started = clock()
         for _ in range(count):
             send(payload)
@@ -638,10 +665,11 @@ def run_compare(
         unavailable[OLD] = why
     results: dict[tuple[str, str, int], Result] = {}
     plan = [("stream", size) for size in SIZES] + [("rtt", RTT_SIZE)]
+    # The batch calls change nothing for one round trip: no rtt run for them.
     for _ in range(repeat):
         for test, size in plan:
             for system in systems:
-                if system in unavailable:
+                if system in unavailable or (system == BATCH and test == "rtt"):
                     continue
                 sizes, rtt_count = _counts(system, quick, scale)
                 count = sizes[size] if test == "stream" else rtt_count
@@ -682,7 +710,7 @@ def _mib(value: int) -> str:
 def format_table(results: dict[tuple[str, str, int], Result], unavailable: dict[str, str]) -> str:
     """The results as a Markdown table, with stockings' ratio to every peer."""
     systems = [s for s in SYSTEMS if any(k[0] == s for k in results)]
-    peers = [s for s in systems if s != "stockings"]
+    peers = [s for s in systems if s not in ("stockings", BATCH)]
     head = ["measure", *systems, *(f"x {p}" for p in peers)]
     rows = [head, ["---"] * len(head)]
 
@@ -745,6 +773,18 @@ def format_table(results: dict[tuple[str, str, int], Result], unavailable: dict[
             who = "every system but 1.2.3" if system == "stockings" else "1.2.3 (slower, so fewer)"
             lines.append(f"Messages per run, {who}: {counts}.")
     lines.append("Ratios are stockings / peer: above 1 is better for rates, below 1 for rtt.")
+    gains = []
+    for size in SIZES:
+        ours, batched = (
+            results.get(("stockings", "stream", size)),
+            results.get((BATCH, "stream", size)),
+        )
+        if ours is not None and batched is not None and ours.ok and batched.ok and ours.rate:
+            gains.append(f"{_size_name(size)} {batched.rate / ours.rate:.2f}")
+    if gains:
+        lines.append(
+            f"{BATCH} (write_many/read_all) against the one-message calls: {', '.join(gains)}."
+        )
     for system, why in unavailable.items():
         lines.append(f"{system}: unavailable: {why}")
     for r in results.values():

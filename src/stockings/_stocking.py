@@ -14,7 +14,7 @@ import selectors
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, ClassVar
 
@@ -326,6 +326,49 @@ class Stocking:
         if message is None or self._plain_post_read:
             return message
         return self.post_read(message)
+
+    def write_many(self, messages: Iterable[Any]) -> None:
+        """Send several whole messages at once, each built by ``pre_write(message)``.
+
+        Cheaper per message than as many ``write`` calls: the batch is encoded
+        in one go, queued under one lock and handed to the kernel in one call.
+        It is all or nothing (every message is checked before any is queued),
+        and no other thread's message lands inside it.
+
+        Args:
+            messages: what ``pre_write`` turns into messages, one each.
+
+        Raises:
+            NotReady: the handshake has not completed.
+            TypeError: a message is neither ``str`` nor bytes-like.
+            MessageTooLarge: a message is over ``max_message_size``.
+            ConnectionClosed: the stocking is closing or has ended.
+            WriteTimeout: as for :meth:`write`; nothing was queued.
+        """
+        if not self._handshake_complete:
+            raise NotReady("the handshake has not completed")
+        if not self._plain_pre_write:
+            messages = [self.pre_write(message) for message in messages]
+        self._channel.send_many(messages, self.write_timeout)
+
+    def read_all(self, timeout: float | None = 0.0) -> list[Any]:
+        """Return every message received so far, through ``post_read``, oldest first.
+
+        Args:
+            timeout: how long to wait for the first one, as for :meth:`read`.
+
+        Returns:
+            The messages; an empty list when none came in time.
+
+        Raises:
+            NotReady: the handshake has not completed.
+        """
+        if not self._handshake_complete:
+            raise NotReady("the handshake has not completed")
+        messages = self._channel.receive_all(timeout)
+        if self._plain_post_read:
+            return messages
+        return [self.post_read(message) for message in messages]
 
     def _write(self, message: object) -> None:
         """Send a message as is, bypassing ``pre_write``; for handshakes."""
