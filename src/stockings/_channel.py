@@ -215,6 +215,7 @@ class Channel:
         # Payloads shorter than this may take send's fast path.
         cached = len(_BYTES_HEADERS)
         self._small_limit = cached if limit is None else min(cached, limit + 1)
+        self._write_high_water = options.write_high_water
         # When this channel last handed bytes to the kernel from a writer's
         # thread (``_out_lock``); see BURST_GAP.
         self._last_send = float("-inf")
@@ -643,23 +644,25 @@ class Channel:
             ConnectionClosed: the channel is closing or has ended.
             WriteTimeout: the queue did not drain within ``timeout``.
         """
-        if type(message) is bytes and len(message) < self._small_limit:
+        if type(message) is bytes and (size := len(message)) < self._small_limit:
             # The commonest write of a burst: small bytes joining the batch
             # at the queue's tail. All it needs is checked here; anything
             # else takes the general path below.
-            header = _BYTES_HEADERS[len(message)]
+            header = _BYTES_HEADERS[size]
             with self._out_lock:
                 out = self._out
+                queued = self._out_bytes
                 if (
                     out
                     and type(tail := out[-1]) is _Batch
+                    and queued <= self._write_high_water
                     and not self._closing
-                    and self._out_bytes <= self.options.write_high_water
                 ):
                     tail += header
                     tail += message
-                    self._out_bytes += len(header) + len(message)
-                    if self._out_bytes >= WRITER_FLUSH_SIZE and self._use_sendmsg:
+                    queued += len(header) + size
+                    self._out_bytes = queued
+                    if queued >= WRITER_FLUSH_SIZE and self._use_sendmsg:
                         self._flush_by_writer()
                     return
         if type(message) is bytes:

@@ -144,6 +144,8 @@ class Stocking:
         # Chosen once here, so the plain path never checks for TLS.
         channel_type = TlsChannel if isinstance(sock, ssl.SSLSocket) else Channel
         self._channel = channel_type(sock, self._choose_hub(hub, private), options)
+        # Bound once: write is the hottest call there is.
+        self._send = self._channel.send
         custom_handshake = type(self).handshake is not Stocking.handshake
         if custom_handshake:
             self._channel.set_signal_inbox(False)
@@ -303,7 +305,7 @@ class Stocking:
             raise NotReady("the handshake has not completed")
         # Without an override, skip the call: it is a good part of a small write's cost.
         message = args[0] if self._plain_pre_write else self.pre_write(*args, **kwargs)
-        self._channel.send(message, self.write_timeout)
+        self._send(message, self.write_timeout)
 
     def read(self, timeout: float | None = 0.0) -> Any:
         """Return the next whole message, through ``post_read``, or ``None``.
