@@ -46,7 +46,7 @@ def in_thread(target: object) -> tuple[threading.Thread, list[object]]:
         except BaseException as exc:
             outcome.append(exc)
 
-    thread = threading.Thread(target=run)
+    thread = threading.Thread(daemon=True, target=run)
     thread.start()
     return thread, outcome
 
@@ -148,11 +148,12 @@ def test_close_is_idempotent_and_context_managed(no_leaks: None) -> None:
     a, b = socket.socketpair()
     with Stocking(a) as left, Stocking(b) as right:
         left.write("bye")
-    for _ in range(3):
-        left.close()
-        left.abort()
-    assert left.end_reason is EndReason.CLOSED
-    assert right.read() == "bye"
+        for _ in range(3):
+            left.close()
+            left.abort()
+        assert left.end_reason is EndReason.CLOSED
+        assert right.read(timeout=5) == "bye"
+    assert right.end_reason is EndReason.PEER_CLOSED
 
 
 # ------------------------------------------------- close while others block

@@ -184,8 +184,8 @@ def exchange(left: Stocking, right: Stocking, messages: list[bytes | str]) -> No
             received[name].append(reader.read(timeout=20))
 
     readers = [
-        threading.Thread(target=pump, args=("left", left)),
-        threading.Thread(target=pump, args=("right", right)),
+        threading.Thread(daemon=True, target=pump, args=("left", left)),
+        threading.Thread(daemon=True, target=pump, args=("right", right)),
     ]
     for thread in readers:
         thread.start()
@@ -308,7 +308,9 @@ def test_socket_closed_under_us(flavour: type[Stocking], no_leaks: None) -> None
     a, b = socket.socketpair()
     other, other_peer = flavour(a), flavour(b)
     results: list[object] = []
-    reader = threading.Thread(target=lambda: results.append(stocking.read(timeout=None)))
+    reader = threading.Thread(
+        daemon=True, target=lambda: results.append(stocking.read(timeout=None))
+    )
     reader.start()
     wait_until(lambda: stocking._channel._readers_waiting == 1)
     stocking.sock.close()  # the rogue caller
@@ -348,7 +350,7 @@ def test_signals_during_io_lose_nothing(flavour: type[Stocking], no_leaks: None)
         rng = random.Random(5)
         sent = [rng.randbytes(rng.choice((10, 1000, 100_000))) for _ in range(400)]
         digest = hashlib.sha256()
-        writer = threading.Thread(target=lambda: [right.write(m) for m in sent])
+        writer = threading.Thread(daemon=True, target=lambda: [right.write(m) for m in sent])
         writer.start()
         for _ in sent:
             # The main thread, which takes the signals, blocks here.

@@ -128,7 +128,7 @@ def test_writer_blocks_at_the_mark_until_the_reader_catches_up(
             progress[0] += 1
             peak[0] = max(peak[0], writer.queued_bytes)
 
-    thread = threading.Thread(target=produce)
+    thread = threading.Thread(daemon=True, target=produce)
     thread.start()
     # The producer gets stuck well before the end: nobody reads.
     wait_until(lambda: writer._channel._drain_waiters == 1)
@@ -206,7 +206,7 @@ def test_sixteen_threads_write_to_one_stocking(flavour: type[Stocking], no_leaks
             # Text and bytes alternate, so both paths interleave with each other.
             writer.write(body if n % 2 else body.decode("latin-1"))
 
-    workers = [threading.Thread(target=produce, args=(tid,)) for tid in range(threads)]
+    workers = [threading.Thread(daemon=True, target=produce, args=(tid,)) for tid in range(threads)]
     for worker in workers:
         worker.start()
     next_n = [0] * threads
@@ -255,10 +255,10 @@ def test_sixteen_stockings_at_once(no_leaks: None) -> None:
     workers = []
     for index, (left, right) in enumerate(pairs):
         workers += [
-            threading.Thread(target=send, args=(left,)),
-            threading.Thread(target=send, args=(right,)),
-            threading.Thread(target=receive, args=((index, "right"), right)),
-            threading.Thread(target=receive, args=((index, "left"), left)),
+            threading.Thread(daemon=True, target=send, args=(left,)),
+            threading.Thread(daemon=True, target=send, args=(right,)),
+            threading.Thread(daemon=True, target=receive, args=((index, "right"), right)),
+            threading.Thread(daemon=True, target=receive, args=((index, "left"), left)),
         ]
     for worker in workers:
         worker.start()
