@@ -334,6 +334,8 @@ def test_socket_closed_under_us(flavour: type[Stocking], no_leaks: None) -> None
 
 
 @pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs signal.setitimer")
+# The timer's SIGALRM is the test's own: pytest-timeout watches from a thread here.
+@pytest.mark.timeout(30, method="thread")
 @pytest.mark.parametrize("flavour", FLAVOURS, ids=lambda f: f.__name__)
 def test_signals_during_io_lose_nothing(flavour: type[Stocking], no_leaks: None) -> None:
     fired = 0
