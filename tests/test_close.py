@@ -153,6 +153,7 @@ def test_close_is_idempotent_and_context_managed(no_leaks: None) -> None:
             left.abort()
         assert left.end_reason is EndReason.CLOSED
         assert right.read(timeout=5) == "bye"
+        wait_until(lambda: right.ended)
     assert right.end_reason is EndReason.PEER_CLOSED
 
 
