@@ -552,7 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
         " Every message is counted and checked.",
     )
     bench.add_argument(
-        "--count", type=_positive_int, default=200_000, help="most 100 B messages (200000)"
+        "--count", type=_positive_int, default=1_000_000, help="most 100 B messages (1000000)"
     )
     bench.add_argument(
         "--large-count", type=_positive_int, default=200, help="most 1 MiB messages (200)"
