@@ -446,6 +446,12 @@ class Channel:
                 pause = unread > self.options.read_high_water
                 if pause:
                     self._read_paused = True
+                    # A lock-free reader pops first and checks the flag after;
+                    # we set the flag first and check the inbox after. One of
+                    # the two sees the other, so a pause never outlives the
+                    # messages it was waiting on.
+                    if not self.inbox:
+                        self._read_paused = pause = False
         if pause and self._reading:
             # Stop reading: the kernel buffer fills and TCP pushes back on the sender.
             self._reading = False
@@ -936,7 +942,10 @@ class Channel:
         with self._in_lock:
             if not self._read_paused:
                 return
-            if self._delivered - self._consumed > self.options.read_low_water:
+            # The counts may overstate what is unread (racing readers), but an
+            # empty inbox never does: without this a reader that drained it
+            # and then waits on wait() or fileno() would wait forever.
+            if self.inbox and self._delivered - self._consumed > self.options.read_low_water:
                 return
             self._read_paused = False
         self.hub.call_soon(self._resume_reading)
