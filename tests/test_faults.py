@@ -356,8 +356,8 @@ def test_signals_during_io_lose_nothing(flavour: type[Stocking], no_leaks: None)
         writer.start()
         for _ in sent:
             # The main thread, which takes the signals, blocks here.
-            message = left.read(timeout=None)
-            assert message is not None
+            message = left.read(timeout=20)
+            assert message is not None, "a message was lost or stuck"
             digest.update(message)
         writer.join(10)
         left.write(b"x" * 5_000_000)  # a large direct send from the signalled thread
