@@ -26,10 +26,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from types import TracebackType
 from typing import Any, Generic, TypeVar, overload
 
 from ._client import Address, _is_path, describe_address, tcp_address
+from ._closing import ClosesOnExit
 from ._hub import Hub, shared_hub
 from ._stocking import DEFAULT_CLOSE_TIMEOUT, Stocking
 
@@ -144,7 +144,7 @@ class _Listener:
         self.server._listener_lost(exc)
 
 
-class Server(Generic[_S]):
+class Server(ClosesOnExit, Generic[_S]):
     """Listens on an address and hands each connection over as a stocking.
 
     Take connections by iterating (``for stocking in server:``), with
@@ -466,17 +466,6 @@ class Server(Generic[_S]):
                 os.unlink(self._path)
             except OSError:
                 pass
-
-    def __enter__(self) -> Server[_S]:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _close_all(clients: list[Any], timeout: float | None) -> None:

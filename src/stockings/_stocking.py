@@ -15,10 +15,10 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from types import TracebackType
 from typing import Any, ClassVar
 
 from ._channel import Channel, ChannelOptions
+from ._closing import ClosesOnExit
 from ._errors import ConnectionClosed, EndReason, HandshakeFailed, NotReady
 from ._framing import DEFAULT_MAX_MESSAGE_SIZE, Message
 from ._hub import Hub, shared_hub
@@ -44,7 +44,7 @@ _RENAMED = {
 }
 
 
-class Stocking:
+class Stocking(ClosesOnExit):
     """A connected socket that sends and receives whole messages.
 
     ``write`` queues a message whole; the peer's ``read`` returns it whole,
@@ -489,17 +489,6 @@ class Stocking:
     def abort(self) -> None:
         """End the connection now, dropping whatever is still queued to send."""
         self.close(flush=False)
-
-    def __enter__(self) -> Stocking:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     #: Whether ``pre_write`` / ``post_read`` are this class's defaults, so
     #: that ``write`` and ``read`` can skip calling them (set per subclass).

@@ -21,9 +21,9 @@ import functools
 import threading
 import time
 from collections.abc import Callable, Iterable
-from types import TracebackType
 from typing import Any, Protocol
 
+from ._closing import ClosesOnExit
 from ._stocking import Stocking
 
 __all__ = ["Waitable", "Waiter", "wait"]
@@ -57,7 +57,7 @@ def _source_of(obj: object) -> _Source | None:
     return source
 
 
-class Waiter:
+class Waiter(ClosesOnExit):
     """Waits on a changing set of stockings and servers; reuse it across waits.
 
     Registering costs a little once per object, after which each
@@ -194,17 +194,6 @@ class Waiter:
         for key in stale:
             del noted[key]
         return ready
-
-    def __enter__(self) -> Waiter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def wait(objects: Iterable[Waitable], timeout: float | None = None) -> list[Waitable]:
