@@ -284,8 +284,12 @@ class Channel:
         if self._out:
             self._flush_from_hub()
 
+    def _wanted_events(self) -> int:
+        """What the selector should watch for now (hub thread)."""
+        return (_EVENT_READ if self._reading else 0) | (_EVENT_WRITE if self._out else 0)
+
     def _set_interest(self) -> None:
-        events = (_EVENT_READ if self._reading else 0) | (_EVENT_WRITE if self._out else 0)
+        events = self._wanted_events()
         if events == self._events:
             return
         selector = self.hub.selector

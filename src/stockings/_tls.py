@@ -85,22 +85,12 @@ class TlsChannel(Channel):
             # A client speaks first: start the handshake without waiting for an event.
             self._advance_handshake()
 
-    def _set_interest(self) -> None:
+    def _wanted_events(self) -> int:
         reading = self._reading and not self._unwrapping
         writing = self._want_write or (bool(self._out) and not self._handshaking)
-        events = (_EVENT_READ if reading or self._handshaking else 0) | (
+        return (_EVENT_READ if reading or self._handshaking else 0) | (
             _EVENT_WRITE if writing else 0
         )
-        if events == self._events:
-            return
-        selector = self.hub.selector
-        if not self._events:
-            selector.register(self.sock, events, self)
-        elif not events:
-            selector.unregister(self.sock)
-        else:
-            selector.modify(self.sock, events, self)
-        self._events = events
 
     def handle_events(self, mask: int) -> None:
         """Act on the socket's readiness (hub thread); never raises."""
