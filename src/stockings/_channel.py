@@ -750,10 +750,7 @@ class Channel:
             except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
                 sent = 0
             except OSError as exc:
-                self._closing = True
-                reason = end_reason_for(exc)
-                self.hub.call_soon(functools.partial(self._end, reason, exc))
-                raise ConnectionClosed(f"connection lost while writing: {exc}", reason) from exc
+                raise self._lost_while_writing(exc) from exc
             self._last_send = _clock()
             if sent == total:
                 return
@@ -764,15 +761,23 @@ class Channel:
                 self._flush_scheduled = True
                 self.hub.call_soon(self._flush_from_hub)
 
+    def _lost_while_writing(self, exc: OSError) -> ConnectionClosed:
+        """A send from a writer's thread failed (``_out_lock`` held).
+
+        The channel ends on the hub thread, which owns the selector; the
+        writer gets the error to raise.
+        """
+        self._closing = True
+        reason = end_reason_for(exc)
+        self.hub.call_soon(functools.partial(self._end, reason, exc))
+        return ConnectionClosed(f"connection lost while writing: {exc}", reason)
+
     def _flush_by_writer(self) -> None:
         """Send a burst's batch from the writer's thread (``_out_lock`` held)."""
         try:
             self._send_queued()
         except OSError as exc:
-            self._closing = True
-            reason = end_reason_for(exc)
-            self.hub.call_soon(functools.partial(self._end, reason, exc))
-            raise ConnectionClosed(f"connection lost while writing: {exc}", reason) from exc
+            raise self._lost_while_writing(exc) from exc
         self._last_send = _clock()
         if self._out and not self._flush_scheduled:
             # The kernel is full: the hub sends the rest when it can.
