@@ -502,3 +502,12 @@ def test_tampered_stream_ends_with_the_tls_error(
     assert stocking.read() is None
     stocking.close()
     raw.close()
+
+
+def test_the_default_client_context_verifies_and_refuses_renegotiation() -> None:
+    from stockings._client import default_client_context
+
+    context = default_client_context()
+    assert context.verify_mode is ssl.CERT_REQUIRED
+    assert context.check_hostname
+    assert context.options & ssl.OP_NO_RENEGOTIATION
