@@ -364,19 +364,28 @@ class Channel:
                 self._assembly = None
                 self._deliver([assembly])
             return True
+        return self._take_in(data)
+
+    def _take_in(self, data: BytesLike) -> bool:
+        """Decode received bytes and deliver their messages (hub thread).
+
+        Returns:
+            False if the bytes broke the wire format; the channel has then
+            ended, after delivering every message that came before the fault.
+        """
         messages = self.decoder.feed(data)
         if messages:
             self._deliver(messages)
         failure = self.decoder.failure
-        if failure is not None:
-            reason = (
-                EndReason.MESSAGE_TOO_LARGE
-                if isinstance(failure, MessageTooLarge)
-                else EndReason.PROTOCOL_ERROR
-            )
-            self._end(reason, failure)
-            return False
-        return True
+        if failure is None:
+            return True
+        reason = (
+            EndReason.MESSAGE_TOO_LARGE
+            if isinstance(failure, MessageTooLarge)
+            else EndReason.PROTOCOL_ERROR
+        )
+        self._end(reason, failure)
+        return False
 
     def _begin_assembly(self) -> _Assembly:
         """Take a large bytes payload over from the decoder (hub thread).

@@ -36,7 +36,7 @@ import ssl
 import time
 
 from ._channel import Channel, ChannelOptions, end_reason_for
-from ._errors import EndReason, HandshakeFailed, MessageTooLarge
+from ._errors import EndReason, HandshakeFailed
 from ._hub import Hub
 
 __all__ = ["TlsChannel"]
@@ -185,17 +185,7 @@ class TlsChannel(Channel):
             if filled:
                 if self._idle_timer is not None:
                     self._last_receive = time.monotonic()
-                messages = self.decoder.feed(view[:filled])
-                if messages:
-                    self._deliver(messages)
-                failure = self.decoder.failure
-                if failure is not None:
-                    reason = (
-                        EndReason.MESSAGE_TOO_LARGE
-                        if isinstance(failure, MessageTooLarge)
-                        else EndReason.PROTOCOL_ERROR
-                    )
-                    self._end(reason, failure)
+                if not self._take_in(view[:filled]):
                     return False
             if error is not None:
                 self._end(end_reason_for(error), error)
