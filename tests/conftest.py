@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -72,3 +73,13 @@ def no_leaks() -> Iterator[None]:
     yield
     wait_until(lambda: not library_threads())
     wait_until(lambda: open_fds() <= before)
+
+
+@pytest.fixture
+def thread_errors(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
+    """Collect exceptions that escape any thread; the test fails if there are any."""
+    caught: list[object] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: caught.append(args.exc_value))
+    monkeypatch.setattr(sys, "excepthook", lambda t, v, tb: caught.append(v))
+    yield caught
+    assert caught == []

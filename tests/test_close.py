@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
-import sys
 import threading
-from collections.abc import Iterator
 
 import pytest
 
@@ -20,20 +18,11 @@ from stockings import ConnectionClosed, EndReason, Stocking, WriteTimeout
 
 __all__: list[str] = []
 
-pytestmark = pytest.mark.timeout(60)
+# Every test fails if any thread dies with an exception (conftest.thread_errors).
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("thread_errors")]
 
 KiB = 1024
 MiB = 1024 * KiB
-
-
-@pytest.fixture(autouse=True)
-def thread_errors(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
-    """Collect exceptions that escape any thread; the test fails if there are any."""
-    caught: list[object] = []
-    monkeypatch.setattr(threading, "excepthook", lambda args: caught.append(args.exc_value))
-    monkeypatch.setattr(sys, "excepthook", lambda t, v, tb: caught.append(v))
-    yield caught
-    assert caught == []
 
 
 def in_thread(target: object) -> tuple[threading.Thread, list[object]]:

@@ -13,10 +13,8 @@ import os
 import random
 import signal
 import socket
-import sys
 import threading
 import tracemalloc
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -35,17 +33,8 @@ from stockings import (
 
 __all__: list[str] = []
 
-pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture(autouse=True)
-def thread_errors(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
-    """Collect exceptions that escape any thread; the test fails if there are any."""
-    caught: list[object] = []
-    monkeypatch.setattr(threading, "excepthook", lambda args: caught.append(args.exc_value))
-    monkeypatch.setattr(sys, "excepthook", lambda t, v, tb: caught.append(v))
-    yield caught
-    assert caught == []
+# Every test fails if any thread dies with an exception (conftest.thread_errors).
+pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("thread_errors")]
 
 
 def raw_peer(flavour: type[Stocking] = Stocking, **options: Any) -> tuple[Stocking, socket.socket]:

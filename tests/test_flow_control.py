@@ -13,9 +13,7 @@ import hashlib
 import random
 import select
 import socket
-import sys
 import threading
-from collections.abc import Iterator
 
 import pytest
 
@@ -25,20 +23,11 @@ from stockings import EndReason, Stocking, WriteTimeout
 
 __all__: list[str] = []
 
-pytestmark = pytest.mark.timeout(60)
+# Every test fails if any thread dies with an exception (conftest.thread_errors).
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("thread_errors")]
 
 KiB = 1024
 MiB = 1024 * KiB
-
-
-@pytest.fixture(autouse=True)
-def thread_errors(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
-    """Collect exceptions that escape any thread; the test fails if there are any."""
-    caught: list[object] = []
-    monkeypatch.setattr(threading, "excepthook", lambda args: caught.append(args.exc_value))
-    monkeypatch.setattr(sys, "excepthook", lambda t, v, tb: caught.append(v))
-    yield caught
-    assert caught == []
 
 
 def small_buffers(*socks: socket.socket) -> None:
