@@ -12,7 +12,7 @@ import pytest
 
 import stockings
 from conftest import wait_until
-from stockings import _channel
+from stockings import _buffers, _channel
 
 Pair = tuple[socket.socket, socket.socket]
 
@@ -254,7 +254,7 @@ def test_large_payloads_arrive_intact_while_buffers_are_reused(
         for message, received in zip(sent, got, strict=True):
             assert type(received) is type(message)
             assert received == message
-        assert len(right._channel._spare_buffers) <= _channel.SPARE_BUFFERS
+        assert len(right._channel._spare_buffers) <= _buffers.SPARE_BUFFERS
 
 
 def test_a_stream_cut_inside_an_assembled_payload_is_incomplete(no_leaks: None) -> None:

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Sequence
 from itertools import islice
 from threading import Lock
 
+from ._buffers import ASSEMBLE_AHEAD, Assembly, Batch
 from ._errors import (
     ConnectionClosed,
     EndReason,
@@ -40,6 +41,7 @@ from ._errors import (
     MessageTooLarge,
     StockingError,
     WriteTimeout,
+    end_reason_for,
 )
 from ._framing import (
     _SHORT_HEADERS_BYTES,
@@ -50,10 +52,11 @@ from ._framing import (
     payload_of,
 )
 from ._hub import Hub, Timer
+from ._options import ChannelOptions
 from ._signal import ReadySignal
 from ._sync import LazyCondition
 
-__all__ = ["Channel", "ChannelOptions"]
+__all__ = ["Channel"]
 
 #: Payloads this large are sent without copying them into the header's buffer
 #: and received into a buffer of their own.
@@ -75,7 +78,6 @@ _clock = time.perf_counter
 
 _EVENT_READ = selectors.EVENT_READ
 _EVENT_WRITE = selectors.EVENT_WRITE
-_RESET_ERRORS = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 #: How often a reader blocked without a deadline checks that nobody closed
 #: the socket behind the stocking's back (an epoll hub is not told).
 ORPHAN_CHECK_INTERVAL = 1.0
@@ -89,106 +91,6 @@ _live_channels: weakref.WeakSet[Channel] = weakref.WeakSet()
 
 # Ready-made headers for the commonest writes: small bytes payloads.
 _BYTES_HEADERS = [encode_header(length, False) for length in range(1024)]
-
-
-#: A large payload is received into a buffer of its full size only once no
-#: more than this, or three times what has arrived, is still to come: a
-#: peer cannot make us allocate much ahead of the data it actually sends.
-ASSEMBLE_AHEAD = 1024 * 1024
-#: Receive buffers up to this size are kept for the next large payload.
-SPARE_BUFFER_MAX = 4 * 1024 * 1024
-#: How many such buffers one channel keeps.
-SPARE_BUFFERS = 2
-
-
-class _Assembly:
-    """A large ``bytes`` payload received straight into a reusable buffer.
-
-    The hub thread fills it and puts it in the inbox; the reader turns it
-    into ``bytes`` (:meth:`finish`) and hands the buffer back for the next
-    one. So the big allocation and its release both happen in the reader's
-    thread, and the hub thread allocates nothing per message: the C
-    allocator then reuses the same memory instead of returning it to the
-    system and faulting it back in, page by page, for every message.
-    """
-
-    __slots__ = ("buffer", "have", "size", "spares", "view")
-
-    def __init__(self, buffer: bytearray, size: int, spares: deque[bytearray]) -> None:
-        self.buffer = buffer
-        self.view = memoryview(buffer)
-        self.size = size
-        self.have = 0
-        self.spares = spares
-
-    def __len__(self) -> int:
-        return self.size
-
-    def finish(self) -> bytes:
-        """The payload as ``bytes``; the buffer goes back to the spares."""
-        view = self.view
-        payload = bytes(view[: self.size])
-        view.release()
-        if len(self.buffer) <= SPARE_BUFFER_MAX and len(self.spares) < SPARE_BUFFERS:
-            self.spares.append(self.buffer)
-        return payload
-
-
-class _Batch(bytearray):
-    """Small messages queued back to back in one buffer.
-
-    Only the queue's tail is appended to, and only while it is still this
-    type: a partly sent head is replaced by a memoryview of its rest, so a
-    buffer with a view on it is never resized.
-    """
-
-    __slots__ = ()
-
-
-def end_reason_for(exc: BaseException) -> EndReason:
-    """The end reason a socket error stands for."""
-    if isinstance(exc, _RESET_ERRORS):
-        return EndReason.RESET
-    if isinstance(exc, TimeoutError):
-        return EndReason.TIMEOUT
-    return EndReason.ERROR
-
-
-class ChannelOptions:
-    """The limits one channel enforces; see :class:`stockings.Stocking`."""
-
-    __slots__ = (
-        "idle_timeout",
-        "max_message_size",
-        "read_high_water",
-        "read_low_water",
-        "write_high_water",
-        "write_low_water",
-    )
-
-    def __init__(
-        self,
-        max_message_size: int | None,
-        write_high_water: int,
-        write_low_water: int | None,
-        read_high_water: int,
-        read_low_water: int | None,
-        idle_timeout: float | None = None,
-    ) -> None:
-        if idle_timeout is not None and not idle_timeout > 0:
-            raise ValueError("idle_timeout must be a positive number of seconds, or None")
-        self.idle_timeout = idle_timeout
-        if max_message_size is not None and max_message_size < 0:
-            raise ValueError("max_message_size cannot be negative")
-        if write_high_water < 0 or read_high_water < 0:
-            raise ValueError("high-water marks cannot be negative")
-        self.max_message_size = max_message_size
-        self.write_high_water = write_high_water
-        self.write_low_water = write_high_water // 4 if write_low_water is None else write_low_water
-        self.read_high_water = read_high_water
-        self.read_low_water = read_high_water // 4 if read_low_water is None else read_low_water
-        if self.write_low_water > write_high_water or self.read_low_water > read_high_water:
-            raise ValueError("a low-water mark cannot exceed its high-water mark")
 
 
 class Channel:
@@ -220,7 +122,7 @@ class Channel:
         # thread (``_out_lock``); see BURST_GAP.
         self._last_send = float("-inf")
         # A large payload being received into a buffer of its own (hub thread).
-        self._assembly: _Assembly | None = None
+        self._assembly: Assembly | None = None
         self._spare_buffers: deque[bytearray] = deque()
         self._closing = False
         self._close_requested = False
@@ -235,8 +137,8 @@ class Channel:
 
         self._in_lock = Lock()
         self._arrived = LazyCondition(self._in_lock)
-        # Messages, and large payloads the reader turns into bytes (_Assembly).
-        self.inbox: deque[Message | _Assembly] = deque()
+        # Messages, and large payloads the reader turns into bytes (Assembly).
+        self.inbox: deque[Message | Assembly] = deque()
         # Unread bytes are delivered minus consumed: the hub thread adds to
         # the one, readers to the other, so a read takes no lock. Readers
         # racing each other may lose an addition, which can only overstate
@@ -387,11 +289,11 @@ class Channel:
         self._end(reason, failure)
         return False
 
-    def _begin_assembly(self) -> _Assembly:
+    def _begin_assembly(self) -> Assembly:
         """Take a large bytes payload over from the decoder (hub thread).
 
         The rest of it is received straight into a buffer that is reused from
-        message to message; the reader makes the ``bytes`` (see ``_Assembly``).
+        message to message; the reader makes the ``bytes`` (see ``Assembly``).
         """
         pieces, missing, _ = self.decoder.detach_payload()
         have = sum(map(len, pieces))
@@ -403,7 +305,7 @@ class Channel:
             pass
         if buffer is None or len(buffer) < size:
             buffer = bytearray(size)
-        assembly = _Assembly(buffer, size, self._spare_buffers)
+        assembly = Assembly(buffer, size, self._spare_buffers)
         at = 0
         for piece in pieces:
             assembly.view[at : at + len(piece)] = piece
@@ -440,7 +342,7 @@ class Channel:
             return
         self._end(EndReason.CLOSED if self._close_requested else EndReason.PEER_CLOSED)
 
-    def _deliver(self, messages: Sequence[Message | _Assembly]) -> None:
+    def _deliver(self, messages: Sequence[Message | Assembly]) -> None:
         size = sum(map(len, messages))
         with self._in_lock:
             self.inbox.extend(messages)
@@ -673,7 +575,7 @@ class Channel:
                 queued = self._out_bytes
                 if (
                     out
-                    and type(tail := out[-1]) is _Batch
+                    and type(tail := out[-1]) is Batch
                     and queued <= self._write_high_water
                     and not self._closing
                 ):
@@ -716,13 +618,13 @@ class Channel:
             if out:
                 if not small:
                     out.extend(parts)
-                elif type(tail := out[-1]) is _Batch:
+                elif type(tail := out[-1]) is Batch:
                     # Small messages join the batch at the tail: no object
                     # per message, and one buffer for the kernel.
                     tail += header
                     tail += payload
                 else:
-                    out.append(_Batch(header + payload))
+                    out.append(Batch(header + payload))
                 self._out_bytes += total
                 if self._out_bytes >= WRITER_FLUSH_SIZE and self._use_sendmsg:
                     self._flush_by_writer()
@@ -733,7 +635,7 @@ class Channel:
                 # one GIL switch interval), or this thread does at
                 # WRITER_FLUSH_SIZE.
                 if small:
-                    out.append(_Batch(header + payload))
+                    out.append(Batch(header + payload))
                 else:
                     out.extend(parts)
                 self._out_bytes += total
@@ -813,7 +715,7 @@ class Channel:
         small_limit = self._small_limit
         items: list[BytesLike] = []
         total = 0
-        batch = _Batch()
+        batch = Batch()
         for message in messages:
             if type(message) is bytes and len(message) < small_limit:
                 batch += _BYTES_HEADERS[len(message)]
@@ -833,7 +735,7 @@ class Channel:
             if batch:
                 items.append(batch)
                 total += len(batch)
-                batch = _Batch()
+                batch = Batch()
             items += (header, payload if isinstance(payload, bytes) else bytes(payload))
             total += len(header) + length
         if batch:
@@ -924,7 +826,7 @@ class Channel:
                 self._consumed += len(message)
                 if self._read_paused:
                     self._resume_if_drained()
-                if isinstance(message, _Assembly):
+                if isinstance(message, Assembly):
                     return message.finish()
                 return message
         elif not inbox and timeout == 0:
@@ -952,7 +854,7 @@ class Channel:
                 self._signal.clear()
         if resume:
             self.hub.call_soon(self._resume_reading)
-        if isinstance(message, _Assembly):
+        if isinstance(message, Assembly):
             return message.finish()
         return message
 

@@ -19,6 +19,7 @@ __all__ = [
     "ProtocolError",
     "StockingError",
     "WriteTimeout",
+    "end_reason_for",
 ]
 
 
@@ -116,3 +117,15 @@ class EndReason(enum.Enum):
     def clean(self) -> bool:
         """True for the ends that lost nothing: a local close or the peer's clean close."""
         return self in (EndReason.CLOSED, EndReason.PEER_CLOSED)
+
+
+_RESET_ERRORS = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+
+
+def end_reason_for(exc: BaseException) -> EndReason:
+    """The end reason a socket error stands for."""
+    if isinstance(exc, _RESET_ERRORS):
+        return EndReason.RESET
+    if isinstance(exc, TimeoutError):
+        return EndReason.TIMEOUT
+    return EndReason.ERROR

@@ -17,11 +17,12 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
-from ._channel import Channel, ChannelOptions
+from ._channel import Channel
 from ._closing import ClosesOnExit
 from ._errors import ConnectionClosed, EndReason, HandshakeFailed, NotReady
 from ._framing import DEFAULT_MAX_MESSAGE_SIZE, Message
 from ._hub import Hub, shared_hub
+from ._options import ChannelOptions
 from ._tls import TlsChannel
 
 __all__ = ["DEFAULT_WRITE_HIGH_WATER", "PollStocking", "SelectStocking", "Stocking"]

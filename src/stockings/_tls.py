@@ -35,9 +35,10 @@ import socket
 import ssl
 import time
 
-from ._channel import Channel, ChannelOptions, end_reason_for
-from ._errors import EndReason, HandshakeFailed
+from ._channel import Channel
+from ._errors import EndReason, HandshakeFailed, end_reason_for
 from ._hub import Hub
+from ._options import ChannelOptions
 
 __all__ = ["TlsChannel"]
 

@@ -1,0 +1,65 @@
+"""The buffers a channel moves messages through, apart from the sockets.
+
+:class:`Batch` gathers small outbound messages back to back so a burst is
+one ``sendmsg``; :class:`Assembly` receives one large inbound payload
+straight into a buffer reused from message to message.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+__all__ = ["ASSEMBLE_AHEAD", "SPARE_BUFFERS", "SPARE_BUFFER_MAX", "Assembly", "Batch"]
+
+#: A large payload is received into a buffer of its full size only once no
+#: more than this, or three times what has arrived, is still to come: a
+#: peer cannot make us allocate much ahead of the data it actually sends.
+ASSEMBLE_AHEAD = 1024 * 1024
+#: Receive buffers up to this size are kept for the next large payload.
+SPARE_BUFFER_MAX = 4 * 1024 * 1024
+#: How many such buffers one channel keeps.
+SPARE_BUFFERS = 2
+
+
+class Assembly:
+    """A large ``bytes`` payload received straight into a reusable buffer.
+
+    The hub thread fills it and puts it in the inbox; the reader turns it
+    into ``bytes`` (:meth:`finish`) and hands the buffer back for the next
+    one. So the big allocation and its release both happen in the reader's
+    thread, and the hub thread allocates nothing per message: the C
+    allocator then reuses the same memory instead of returning it to the
+    system and faulting it back in, page by page, for every message.
+    """
+
+    __slots__ = ("buffer", "have", "size", "spares", "view")
+
+    def __init__(self, buffer: bytearray, size: int, spares: deque[bytearray]) -> None:
+        self.buffer = buffer
+        self.view = memoryview(buffer)
+        self.size = size
+        self.have = 0
+        self.spares = spares
+
+    def __len__(self) -> int:
+        return self.size
+
+    def finish(self) -> bytes:
+        """The payload as ``bytes``; the buffer goes back to the spares."""
+        view = self.view
+        payload = bytes(view[: self.size])
+        view.release()
+        if len(self.buffer) <= SPARE_BUFFER_MAX and len(self.spares) < SPARE_BUFFERS:
+            self.spares.append(self.buffer)
+        return payload
+
+
+class Batch(bytearray):
+    """Small messages queued back to back in one buffer.
+
+    Only the queue's tail is appended to, and only while it is still this
+    type: a partly sent head is replaced by a memoryview of its rest, so a
+    buffer with a view on it is never resized.
+    """
+
+    __slots__ = ()
