@@ -92,8 +92,10 @@ def test_handler_callback(address: Any, clean: list[Stocking]) -> None:
     got: list[Stocking] = []
 
     def handler(stocking: Stocking) -> None:
-        stocking.write("welcome")
+        # Noted before the write, so a client that has read its welcome
+        # knows its stocking is in ``got``.
         got.append(stocking)
+        stocking.write("welcome")
 
     with Server(address, handler=handler) as server:
         assert [t for t in library_threads() if t.name.startswith("stockings-server-")]
