@@ -163,12 +163,21 @@ def test_unread_messages_push_back_on_a_fast_sender(
         # Once the reader reads, everything arrives, in full.
         whole = sent // len(message)
         remainder = sent % len(message)
+        finisher = None
         if remainder:
+            # The rest of the cut message goes out while we read: the kernel
+            # buffers are full, so a blocking send here would wait on us.
             sender.setblocking(True)
-            sender.sendall(message[remainder:])
+            finisher = threading.Thread(
+                target=sender.sendall, args=(message[remainder:],), daemon=True
+            )
+            finisher.start()
             whole += 1
         for _ in range(whole):
             assert stocking.read(timeout=10) == b"i" * (16 * KiB)
+        if finisher is not None:
+            finisher.join(10)
+            assert not finisher.is_alive()
     wait_until(lambda: stocking.ended)
     assert stocking.end_reason is EndReason.PEER_CLOSED
     stocking.close()
