@@ -83,3 +83,12 @@ def thread_errors(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
     monkeypatch.setattr(sys, "excepthook", lambda t, v, tb: caught.append(v))
     yield caught
     assert caught == []
+
+
+@pytest.fixture
+def closing() -> Iterator[list[stockings.Stocking]]:
+    """Stockings to abort at the end of a test, whatever happened."""
+    made: list[stockings.Stocking] = []
+    yield made
+    for stocking in made:
+        stocking.abort()

@@ -6,7 +6,7 @@ import hashlib
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import trustme
@@ -85,14 +85,6 @@ def assert_failed(stocking: Stocking, words: str) -> None:
         stocking.read()
     with pytest.raises(NotReady):
         stocking.write("no")
-
-
-@pytest.fixture
-def closing() -> Iterator[list[Stocking]]:
-    made: list[Stocking] = []
-    yield made
-    for stocking in made:
-        stocking.abort()
 
 
 # ------------------------------------------------------------------- works

@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -86,15 +85,6 @@ def assert_failed_handshake(stocking: Stocking) -> None:
     assert stocking.end_reason is EndReason.HANDSHAKE_FAILED
     assert isinstance(stocking.end_exception, HandshakeFailed)
     assert "TLS" in str(stocking.end_exception)
-
-
-@pytest.fixture
-def closing() -> Iterator[list[Stocking]]:
-    """Stockings to close at the end of a test, whatever happened."""
-    made: list[Stocking] = []
-    yield made
-    for stocking in made:
-        stocking.abort()
 
 
 # ------------------------------------------------------------------ works
