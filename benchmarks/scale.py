@@ -183,18 +183,7 @@ def clients_ours(port: int, count: int) -> dict[str, Any]:
     close_s = time.perf_counter() - start
     clients[0].write("quit")
     clients[0].close()
-    return {
-        "count": count,
-        "echoed": echoed,
-        "connect_s": connect_s,
-        "echo_s": echo_s,
-        "close_s": close_s,
-        "client": {**busy, "rss_per_conn_b": (idle["rss_kib"] - base["rss_kib"]) * 1024 / count},
-        "server": {
-            **server,
-            "rss_per_conn_b": (server["rss_kib"] - server["baseline_rss_kib"]) * 1024 / count,
-        },
-    }
+    return _result(count, echoed, connect_s, echo_s, close_s, busy, idle, base, server)
 
 
 def clients_old(port: int, count: int) -> dict[str, Any]:
@@ -260,6 +249,22 @@ def clients_old(port: int, count: int) -> dict[str, Any]:
     except OSError:
         pass  # the server already left, and 1.2.3 closed the pipes
     clients[0].close()
+    return _result(count, echoed, connect_s, echo_s, close_s, busy, idle, base, server)
+
+
+def _result(
+    count: int,
+    echoed: int,
+    connect_s: float,
+    echo_s: float,
+    close_s: float,
+    busy: dict[str, Any],
+    idle: dict[str, Any],
+    base: dict[str, Any],
+    server: dict[str, Any],
+) -> dict[str, Any]:
+    """One run's numbers; a server that died early (1.2.3) reports no memory."""
+    server_rss = server.get("rss_kib", 0) - server.get("baseline_rss_kib", 0)
     return {
         "count": count,
         "echoed": echoed,
@@ -267,12 +272,7 @@ def clients_old(port: int, count: int) -> dict[str, Any]:
         "echo_s": echo_s,
         "close_s": close_s,
         "client": {**busy, "rss_per_conn_b": (idle["rss_kib"] - base["rss_kib"]) * 1024 / count},
-        "server": {
-            **server,
-            "rss_per_conn_b": (server.get("rss_kib", 0) - server.get("baseline_rss_kib", 0))
-            * 1024
-            / count,
-        },
+        "server": {**server, "rss_per_conn_b": server_rss * 1024 / count},
     }
 
 
