@@ -8,13 +8,19 @@ into one batch buffer at its tail), which the writer sends itself every
 calls as the kernel allows. The hub thread receives into its shared buffer,
 the :class:`~stockings._framing.Decoder` cuts whole messages out (a large
 ``bytes`` payload is received into a reused buffer of its own instead), and
-they land in the inbox, where ``receive`` (any thread) takes them.
+they land in the inbox, where ``receive`` (any thread) takes them. A
+reader that finds the inbox empty and the socket idle receives for itself
+instead (``_read_directly``): the message then costs one thread wake-up,
+not two.
 
 Locks: ``_out_lock`` guards the outbound queue and every use of the socket
-for sending; ``_in_lock`` guards the end state and waiting for the inbox,
-which a reader with a message waiting pops without it. The selector is
-touched only on the hub thread. User threads never block the hub thread
-except for the few instructions a queue operation takes.
+for sending; ``_recv_lock`` every receive and the decoder; ``_in_lock`` the
+end state and waiting for the inbox, which a reader with a message waiting
+pops without it; ``_interest_lock`` what the selector watches the socket
+for. Only the hub thread touches the selector, but for a direct reader
+changing its own socket's interest on an epoll hub. Where two are held,
+``_recv_lock`` is taken first. User threads never block the hub thread for
+longer than one receive.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import select
 import selectors
 import socket
 import ssl
@@ -31,7 +38,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from itertools import islice
-from threading import Lock
+from threading import Lock, local
 
 from ._buffers import ASSEMBLE_AHEAD, Assembly, Batch
 from ._errors import (
@@ -81,9 +88,26 @@ _EVENT_WRITE = selectors.EVENT_WRITE
 #: How often a reader blocked without a deadline checks that nobody closed
 #: the socket behind the stocking's back (an epoll hub is not told).
 ORPHAN_CHECK_INTERVAL = 1.0
+#: What one receive on a reader's own thread asks for (see ``_read_directly``).
+DIRECT_RECV_SIZE = 64 * 1024
 #: ``SO_LINGER`` on, zero seconds: ``close()`` sends RST.
 _LINGER_RESET = struct.pack("ii", 1, 0)
 _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+# Where the selector's interest in a socket stands (``_interest_lock``).
+_UNREGISTERED, _LIVE, _RELEASED = 0, 1, 2
+# What one receive achieved (see ``Channel._receive_locked``).
+_STOPPED, _NOTHING, _PARTIAL, _DELIVERED = -1, 0, 1, 2
+# Each reading thread's own receive buffer, for direct reads.
+_thread_buffers = local()
+
+
+def _thread_view() -> memoryview:
+    try:
+        view: memoryview = _thread_buffers.view
+    except AttributeError:
+        view = _thread_buffers.view = memoryview(bytearray(DIRECT_RECV_SIZE))
+    return view
+
 
 #: Every channel of this process, so that a forked child can disown them.
 _live_channels: weakref.WeakSet[Channel] = weakref.WeakSet()
@@ -96,6 +120,11 @@ _BYTES_HEADERS = [encode_header(length, False) for length in range(1024)]
 class Channel:
     """The I/O engine of one connection, served by a :class:`~stockings._hub.Hub`."""
 
+    #: Whether a reader waiting for a message may receive it on its own
+    #: thread (see ``_read_directly``); subclasses with their own receive
+    #: path turn it off.
+    _reads_directly = True
+
     def __init__(self, sock: socket.socket, hub: Hub, options: ChannelOptions) -> None:
         sock.setblocking(False)
         self.sock = sock
@@ -103,7 +132,25 @@ class Channel:
         self.options = options
         self.decoder = Decoder(options.max_message_size)
         self._use_sendmsg = hasattr(sock, "sendmsg") and not isinstance(sock, ssl.SSLSocket)
-        self._events = 0  # what the selector watches for; hub thread only
+        self._events = 0  # what the selector watches for (``_interest_lock``)
+        self._interest_state = _UNREGISTERED
+        self._interest_lock = Lock()
+        # Held by whoever receives and decodes: the hub thread, or a reader
+        # receiving for itself (see ``_read_directly``).
+        self._recv_lock = Lock()
+        self._direct_reader = False  # ``_recv_lock`` and ``_interest_lock``
+        # A reader met a fault and asked the hub to end the channel: nobody
+        # receives meanwhile, lest the hub meet it again as something else.
+        self._end_pending = False  # ``_recv_lock``
+        self._direct_wake: ReadySignal | None = None
+        self._direct_poller: select.poll | None = None
+        self._reads_directly = (
+            hub.interest_from_any_thread
+            and self._reads_directly
+            and sock.type == socket.SOCK_STREAM
+            and hasattr(select, "poll")
+            and not isinstance(sock, ssl.SSLSocket)
+        )
         self._reading = True  # hub thread only
         self._started = False
 
@@ -187,10 +234,19 @@ class Channel:
             self._flush_from_hub()
 
     def _wanted_events(self) -> int:
-        """What the selector should watch for now (hub thread)."""
-        return (_EVENT_READ if self._reading else 0) | (_EVENT_WRITE if self._out else 0)
+        """What the selector should watch for now (``_interest_lock`` held)."""
+        reading = self._reading and not self._direct_reader and not self._end_pending
+        return (_EVENT_READ if reading else 0) | (_EVENT_WRITE if self._out else 0)
 
     def _set_interest(self) -> None:
+        with self._interest_lock:
+            if self._interest_state == _RELEASED:
+                return
+            self._interest_state = _LIVE
+            self._apply_interest()
+
+    def _apply_interest(self) -> None:
+        """Bring the selector in line with :meth:`_wanted_events` (``_interest_lock`` held)."""
         events = self._wanted_events()
         if events == self._events:
             return
@@ -222,15 +278,35 @@ class Channel:
         self._end(EndReason.ERROR, exc)
 
     def _receive(self) -> bool:
-        """Receive once; return True if the socket may have more to give."""
+        """Receive once (hub thread); return True if the socket may have more to give."""
+        with self._recv_lock:
+            if self._direct_reader or self._end_pending:
+                # A reader receives for itself now; this readiness is its.
+                return False
+            return self._receive_locked(self.hub.recv_view, False) > _NOTHING
+
+    def _receive_locked(self, view: memoryview, direct: bool) -> int:
+        """Receive once into ``view`` or a large payload's own buffer (``_recv_lock`` held).
+
+        Args:
+            view: where small messages are received; the hub's shared
+                buffer on its thread, a reader's own buffer on the reader's.
+            direct: on a reader's thread, which must leave ending the
+                channel, and meeting the end of the stream, to the hub.
+
+        Returns:
+            ``_DELIVERED``, ``_PARTIAL`` (bytes but no whole message yet),
+            ``_NOTHING`` (the socket had nothing) or ``_STOPPED``.
+        """
         sock = self.sock
-        missing = self.decoder.payload_missing
+        decoder = self.decoder
+        missing = decoder.payload_missing
         assembly = self._assembly
         if (
             assembly is None
             and missing >= LARGE_PAYLOAD
-            and not self.decoder.payload_is_text
-            and (missing <= ASSEMBLE_AHEAD or missing <= 3 * self.decoder.payload_received)
+            and not decoder.payload_is_text
+            and (missing <= ASSEMBLE_AHEAD or missing <= 3 * decoder.payload_received)
         ):
             assembly = self._begin_assembly()
         data: BytesLike
@@ -241,32 +317,50 @@ class Channel:
                 data = sock.recv(min(missing, MAX_RECV_CHUNK))
                 received = len(data)
             else:
-                received = sock.recv_into(self.hub.recv_buffer)
-                data = self.hub.recv_view[:received]
+                received = sock.recv_into(view)
+                data = view[:received]
         except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            return False
+            return _NOTHING
         except OSError as exc:
-            self._end(end_reason_for(exc), exc)
-            return False
+            self._end_from(direct, end_reason_for(exc), exc)
+            return _STOPPED
         if not received:
+            if direct:
+                # The end of the stream stays readable: the hub meets it next.
+                return _STOPPED
             if assembly is not None:
                 left = assembly.size - assembly.have
                 self._end(
                     EndReason.PROTOCOL_ERROR,
                     IncompleteMessage(f"stream ended inside a message ({left} bytes missing)"),
                 )
-                return False
+                return _STOPPED
             self._end_of_stream()
-            return False
+            return _STOPPED
         if self._idle_timer is not None:
             self._last_receive = time.monotonic()
         if assembly is not None:
             assembly.have += received
-            if assembly.have == assembly.size:
-                self._assembly = None
-                self._deliver([assembly])
-            return True
-        return self._take_in(data)
+            if assembly.have < assembly.size:
+                return _PARTIAL
+            self._assembly = None
+            self._deliver([assembly], direct)
+            return _DELIVERED
+        messages = decoder.feed(data)
+        if messages:
+            self._deliver(messages, direct)
+        failure = decoder.failure
+        if failure is not None:
+            self._end_from(direct, _failure_reason(failure), failure)
+            return _STOPPED
+        return _DELIVERED if messages else _PARTIAL
+
+    def _end_from(self, direct: bool, reason: EndReason, exc: BaseException) -> None:
+        if direct:
+            self._end_pending = True
+            self.hub.call_soon(functools.partial(self._end, reason, exc))
+        else:
+            self._end(reason, exc)
 
     def _take_in(self, data: BytesLike) -> bool:
         """Decode received bytes and deliver their messages (hub thread).
@@ -281,12 +375,7 @@ class Channel:
         failure = self.decoder.failure
         if failure is None:
             return True
-        reason = (
-            EndReason.MESSAGE_TOO_LARGE
-            if isinstance(failure, MessageTooLarge)
-            else EndReason.PROTOCOL_ERROR
-        )
-        self._end(reason, failure)
+        self._end(_failure_reason(failure), failure)
         return False
 
     def _begin_assembly(self) -> Assembly:
@@ -342,7 +431,7 @@ class Channel:
             return
         self._end(EndReason.CLOSED if self._close_requested else EndReason.PEER_CLOSED)
 
-    def _deliver(self, messages: Sequence[Message | Assembly]) -> None:
+    def _deliver(self, messages: Sequence[Message | Assembly], direct: bool = False) -> None:
         size = sum(map(len, messages))
         with self._in_lock:
             self.inbox.extend(messages)
@@ -368,7 +457,18 @@ class Channel:
                     if not self.inbox:
                         self._read_paused = pause = False
         if pause and self._reading:
+            if direct:
+                # ``_reading`` is the hub thread's to change.
+                self.hub.call_soon(self._pause_reading)
+                return
             # Stop reading: the kernel buffer fills and TCP pushes back on the sender.
+            self._reading = False
+            self._set_interest()
+
+    def _pause_reading(self) -> None:
+        with self._in_lock:
+            paused = self._read_paused
+        if paused and self._reading and not self.ended:
             self._reading = False
             self._set_interest()
 
@@ -507,12 +607,21 @@ class Channel:
         """End the channel (hub thread): release the socket, wake every waiter."""
         if self.ended:
             return
-        if self._events:
-            try:
-                self.hub.selector.unregister(self.sock)
-            except (KeyError, ValueError, OSError):
-                pass
-            self._events = 0
+        with self._interest_lock:
+            self._interest_state = _RELEASED
+            if self._events:
+                try:
+                    self.hub.selector.unregister(self.sock)
+                except (KeyError, ValueError, OSError):
+                    pass
+                self._events = 0
+            if self._direct_wake is not None:
+                if self._direct_reader:
+                    # It closes the descriptor once it has stopped polling it.
+                    self._direct_wake.set()
+                else:
+                    self._direct_wake.close()
+                    self._direct_wake = None
         with self._out_lock:
             self._closing = True
             if reason is EndReason.ABORTED and self.sock.family in _TCP_FAMILIES:
@@ -871,7 +980,9 @@ class Channel:
         self.hub.call_soon(self._resume_reading)
 
     def _wait_for_message(self, timeout: float | None) -> None:
+        """Wait until the inbox has a message or the channel is done (``_in_lock`` held)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        direct = self._reads_directly
         self._readers_waiting += 1
         try:
             while not (self.inbox or self.ended or self._close_requested or self._peer_eof):
@@ -881,10 +992,118 @@ class Channel:
                     if remaining <= 0:
                         return
                     wait = min(wait, remaining)
+                if direct and not self._direct_reader:
+                    self._in_lock.release()
+                    try:
+                        direct = self._read_directly(deadline)
+                    finally:
+                        self._in_lock.acquire()
+                    continue
                 if not self._arrived.wait(wait):
                     self._check_orphaned()
         finally:
             self._readers_waiting -= 1
+
+    def _read_directly(self, deadline: float | None) -> bool:
+        """Receive on this reader's thread until a message arrives (no lock held).
+
+        A reader waiting on the hub costs two thread wake-ups per message:
+        the hub's, then the reader's. So a waiting reader takes the socket
+        over instead: the hub stops watching it for reading, and the reader
+        polls and receives it itself until a message is in the inbox, then
+        hands it back. Only the happy path is the reader's: an end of stream,
+        an error or a large payload send it back to waiting on the hub, which
+        sees the same state of the socket when it reads again.
+
+        Returns:
+            Whether to receive directly again if the inbox is still empty.
+        """
+        with self._recv_lock:
+            if (
+                self.inbox
+                or self._direct_reader
+                or not self._may_read_directly()
+                # Mid-message the hub is already at work on a stream, and
+                # one more message, not its first byte, is what keeps us.
+                or self._assembly is not None
+                or self.decoder.in_progress
+            ):
+                return False
+            with self._interest_lock:
+                if self._interest_state != _LIVE:
+                    return False
+                poller = self._direct_poller
+                if poller is None:
+                    poller = self._direct_poller = select.poll()
+                    poller.register(self.sock.fileno(), select.POLLIN)
+            if poller.poll(0):
+                # Bytes are waiting, so the hub is awake for them or soon
+                # will be: let it receive while this thread gets on with
+                # the messages. Taking over pays when there is nothing yet.
+                return False
+            with self._interest_lock:
+                if self._interest_state != _LIVE:
+                    return False
+                self._direct_reader = True
+                # From now on the hub neither receives nor even wakes for it.
+                if not self._apply_interest_for_reader():
+                    self._direct_reader = False
+                    return False
+        blocking = False
+        try:
+            while True:
+                with self._recv_lock:
+                    if self.ended or self._close_requested or not self._may_read_directly():
+                        return False
+                    outcome = self._receive_locked(_thread_view(), True)
+                if outcome == _DELIVERED:
+                    return True
+                if outcome == _STOPPED:
+                    return False
+                if outcome == _PARTIAL:
+                    continue
+                if not blocking:
+                    with self._interest_lock:
+                        if self._interest_state != _LIVE or self._close_requested:
+                            return False
+                        if self._direct_wake is None:
+                            # close() and _end set it to stop the poll below.
+                            self._direct_wake = ReadySignal()
+                            poller.register(self._direct_wake.fileno(), select.POLLIN)
+                    blocking = True
+                wait = ORPHAN_CHECK_INTERVAL
+                if deadline is not None:
+                    wait = min(wait, deadline - time.monotonic())
+                    if wait <= 0:
+                        return True
+                poller.poll(wait * 1000.0)
+        finally:
+            with self._interest_lock:
+                self._direct_reader = False
+                wake = self._direct_wake
+                if self._interest_state == _RELEASED:
+                    if wake is not None:
+                        wake.close()
+                        self._direct_wake = None
+                else:
+                    if wake is not None:
+                        wake.clear()
+                    self._apply_interest_for_reader()
+
+    def _apply_interest_for_reader(self) -> bool:
+        """:meth:`_apply_interest` on a reader's thread, which must not raise.
+
+        It fails only for a socket closed behind the stocking's back, which
+        the hub ends (the reader's receive, or its orphan check, tells it).
+        """
+        try:
+            self._apply_interest()
+        except (KeyError, ValueError, OSError):
+            return False
+        return True
+
+    def _may_read_directly(self) -> bool:
+        return self._reading and not self._peer_eof
 
     def _check_orphaned(self) -> None:
         """End the channel if its socket was closed behind its back (``_in_lock`` held)."""
@@ -993,6 +1212,9 @@ class Channel:
         with self._in_lock:
             # So does a read waiting for a message: we are done reading.
             self._arrived.notify_all()
+        with self._interest_lock:
+            if self._direct_reader and self._direct_wake is not None:
+                self._direct_wake.set()
         if first and self._started:
             if flush:
                 self.hub.call_soon(lambda: self._begin_close(timeout))
@@ -1033,6 +1255,13 @@ class Channel:
         self._drained = LazyCondition(self._out_lock)
         self._in_lock = Lock()
         self._arrived = LazyCondition(self._in_lock)
+        self._recv_lock = Lock()
+        self._interest_lock = Lock()
+        self._direct_reader = False
+        self._direct_poller = None
+        if self._direct_wake is not None:
+            self._direct_wake.close()
+            self._direct_wake = None
         self._out.clear()
         self._out_bytes = 0
         self._drain_waiters = 0
@@ -1057,6 +1286,12 @@ class Channel:
                 f"this stocking belongs to process {parent}; a forked child cannot use it"
             )
             self.ended = True
+
+
+def _failure_reason(failure: BaseException) -> EndReason:
+    if isinstance(failure, MessageTooLarge):
+        return EndReason.MESSAGE_TOO_LARGE
+    return EndReason.PROTOCOL_ERROR
 
 
 def _disown_all_after_fork() -> None:

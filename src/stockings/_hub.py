@@ -2,10 +2,11 @@
 
 A hub owns a selector, a wake-up socket pair and a thread. Connections attach
 to it; the thread waits on all their sockets at once and calls back into the
-connection that is ready. Other threads never touch the selector: they post a
-callable with :meth:`Hub.call_soon`, which wakes the loop through the socket
-pair (a socket rather than a pipe so that ``select.select`` on Windows can
-wait on it too).
+connection that is ready. Other threads never touch the selector, but for
+one exception (:attr:`Hub.interest_from_any_thread`): they post a callable
+with :meth:`Hub.call_soon`, which wakes the loop through the socket pair (a
+socket rather than a pipe so that ``select.select`` on Windows can wait on it
+too).
 
 The thread starts when the first connection attaches and ends, releasing its
 selector and wake-up sockets, when the last one detaches: an idle process
@@ -89,6 +90,12 @@ class Hub:
         self._selector: selectors.BaseSelector | None = None
         self._waker: socket.socket | None = None
         self._wakee: socket.socket | None = None
+        #: Whether a connection may change its own socket's interest from
+        #: another thread: an epoll set takes changes at once, even while the
+        #: loop waits on it, and the loop reads each key afresh.
+        self.interest_from_any_thread = isinstance(selector_factory, type) and issubclass(
+            selector_factory, getattr(selectors, "EpollSelector", ())
+        )
         self.recv_buffer = bytearray(RECV_BUFFER_SIZE)
         self.recv_view = memoryview(self.recv_buffer)
         _live_hubs.add(self)

@@ -59,6 +59,9 @@ _CLOSE_DRAIN_ROUNDS = 64
 class TlsChannel(Channel):
     """The channel of a stocking over an ``ssl.SSLSocket``."""
 
+    # The TLS object is not for two threads at once: the hub receives.
+    _reads_directly = False
+
     def __init__(self, sock: socket.socket, hub: Hub, options: ChannelOptions) -> None:
         if not isinstance(sock, ssl.SSLSocket):
             raise TypeError(f"a TLS channel needs an ssl.SSLSocket, not {type(sock).__name__}")

@@ -1,0 +1,276 @@
+"""A reader waiting on a TCP stocking receives on its own thread.
+
+Waiting on the hub costs two thread wake-ups per message (the hub's, then
+the reader's); so a ``read`` that finds the inbox empty takes the socket
+over from the hub, polls and receives it itself, and hands it back with a
+message. These tests pin down that it does, and that every fault met on
+that path still ends the stocking the documented way.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+import stockings
+from conftest import tcp_pair, unix_pair, wait_until
+from stockings import EndReason, Stocking
+from stockings._channel import Channel
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def in_thread(target: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
+    """Run ``target()`` in a thread; the list gets its result or what it raised."""
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(target())
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def polling_on_its_own(channel: Channel) -> bool:
+    """True once a reader has taken the socket over and is about to poll it."""
+    return channel._direct_reader and channel._direct_wake is not None
+
+
+class HubReceives:
+    """Counts the hub thread's receives on one channel."""
+
+    def __init__(self, channel: Channel, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        original = channel._receive
+
+        def counting() -> bool:
+            self.count += 1
+            return original()
+
+        monkeypatch.setattr(channel, "_receive", counting)
+
+
+@pytest.fixture
+def pair(
+    make_pair: Callable[[], tuple[socket.socket, socket.socket]], no_leaks: None
+) -> Iterator[tuple[Stocking, socket.socket]]:
+    """A default-flavour stocking over each transport, and a bare socket as its peer."""
+    ours, theirs = make_pair()
+    stocking = Stocking(ours)
+    # A read before the hub has registered the socket waits on the hub.
+    wait_until(lambda: stocking._channel._events)
+    with theirs:
+        yield stocking, theirs
+        stocking.abort()
+
+
+def test_a_waiting_reader_receives_without_the_hub(
+    pair: tuple[Stocking, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stocking, peer = pair
+    channel = stocking._channel
+    hub = HubReceives(channel, monkeypatch)
+    reader, outcome = in_thread(lambda: stocking.read(timeout=None))
+    wait_until(lambda: polling_on_its_own(channel))
+    peer.sendall(stockings.encode(b"straight to the reader"))
+    reader.join(10)
+    assert outcome == [b"straight to the reader"]
+    assert hub.count == 0
+    # The socket is the hub's again: with nobody reading, it still receives.
+    assert not channel._direct_reader
+    peer.sendall(stockings.encode(b"to the hub"))
+    wait_until(lambda: channel.ready)
+    assert hub.count >= 1
+    assert stocking.read() == b"to the hub"
+
+
+def test_bytes_already_waiting_are_left_to_the_hub(
+    pair: tuple[Stocking, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stocking, peer = pair
+    channel = stocking._channel
+    # The hub holds off while the bytes sit in the kernel: the reader finds
+    # them there, and leaves them to the hub rather than take the socket.
+    gate = threading.Event()
+    original = channel._receive
+
+    def held_back() -> bool:
+        gate.wait(10)
+        return original()
+
+    monkeypatch.setattr(channel, "_receive", held_back)
+    peer.sendall(stockings.encode(b"waiting"))
+    reader, outcome = in_thread(lambda: stocking.read(timeout=None))
+    wait_until(lambda: channel._readers_waiting == 1)
+    assert not channel._direct_reader
+    gate.set()
+    reader.join(10)
+    assert outcome == [b"waiting"]
+
+
+def test_a_direct_reader_assembles_large_messages(pair: tuple[Stocking, socket.socket]) -> None:
+    stocking, peer = pair
+    big = bytes(range(256)) * (12 * 1024)  # 3 MiB
+    reader, outcome = in_thread(lambda: [stocking.read(timeout=None) for _ in range(3)])
+    wait_until(lambda: polling_on_its_own(stocking._channel))
+    sender, _ = in_thread(
+        lambda: peer.sendall(
+            stockings.encode(big) + stockings.encode("then text") + stockings.encode(big[:100])
+        )
+    )
+    reader.join(20)
+    sender.join(10)
+    assert outcome == [[big, "then text", big[:100]]]
+
+
+def test_many_small_messages_reach_one_direct_reader_in_order(
+    pair: tuple[Stocking, socket.socket],
+) -> None:
+    stocking, peer = pair
+    messages = [str(i).encode() * 10 for i in range(5000)]
+    reader, outcome = in_thread(lambda: [stocking.read(timeout=None) for _ in messages])
+    wait_until(lambda: polling_on_its_own(stocking._channel))
+    sender, _ = in_thread(lambda: peer.sendall(b"".join(map(stockings.encode, messages))))
+    reader.join(20)
+    sender.join(10)
+    assert outcome == [messages]
+
+
+def test_two_readers_get_every_message_once(pair: tuple[Stocking, socket.socket]) -> None:
+    stocking, peer = pair
+    count = 2000
+    got: list[list[object]] = [[], []]
+
+    def read_into(mine: list[object]) -> None:
+        while (message := stocking.read(timeout=None)) is not None:
+            mine.append(message)
+
+    readers = [threading.Thread(target=read_into, args=(mine,), daemon=True) for mine in got]
+    for reader in readers:
+        reader.start()
+    wait_until(lambda: stocking._channel._readers_waiting == 2)
+    messages = [b"%d" % i for i in range(count)]
+    peer.sendall(b"".join(map(stockings.encode, messages)))
+    wait_until(lambda: len(got[0]) + len(got[1]) == count)
+    peer.shutdown(socket.SHUT_WR)  # the end of the stream sends both readers home
+    for reader in readers:
+        reader.join(10)
+        assert not reader.is_alive()
+    assert sorted(got[0] + got[1]) == sorted(messages)
+    # Each reader's share came in the order it was sent.
+    for mine in got:
+        assert mine == sorted(mine, key=lambda m: int(m))  # type: ignore[arg-type]
+
+
+def test_a_read_timeout_hands_the_socket_back(pair: tuple[Stocking, socket.socket]) -> None:
+    stocking, peer = pair
+    channel = stocking._channel
+    assert stocking.read(timeout=0.05) is None
+    assert channel._direct_wake is not None  # it did poll for itself
+    assert not channel._direct_reader
+    peer.sendall(stockings.encode("after the timeout"))
+    wait_until(lambda: channel.ready)
+    assert stocking.read() == "after the timeout"
+
+
+@pytest.mark.parametrize("flush", [True, False], ids=["close", "abort"])
+def test_closing_wakes_a_direct_reader(pair: tuple[Stocking, socket.socket], flush: bool) -> None:
+    stocking, _ = pair
+    reader, outcome = in_thread(lambda: stocking.read(timeout=None))
+    wait_until(lambda: polling_on_its_own(stocking._channel))
+    if flush:
+        stocking.close()
+    else:
+        stocking.abort()
+    reader.join(10)
+    assert outcome == [None]
+    assert stocking.end_reason is (EndReason.CLOSED if flush else EndReason.ABORTED)
+    assert stocking._channel._direct_wake is None  # its descriptor is closed
+
+
+def test_the_peer_closing_wakes_a_direct_reader(pair: tuple[Stocking, socket.socket]) -> None:
+    stocking, peer = pair
+    reader, outcome = in_thread(lambda: [stocking.read(timeout=None) for _ in range(2)])
+    wait_until(lambda: polling_on_its_own(stocking._channel))
+    peer.sendall(stockings.encode("last words"))
+    peer.shutdown(socket.SHUT_WR)
+    reader.join(10)
+    assert outcome == [["last words", None]]
+    wait_until(lambda: stocking.ended)
+    assert stocking.end_reason is EndReason.PEER_CLOSED
+
+
+def test_a_reset_met_by_a_direct_reader_ends_the_stocking(no_leaks: None) -> None:
+    ours, peer = tcp_pair()  # SO_LINGER's reset is TCP's
+    stocking = Stocking(ours)
+    wait_until(lambda: stocking._channel._events)
+    reader, outcome = in_thread(lambda: stocking.read(timeout=None))
+    wait_until(lambda: polling_on_its_own(stocking._channel))
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    peer.close()
+    reader.join(10)
+    assert outcome == [None]
+    wait_until(lambda: stocking.ended)
+    assert stocking.end_reason is EndReason.RESET
+    assert isinstance(stocking.end_exception, ConnectionResetError)
+
+
+def test_a_lying_header_met_by_a_direct_reader_ends_the_stocking(no_leaks: None) -> None:
+    ours, peer = tcp_pair()
+    stocking = Stocking(ours, max_message_size=1000)
+    wait_until(lambda: stocking._channel._events)
+    with peer:
+        reader, outcome = in_thread(lambda: [stocking.read(timeout=None) for _ in range(2)])
+        wait_until(lambda: polling_on_its_own(stocking._channel))
+        # A whole message, then a header announcing 1 MiB.
+        peer.sendall(stockings.encode("fine") + stockings.encode_header(1 << 20, False))
+        reader.join(10)
+        assert outcome == [["fine", None]]
+        wait_until(lambda: stocking.ended)
+        assert stocking.end_reason is EndReason.MESSAGE_TOO_LARGE
+        assert isinstance(stocking.end_exception, stockings.MessageTooLarge)
+
+
+def test_a_direct_reader_keeps_to_the_read_high_water_mark(no_leaks: None) -> None:
+    ours, peer = tcp_pair()
+    stocking = Stocking(ours, read_high_water=4096, read_low_water=1024)
+    wait_until(lambda: stocking._channel._events)
+    channel = stocking._channel
+    with peer:
+        reader, outcome = in_thread(lambda: stocking.read(timeout=None))
+        wait_until(lambda: polling_on_its_own(channel))
+        messages = [b"x" * 100] * 2000
+        sender, _ = in_thread(lambda: peer.sendall(b"".join(map(stockings.encode, messages))))
+        reader.join(10)
+        assert outcome == [b"x" * 100]
+        # What the reader took in went over the mark: reading pauses.
+        wait_until(lambda: not channel._reading)
+        got = 1
+        while got < len(messages):
+            assert stocking.read(timeout=10) == b"x" * 100
+            got += 1
+        sender.join(10)
+        stocking.close()
+
+
+def test_only_plain_sockets_on_an_epoll_hub_read_directly(no_leaks: None) -> None:
+    made = []
+    for pair in (tcp_pair, unix_pair):
+        ours, theirs = pair()
+        made += [Stocking(ours), theirs]
+        assert made[-2]._channel._reads_directly
+    for flavour in (stockings.PollStocking, stockings.SelectStocking):
+        ours, theirs = tcp_pair()
+        made += [flavour(ours), theirs]
+        # Their selectors take a change of interest only on the next wait.
+        assert not made[-2]._channel._reads_directly
+    for thing in made:
+        thing.close()
