@@ -41,6 +41,7 @@ from itertools import islice
 from threading import Lock, local
 
 from ._buffers import ASSEMBLE_AHEAD, Assembly, Batch
+from ._epoll import EpollSelector
 from ._errors import (
     ConnectionClosed,
     EndReason,
@@ -133,6 +134,9 @@ class Channel:
         self.decoder = Decoder(options.max_message_size)
         self._use_sendmsg = hasattr(sock, "sendmsg") and not isinstance(sock, ssl.SSLSocket)
         self._events = 0  # what the selector watches for (``_interest_lock``)
+        # The descriptor registered with an EpollSelector, which keeps it
+        # registered while it watches it for nothing; -1 when not.
+        self._watched_fd = -1
         self._interest_state = _UNREGISTERED
         self._interest_lock = Lock()
         # Held by whoever receives and decodes: the hub thread, or a reader
@@ -251,7 +255,13 @@ class Channel:
         if events == self._events:
             return
         selector = self.hub.selector
-        if not self._events:
+        if isinstance(selector, EpollSelector):
+            # Registered once; from then on one epoll_ctl per change.
+            if self._watched_fd >= 0:
+                selector.watch(self._watched_fd, events)
+            elif events:
+                self._watched_fd = selector.register(self.sock, events, self).fd
+        elif not self._events:
             selector.register(self.sock, events, self)
         elif not events:
             selector.unregister(self.sock)
@@ -275,6 +285,7 @@ class Channel:
     def hub_failed(self, exc: BaseException) -> None:
         """The loop broke under us; record why, as a connection error."""
         self._events = 0
+        self._watched_fd = -1
         self._end(EndReason.ERROR, exc)
 
     def _receive(self) -> bool:
@@ -609,12 +620,13 @@ class Channel:
             return
         with self._interest_lock:
             self._interest_state = _RELEASED
-            if self._events:
+            if self._events or self._watched_fd >= 0:
                 try:
                     self.hub.selector.unregister(self.sock)
                 except (KeyError, ValueError, OSError):
                     pass
                 self._events = 0
+                self._watched_fd = -1
             if self._direct_wake is not None:
                 if self._direct_reader:
                     # It closes the descriptor once it has stopped polling it.
@@ -1052,16 +1064,7 @@ class Channel:
         blocking = False
         try:
             while True:
-                with self._recv_lock:
-                    if self.ended or self._close_requested or not self._may_read_directly():
-                        return False
-                    outcome = self._receive_locked(_thread_view(), True)
-                if outcome == _DELIVERED:
-                    return True
-                if outcome == _STOPPED:
-                    return False
-                if outcome == _PARTIAL:
-                    continue
+                # The probe above found nothing, so wait before receiving.
                 if not blocking:
                     with self._interest_lock:
                         if self._interest_state != _LIVE or self._close_requested:
@@ -1077,6 +1080,14 @@ class Channel:
                     if wait <= 0:
                         return True
                 poller.poll(wait * 1000.0)
+                with self._recv_lock:
+                    if self.ended or self._close_requested or not self._may_read_directly():
+                        return False
+                    outcome = self._receive_locked(_thread_view(), True)
+                if outcome == _DELIVERED:
+                    return True
+                if outcome == _STOPPED:
+                    return False
         finally:
             with self._interest_lock:
                 self._direct_reader = False

@@ -28,6 +28,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
+from ._epoll import EpollSelector
+
 __all__ = ["Hub", "Timer", "shared_hub"]
 
 #: One receive buffer per hub, shared by all its connections: an idle
@@ -94,7 +96,7 @@ class Hub:
         #: another thread: an epoll set takes changes at once, even while the
         #: loop waits on it, and the loop reads each key afresh.
         self.interest_from_any_thread = isinstance(selector_factory, type) and issubclass(
-            selector_factory, getattr(selectors, "EpollSelector", ())
+            selector_factory, EpollSelector
         )
         self.recv_buffer = bytearray(RECV_BUFFER_SIZE)
         self.recv_view = memoryview(self.recv_buffer)

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from ._channel import Channel
 from ._closing import ClosesOnExit
+from ._epoll import EpollSelector, epoll_available
 from ._errors import ConnectionClosed, EndReason, HandshakeFailed, NotReady
 from ._framing import DEFAULT_MAX_MESSAGE_SIZE, Message
 from ._hub import Hub, shared_hub
@@ -90,8 +91,11 @@ class Stocking(ClosesOnExit):
 
     #: The name of this flavour's shared hub.
     flavour: ClassVar[str] = "default"
-    #: Makes the selector the flavour's hubs wait with.
-    selector_factory: ClassVar[Callable[[], selectors.BaseSelector]] = selectors.DefaultSelector
+    #: Makes the selector the flavour's hubs wait with: epoll where there
+    #: is one, through a selector that lets a reader take its socket over.
+    selector_factory: ClassVar[Callable[[], selectors.BaseSelector]] = (
+        EpollSelector if epoll_available else selectors.DefaultSelector
+    )
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
