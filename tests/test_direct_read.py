@@ -13,13 +13,15 @@ import socket
 import struct
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 import stockings
+import stockings._channel
 from conftest import tcp_pair, unix_pair, wait_until
 from stockings import EndReason, Stocking
-from stockings._channel import Channel
+from stockings._channel import _MAY_SPIN, Channel
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -274,3 +276,92 @@ def test_only_plain_sockets_on_an_epoll_hub_read_directly(no_leaks: None) -> Non
         assert not made[-2]._channel._reads_directly
     for thing in made:
         thing.close()
+
+
+# ------------------------------------------------------------------ spinning
+
+
+class SpinOutcomes:
+    """Records what each spin of one channel's direct reader came to."""
+
+    def __init__(self, channel: Channel, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.outcomes: list[bool] = []
+        original = channel._spin_until_ready
+
+        def recording(*args: Any) -> bool:
+            outcome = original(*args)
+            self.outcomes.append(outcome)
+            return outcome
+
+        monkeypatch.setattr(channel, "_spin_until_ready", recording)
+
+
+@pytest.mark.skipif(not _MAY_SPIN, reason="one CPU: stockings never spins")
+def test_a_spinning_reader_takes_a_reply_without_sleeping(
+    monkeypatch: pytest.MonkeyPatch, no_leaks: None
+) -> None:
+    ours, peer = tcp_pair()
+    # A spin long enough that only the reply can end it.
+    stocking = Stocking(ours, read_spin=20.0)
+    wait_until(lambda: stocking._channel._events)
+    spins = SpinOutcomes(stocking._channel, monkeypatch)
+    with peer:
+        reader, outcome = in_thread(lambda: stocking.read(timeout=None))
+        wait_until(lambda: polling_on_its_own(stocking._channel))
+        peer.sendall(stockings.encode("quick reply"))
+        reader.join(10)
+        assert outcome == ["quick reply"]
+        assert spins.outcomes == [True]
+        stocking.close()
+
+
+def test_a_reader_spins_less_while_spinning_does_not_pay(
+    pair: tuple[Stocking, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stocking, peer = pair
+    channel = stocking._channel
+    channel._spin = 0.001  # as if read_spin=0.001 on any machine
+    spins = SpinOutcomes(channel, monkeypatch)
+    # Nothing comes: the reader spins at the 1st wait, skips 1, spins at
+    # the 3rd, skips 2, spins at the 6th, and will skip the next 4.
+    for _ in range(6):
+        assert stocking.read(timeout=0.01) is None
+    assert spins.outcomes == [False] * 6
+    assert (channel._spin_skip, channel._spin_backoff) == (4, 8)
+    # One spin that pays starts it over.
+    channel._spin_skip = 0
+    channel._spin = 20.0
+    reader, outcome = in_thread(lambda: stocking.read(timeout=None))
+    wait_until(lambda: polling_on_its_own(channel))
+    peer.sendall(stockings.encode(b"at last"))
+    reader.join(10)
+    assert outcome == [b"at last"]
+    assert spins.outcomes[-1] is True
+    assert (channel._spin_skip, channel._spin_backoff) == (0, 1)
+
+
+def test_read_spin_zero_never_spins(monkeypatch: pytest.MonkeyPatch, no_leaks: None) -> None:
+    ours, peer = tcp_pair()
+    stocking = Stocking(ours, read_spin=0)
+    wait_until(lambda: stocking._channel._events)
+    spins = SpinOutcomes(stocking._channel, monkeypatch)
+    with peer:
+        assert stocking.read(timeout=0.01) is None
+        assert stocking._channel._direct_wake is not None  # it did read directly
+        assert spins.outcomes == []
+        stocking.close()
+
+
+def test_one_cpu_never_spins(monkeypatch: pytest.MonkeyPatch, no_leaks: None) -> None:
+    monkeypatch.setattr(stockings._channel, "_MAY_SPIN", False)
+    ours, peer = tcp_pair()
+    stocking = Stocking(ours, read_spin=1.0)
+    with peer:
+        assert stocking._channel._spin == 0
+        stocking.close()
+
+
+def test_read_spin_must_not_be_negative() -> None:
+    ours, peer = tcp_pair()
+    with ours, peer, pytest.raises(ValueError, match="read_spin"):
+        Stocking(ours, read_spin=-1e-6)

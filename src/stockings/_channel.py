@@ -91,6 +91,21 @@ _EVENT_WRITE = selectors.EVENT_WRITE
 ORPHAN_CHECK_INTERVAL = 1.0
 #: What one receive on a reader's own thread asks for (see ``_read_directly``).
 DIRECT_RECV_SIZE = 64 * 1024
+#: After a spin that found nothing, a reader skips spinning for this many
+#: waits, doubling up to the second number: a peer slower than the spin
+#: costs a spin now and then, not one per message.
+SPIN_BACKOFF_FIRST, SPIN_BACKOFF_MAX = 1, 64
+
+
+def _cpus_for_us() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+#: Spinning only helps while another CPU can run the peer meanwhile.
+_MAY_SPIN = _cpus_for_us() > 1
 #: ``SO_LINGER`` on, zero seconds: ``close()`` sends RST.
 _LINGER_RESET = struct.pack("ii", 1, 0)
 _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
@@ -147,6 +162,11 @@ class Channel:
         # receives meanwhile, lest the hub meet it again as something else.
         self._end_pending = False  # ``_recv_lock``
         self._direct_wake: ReadySignal | None = None
+        # How long a direct reader checks the socket before it sleeps, and
+        # its back-off (the direct reader's own: one at a time).
+        self._spin = options.read_spin if _MAY_SPIN else 0.0
+        self._spin_skip = 0
+        self._spin_backoff = SPIN_BACKOFF_FIRST
         self._direct_poller: select.poll | None = None
         self._reads_directly = (
             hub.interest_from_any_thread
@@ -1074,12 +1094,16 @@ class Channel:
                             self._direct_wake = ReadySignal()
                             poller.register(self._direct_wake.fileno(), select.POLLIN)
                     blocking = True
-                wait = ORPHAN_CHECK_INTERVAL
-                if deadline is not None:
-                    wait = min(wait, deadline - time.monotonic())
-                    if wait <= 0:
-                        return True
-                poller.poll(wait * 1000.0)
+                    ready = self._spin > 0 and self._spin_until_ready(poller, deadline)
+                else:
+                    ready = False
+                if not ready:
+                    wait = ORPHAN_CHECK_INTERVAL
+                    if deadline is not None:
+                        wait = min(wait, deadline - time.monotonic())
+                        if wait <= 0:
+                            return True
+                    poller.poll(wait * 1000.0)
                 with self._recv_lock:
                     if self.ended or self._close_requested or not self._may_read_directly():
                         return False
@@ -1100,6 +1124,32 @@ class Channel:
                     if wake is not None:
                         wake.clear()
                     self._apply_interest_for_reader()
+
+    def _spin_until_ready(self, poller: select.poll, deadline: float | None) -> bool:
+        """Check the socket without sleeping for up to ``read_spin`` seconds.
+
+        A thread put to sleep takes tens of microseconds to wake, more than
+        a nearby peer takes to answer; so a reader expecting a reply keeps
+        checking for a moment first. Each check releases the GIL.
+
+        Returns:
+            Whether the socket (or the wake-up) turned readable in time.
+        """
+        if self._spin_skip:
+            self._spin_skip -= 1
+            return False
+        clock = time.monotonic
+        until = clock() + self._spin
+        if deadline is not None and deadline < until:
+            until = deadline
+        check = poller.poll
+        while not check(0):
+            if clock() >= until:
+                self._spin_skip = self._spin_backoff
+                self._spin_backoff = min(self._spin_backoff * 2, SPIN_BACKOFF_MAX)
+                return False
+        self._spin_backoff = SPIN_BACKOFF_FIRST
+        return True
 
     def _apply_interest_for_reader(self) -> bool:
         """:meth:`_apply_interest` on a reader's thread, which must not raise.

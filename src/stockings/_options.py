@@ -13,6 +13,7 @@ class ChannelOptions:
         "max_message_size",
         "read_high_water",
         "read_low_water",
+        "read_spin",
         "write_high_water",
         "write_low_water",
     )
@@ -25,7 +26,11 @@ class ChannelOptions:
         read_high_water: int,
         read_low_water: int | None,
         idle_timeout: float | None = None,
+        read_spin: float = 0.0,
     ) -> None:
+        if not read_spin >= 0:
+            raise ValueError("read_spin must be a number of seconds, 0 or more")
+        self.read_spin = read_spin
         if idle_timeout is not None and not idle_timeout > 0:
             raise ValueError("idle_timeout must be a positive number of seconds, or None")
         self.idle_timeout = idle_timeout
