@@ -7,6 +7,7 @@ import socket
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -65,13 +66,46 @@ def library_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("stockings-")]
 
 
+def abort_leftovers() -> int:
+    """Abort every stocking still open; return how many there were.
+
+    So that one test leaving stockings open fails that test alone, instead
+    of making every later leak check wait out its deadline and fail too.
+    """
+    from stockings._channel import _live_channels
+
+    left = [channel for channel in list(_live_channels) if not channel.ended]
+    for channel in left:
+        try:
+            channel.close(flush=False, timeout=1.0)
+        except Exception:
+            pass
+    return len(left)
+
+
+def settled(timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for every stockings thread to end."""
+    try:
+        wait_until(lambda: not library_threads(), timeout)
+    except AssertionError:
+        return False
+    return True
+
+
 @pytest.fixture
 def no_leaks() -> Iterator[None]:
     """Fail the test if it leaves stockings threads or descriptors behind."""
-    wait_until(lambda: not library_threads())
+    if not settled(10.0):
+        # Left by an earlier test that did not check: not this test's fault.
+        aborted = abort_leftovers()
+        warnings.warn(f"aborted {aborted} stockings an earlier test left open", stacklevel=1)
+        settled(5.0)
     before = open_fds()
     yield
-    wait_until(lambda: not library_threads())
+    if not settled(10.0):
+        threads = [t.name for t in library_threads()]
+        aborted = abort_leftovers()
+        raise AssertionError(f"the test left {aborted} stockings open; threads: {threads}")
     wait_until(lambda: open_fds() <= before)
 
 
