@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stockings import _cli, _compare
+from stockings import _cli, _compare, _compare_run
 from stockings._compare import OLD, Result, check_targets, format_table, run_one
 
 BENCH_CACHE = Path(__file__).resolve().parent.parent / ".bench"
@@ -63,7 +63,7 @@ def test_a_broken_run_is_a_failure_and_leaves_no_children() -> None:
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="counts children through /proc")
 @pytest.mark.timeout(60)
 def test_a_stuck_run_is_killed_after_the_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_compare, "RUN_TIMEOUT", 1.0)
+    monkeypatch.setattr(_compare_run, "RUN_TIMEOUT", 1.0)
     # Far more than one second's worth of messages.
     result = run_one("raw", "rtt", 16, 10_000_000, BENCH_CACHE)
     assert not result.ok

@@ -1,0 +1,342 @@
+"""The peers of the comparison benchmark: one endpoint per system, one shape.
+
+Every system (stockings, a hand-written framed socket,
+:mod:`multiprocessing.connection`, pyzmq and Stockings 1.2.3) is wrapped in an
+:class:`Endpoint` offering ``send(bytes)``, a blocking ``recv()``, ``flush()``
+and ``close()``, so that the drivers in :mod:`stockings._compare_child` run the
+very same loop for every system. :func:`server_endpoint` and
+:func:`client_endpoint` say how each system listens and connects over TCP
+loopback.
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import struct
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+__all__ = [
+    "BATCH",
+    "OLD",
+    "SYSTEMS",
+    "ZMQ_NOCOPY",
+    "Endpoint",
+    "StockingsEnd",
+    "client_endpoint",
+    "server_endpoint",
+]
+
+#: The systems compared, in table order; ``stockings`` is the one measured.
+SYSTEMS = ("stockings", "raw", "mpc", "zmq", "stockings-1.2.3", "stockings-batch")
+OLD = "stockings-1.2.3"
+#: stockings again, through its batch calls (``write_many`` / ``read_all``):
+#: not a peer, shown beside the one-message calls the targets are about.
+BATCH = "stockings-batch"
+#: Messages this large go to pyzmq with ``copy=False``.
+ZMQ_NOCOPY = 65536
+
+_LEN = struct.Struct("!I")
+_RAW_BATCH = 64 * 1024
+_RAW_LARGE = 64 * 1024
+_RAW_BUFFER = 256 * 1024
+# The longest one wait on 1.2.3's fileno lasts before its state is checked
+# again. The parent kills a run that takes as long as this, so it only bounds
+# a wait that would end anyway.
+_OLD_WAIT = 60.0
+
+
+class Endpoint:
+    """One end of a connection of any system, reduced to what the drivers use.
+
+    ``send`` may batch, so a driver calls ``flush`` before it waits for an
+    answer; ``recv`` blocks until a whole message has arrived and raises
+    :class:`EOFError` when the peer has gone.
+    """
+
+    send: Callable[[bytes], None]
+    recv: Callable[[], Any]
+    flush: Callable[[], None]
+
+    def __init__(self) -> None:
+        self.flush = _nothing
+
+    def close(self) -> None:
+        """Release the connection."""
+
+
+def _nothing() -> None:
+    return None
+
+
+def _connect_tcp(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _listen_tcp() -> tuple[socket.socket, int]:
+    listener = socket.create_server(("127.0.0.1", 0))
+    return listener, listener.getsockname()[1]
+
+
+def _accept(listener: socket.socket) -> socket.socket:
+    sock, _ = listener.accept()
+    listener.close()
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+class StockingsEnd(Endpoint):
+    """This library: ``write`` / ``read(timeout=None)``; ``stocking`` for the batch calls."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        from stockings import Stocking
+
+        self.stocking = Stocking(sock)
+        self.send = self.stocking.write
+        read = self.stocking.read
+
+        def recv() -> Any:
+            message = read(None)
+            if message is None:
+                raise EOFError("the stocking ended")
+            return message
+
+        self.recv = recv
+
+    def close(self) -> None:
+        self.stocking.close()
+
+
+class _RawEnd(Endpoint):
+    """A framed socket written by hand: the practical limit of the loopback."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self.sock = sock
+        self.batch = bytearray()
+        self.buffer = bytearray(_RAW_BUFFER)
+        self.view = memoryview(self.buffer)
+        self.start = self.end = 0
+        self.send = self._send
+        self.flush = self._flush
+        self.recv = self._recv
+
+    def _send(self, payload: bytes) -> None:
+        if len(payload) >= _RAW_LARGE:
+            self._flush()
+            self.sock.sendall(_LEN.pack(len(payload)))
+            self.sock.sendall(payload)
+            return
+        batch = self.batch
+        batch += _LEN.pack(len(payload))
+        batch += payload
+        if len(batch) >= _RAW_BATCH:
+            self.sock.sendall(batch)
+            batch.clear()
+
+    def _flush(self) -> None:
+        if self.batch:
+            self.sock.sendall(self.batch)
+            self.batch.clear()
+
+    def _fill(self) -> None:
+        """Receive more into the buffer, moving a partial message to its front."""
+        if self.start:
+            left = self.end - self.start
+            self.buffer[:left] = self.view[self.start : self.end]
+            self.start, self.end = 0, left
+        received = self.sock.recv_into(self.view[self.end :])
+        if not received:
+            raise EOFError("peer closed")
+        self.end += received
+
+    def _recv(self) -> Any:
+        while self.end - self.start < 4:
+            self._fill()
+        (length,) = _LEN.unpack_from(self.buffer, self.start)
+        begin = self.start + 4
+        stop = begin + length
+        if stop <= self.end:
+            self.start = stop
+            return bytes(self.view[begin:stop])
+        if length + 4 <= _RAW_BUFFER and length < _RAW_LARGE:
+            while self.end < stop:
+                self._fill()
+                begin, stop = self.start + 4, self.start + 4 + length
+            self.start = stop
+            return bytes(self.view[begin:stop])
+        # A large payload: receive its rest straight into its own buffer.
+        message = bytearray(length)
+        have = self.end - begin
+        message[:have] = self.view[begin : self.end]
+        self.start = self.end = 0
+        view = memoryview(message)
+        while have < length:
+            received = self.sock.recv_into(view[have:])
+            if not received:
+                raise EOFError("peer closed")
+            have += received
+        return message
+
+    def close(self) -> None:
+        self._flush()
+        self.sock.close()
+
+
+class _MpcEnd(Endpoint):
+    def __init__(self, conn: Any) -> None:
+        super().__init__()
+        self.conn = conn
+        self.send = conn.send_bytes
+        self.recv = conn.recv_bytes
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class _ZmqEnd(Endpoint):
+    def __init__(self, zsock: Any, context: Any, size: int) -> None:
+        super().__init__()
+        self.zsock = zsock
+        self.context = context
+        copy = size < ZMQ_NOCOPY
+        zsend, zrecv = zsock.send, zsock.recv
+
+        def send(payload: bytes) -> None:
+            zsend(payload, copy=copy)
+
+        def recv() -> Any:
+            return zrecv(copy=copy)
+
+        self.send = send
+        self.recv = recv
+
+    def close(self) -> None:
+        self.zsock.close(linger=1000)
+        self.context.term()
+
+
+class _OldEnd(Endpoint):
+    """Stockings 1.2.3: ``read()`` never blocks, so wait on its ``fileno()``."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        import Stockings  # the 1.2.3 package, first on sys.path in this child
+
+        self.stocking = Stockings.Stocking(sock)
+        deadline = time.monotonic() + 10
+        while not self.stocking.handshakeComplete:
+            if time.monotonic() > deadline:
+                raise RuntimeError("1.2.3 handshake did not complete")
+            time.sleep(0.001)  # 1.2.3 offers nothing to wait on
+        self.send = self.stocking.write
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.stocking.fileno(), selectors.EVENT_READ)
+        read = self.stocking.read
+        select = self.selector.select
+
+        def recv() -> Any:
+            while True:
+                message = read()
+                if message is not None:
+                    return message
+                if not self.stocking.active:
+                    raise EOFError("1.2.3 stocking ended")
+                select(_OLD_WAIT)
+
+        self.recv = recv
+
+    def close(self) -> None:
+        # 1.2.3 drops what is queued when closed: let its thread send it first.
+        deadline = time.monotonic() + 10
+        while self.stocking.active and time.monotonic() < deadline:
+            try:
+                if not self.stocking.writeDataQueued():
+                    break
+            except OSError:  # its thread ended and closed its pipes
+                break
+            time.sleep(0.001)
+        self.selector.close()
+        self.stocking.close()
+
+
+def server_endpoint(system: str, size: int) -> Iterator[Any]:
+    """Listen for one connection of ``system``; a generator in two steps.
+
+    Args:
+        system: one of :data:`SYSTEMS`.
+        size: the message size of the run (pyzmq copies below
+            :data:`ZMQ_NOCOPY` only).
+
+    Returns:
+        A generator yielding the port to announce to the client, then, once
+        the client has connected, its :class:`Endpoint`.
+
+    Raises:
+        ValueError: ``system`` is unknown (when the second step is taken).
+    """
+    if system == "mpc":
+        from multiprocessing.connection import Listener
+
+        with Listener(("127.0.0.1", 0)) as mpc_listener:
+            yield mpc_listener.address[1]
+            yield _MpcEnd(mpc_listener.accept())
+    elif system == "zmq":
+        import zmq
+
+        context = zmq.Context()
+        zsock = context.socket(zmq.PAIR)
+        yield zsock.bind_to_random_port("tcp://127.0.0.1")
+        yield _ZmqEnd(zsock, context, size)
+    else:
+        listener, port = _listen_tcp()
+        yield port
+        sock = _accept(listener)
+        if system == "raw":
+            yield _RawEnd(sock)
+        elif system == OLD:
+            yield _OldEnd(sock)
+        elif system in ("stockings", BATCH):
+            yield StockingsEnd(sock)
+        else:
+            raise ValueError(f"unknown system {system!r}")
+
+
+def client_endpoint(system: str, port: int, size: int) -> Endpoint:
+    """Connect to the server of ``system`` listening on loopback ``port``.
+
+    Args:
+        system: one of :data:`SYSTEMS`.
+        port: the port the server announced.
+        size: the message size of the run.
+
+    Returns:
+        The connected :class:`Endpoint`.
+
+    Raises:
+        ValueError: ``system`` is unknown.
+    """
+    if system == "mpc":
+        from multiprocessing.connection import Client
+
+        return _MpcEnd(Client(("127.0.0.1", port)))
+    if system == "zmq":
+        import zmq
+
+        context = zmq.Context()
+        zsock = context.socket(zmq.PAIR)
+        zsock.connect(f"tcp://127.0.0.1:{port}")
+        return _ZmqEnd(zsock, context, size)
+    sock = _connect_tcp(port)
+    if system == "raw":
+        return _RawEnd(sock)
+    if system == OLD:
+        return _OldEnd(sock)
+    if system in ("stockings", BATCH):
+        return StockingsEnd(sock)
+    raise ValueError(f"unknown system {system!r}")

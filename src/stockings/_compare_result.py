@@ -1,0 +1,80 @@
+"""What one measurement of the comparison benchmark produced, and its one-line name.
+
+Shared by the orchestration, which fills a :class:`Result` per run and reports
+progress with :func:`describe`, and by the report, which tabulates them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Result", "describe", "size_name"]
+
+
+@dataclass
+class Result:
+    """One measurement of one system: a rate or a round trip, and memory."""
+
+    system: str
+    test: str
+    size: int
+    count: int
+    seconds: float = 0.0
+    client_rss: int = 0
+    server_rss: int = 0
+    error: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when the run delivered every message."""
+        return not self.error
+
+    @property
+    def rate(self) -> float:
+        """Messages per second (stream)."""
+        return self.count / self.seconds if self.seconds else 0.0
+
+    @property
+    def mbps(self) -> float:
+        """Payload megabytes (10**6) per second (stream)."""
+        return self.rate * self.size / 1e6
+
+    @property
+    def rtt_us(self) -> float:
+        """Mean round trip in microseconds (rtt)."""
+        return self.seconds / self.count * 1e6 if self.count else 0.0
+
+
+def describe(result: Result) -> str:
+    """One progress line for a finished run: what ran, and its rate, round trip or error.
+
+    Args:
+        result: the finished run.
+
+    Returns:
+        The line, without a newline.
+    """
+    what = f"{result.system:16} {result.test:6} {size_name(result.size):>6} x{result.count}"
+    if not result.ok:
+        return f"{what}: FAILED: {result.error}"
+    if result.test == "rtt":
+        return f"{what}: {result.rtt_us:.1f} us"
+    return f"{what}: {result.rate:,.0f} msg/s {result.mbps:,.1f} MB/s"
+
+
+def size_name(size: int) -> str:
+    """A message size as people write it: ``16 B``, ``4 KiB``, ``1 MiB``.
+
+    Args:
+        size: bytes.
+
+    Returns:
+        The size in the largest binary unit it reaches.
+    """
+    if size >= 1 << 20:
+        return f"{size >> 20} MiB"
+    if size >= 1024:
+        return f"{size >> 10} KiB"
+    return f"{size} B"
