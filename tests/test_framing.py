@@ -197,6 +197,54 @@ def test_any_split_decodes_the_same(messages: list[Message], data: st.DataObject
     assert [type(m) for m in out] == [type(m) for m in messages]
 
 
+# Runs of alike messages take a shortcut through the decoder: sizes from a
+# small set, whose headers share their first byte (100 and 164) or differ.
+run_sizes = st.sampled_from([0, 1, 5, 63, 64, 100, 164, 8191])
+runs_strategy = st.lists(
+    st.tuples(run_sizes, st.integers(1, 40), st.booleans()).map(
+        lambda spec: [
+            ("t" * spec[0]) if spec[2] else bytes([i % 256]) * spec[0] for i in range(spec[1])
+        ]
+    ),
+    max_size=8,
+).map(lambda runs: [message for run in runs for message in run])
+
+
+@settings(deadline=None, max_examples=200)
+@given(messages=runs_strategy, data=st.data())
+def test_runs_of_alike_messages_decode_the_same_in_any_split(
+    messages: list[Message], data: st.DataObject
+) -> None:
+    stream = b"".join(encode(m) for m in messages)
+    cuts = sorted(
+        data.draw(st.lists(st.integers(0, len(stream)), max_size=6, unique=True), label="cuts")
+    )
+    decoder = Decoder(max_message_size=None)
+    out: list[Message] = []
+    previous = 0
+    for cut in [*cuts, len(stream)]:
+        out += decoder.feed(memoryview(stream)[previous:cut])
+        previous = cut
+    decoder.eof()
+    assert out == messages
+    assert [type(m) for m in out] == [type(m) for m in messages]
+
+
+def test_a_run_stops_where_the_length_changes_behind_the_same_first_byte() -> None:
+    # 100 and 164 share their header's first byte; only the second tells them apart.
+    assert encode_header(100, False)[0] == encode_header(164, False)[0]
+    messages = [b"a" * 100] * 10 + [b"b" * 164] * 3 + [b"c" * 100] * 7
+    assert Decoder().feed(b"".join(map(encode, messages))) == messages
+
+
+def test_a_run_stops_at_a_text_message_and_at_the_end_of_the_data() -> None:
+    messages: list[Message] = [b"x" * 10] * 9 + ["x" * 10] + [b"x" * 10] * 9
+    stream = b"".join(map(encode, messages)) + encode(b"x" * 10)[:5]
+    decoder = Decoder()
+    assert decoder.feed(stream) == messages
+    assert decoder.feed(encode(b"x" * 10)[5:]) == [b"x" * 10]
+
+
 @settings(deadline=None, max_examples=50)
 @given(messages=st.lists(st.one_of(st.text(max_size=200), st.binary(max_size=200)), max_size=10))
 def test_one_byte_at_a_time_decodes_the_same(messages: list[Message]) -> None:
