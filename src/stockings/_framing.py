@@ -165,9 +165,9 @@ def _take_run(data: bytes, pos: int, start: int, stop: int, end: int, out: list[
     return stop + count * stride
 
 
-def _starts_small(data: BytesLike) -> bool:
-    """Whether ``data`` (two bytes or more) starts with a one- or two-byte header."""
-    return bool(data[0] & _LAST or data[1] & _LAST)
+def _starts_small(data: BytesLike, pos: int) -> bool:
+    """Whether ``data[pos:]`` (two bytes or more) starts with a one- or two-byte header."""
+    return bool(data[pos] & _LAST or data[pos + 1] & _LAST)
 
 
 def _finish(payload: bytes, is_text: bool) -> Message:
@@ -301,14 +301,6 @@ class Decoder:
 
     def _feed(self, data: BytesLike, out: list[Message]) -> None:
         end = len(data)
-        if type(data) is not bytes and self._missing < 0 and end > 1 and _starts_small(data):
-            # A piece starting with a message under 8 KiB (a one- or two-byte
-            # header) likely holds many: one copy of it all makes each a
-            # single slice, where a memoryview needs a slice and a copy. A
-            # piece that starts inside or at a large payload is left alone,
-            # so the payload is copied once.
-            data = bytes(data)
-        whole = data if type(data) is bytes else None
         pos = 0
         limit = self.max_message_size
         if limit is None:
@@ -317,6 +309,21 @@ class Decoder:
             pos = self._continue_payload(data, end, out)
         elif self._header:
             pos = self._continue_header(data, end, out)
+        if (
+            type(data) is not bytes
+            and self._missing < 0
+            and end - pos > 1
+            and _starts_small(data, pos)
+        ):
+            # What follows starts with a message under 8 KiB (a one- or
+            # two-byte header), so likely holds many: one copy of it all
+            # makes each a single slice, where a memoryview needs a slice
+            # and a copy. A large payload next is left alone, so it is
+            # copied once.
+            data = bytes(data[pos:])
+            end -= pos
+            pos = 0
+        whole = data if type(data) is bytes else None
         append = out.append
         previous = -1  # the header byte that began the message before
         # The hot loop: whole messages lying in ``data``, no state kept.
