@@ -9,6 +9,7 @@ import pytest
 
 from stockings import _cli, _compare, _compare_run
 from stockings._compare import OLD, Result, check_targets, format_table, run_one
+from stockings._compare_peers import NOSPIN
 
 BENCH_CACHE = Path(__file__).resolve().parent.parent / ".bench"
 
@@ -30,7 +31,7 @@ def _children() -> list[int]:
 
 
 def _systems() -> list[str]:
-    systems = ["stockings", _compare.BATCH, "raw", "mpc"]
+    systems = ["stockings", _compare.BATCH, NOSPIN, "raw", "mpc"]
     if not _compare.zmq_unavailable():
         systems.append("zmq")
     if (BENCH_CACHE / "stockings123" / "Stockings" / "__init__.py").exists():
@@ -83,12 +84,18 @@ def test_the_table_shows_ratios_and_the_targets_say_met_or_not() -> None:
         results[("raw", "stream", size)] = _result("raw", "stream", size, 0.5)
     results[("stockings", "rtt", 16)] = _result("stockings", "rtt", 16, 0.03)
     results[("zmq", "rtt", 16)] = _result("zmq", "rtt", 16, 0.06)
+    results[(NOSPIN, "rtt", 16)] = _result(NOSPIN, "rtt", 16, 0.045)
     failed = Result("mpc", "stream", 100, 10, error="delivery check failed")
     results[("mpc", "stream", 100)] = failed
     table = format_table(results, {OLD: "pip failed"})
-    assert "| stream 100 B, msg/s | 1,000 | 2,000 | failed | 500 | 0.50 | n/a | 2.00 |" in table
-    assert "| rtt 16 B, us | 30 | n/a | n/a | 60 | n/a | n/a | 0.50 |" in table
+    assert "| stream 100 B, msg/s | 1,000 | 2,000 | failed | 500 | n/a | 0.50 | n/a | 2.00 |" in table
+    assert "| rtt 16 B, us | 30 | n/a | n/a | 60 | 45 | n/a | n/a | 0.50 |" in table
     assert f"{OLD}: unavailable: pip failed" in table
+    # Not a peer: a column but no ratio column, and a line of its own.
+    assert "x stockings-nospin" not in table
+    assert (
+        f"{NOSPIN} (read_spin=0, a read that waits sleeps at once): rtt 45 us, x zmq 0.75." in table
+    )
     assert "mpc stream 100 B: failed: delivery check failed" in table
     verdicts = "\n".join(check_targets(results))
     assert "100 B msg/s vs zmq: 2.00 (target >= 1.0): met" in verdicts

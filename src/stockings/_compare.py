@@ -18,6 +18,9 @@ Systems:
   ``pip install --no-deps --target`` into a cache directory and run from it
   (its ``Stockings`` package would clash with our compatibility module).
   Its runs are smaller: it deadlocks on bursts of large messages.
+- ``stockings-batch`` and ``stockings-nospin``: this library again, through
+  ``write_many`` / ``read_all`` (small streams only), and with
+  ``read_spin=0`` (round trips only). Not peers: no ratio columns.
 
 Measures: ``stream`` (N messages of S bytes one by one, then one answer) and
 ``rtt`` (16-byte request/response round trips).
@@ -39,7 +42,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ._compare_child import child_main
-from ._compare_peers import BATCH, OLD, SYSTEMS
+from ._compare_peers import BATCH, NOSPIN, OLD, SYSTEMS
 from ._compare_result import Result, size_name
 from ._compare_run import RTT_SIZE, SIZES, ensure_old, run_compare, run_one, zmq_unavailable
 
@@ -69,7 +72,7 @@ def _mib(value: int) -> str:
 def format_table(results: dict[tuple[str, str, int], Result], unavailable: dict[str, str]) -> str:
     """The results as a Markdown table, with stockings' ratio to every peer."""
     systems = [s for s in SYSTEMS if any(k[0] == s for k in results)]
-    peers = [s for s in systems if s not in ("stockings", BATCH)]
+    peers = [s for s in systems if s not in ("stockings", BATCH, NOSPIN)]
     head = ["measure", *systems, *(f"x {p}" for p in peers)]
     rows = [head, ["---"] * len(head)]
 
@@ -144,6 +147,19 @@ def format_table(results: dict[tuple[str, str, int], Result], unavailable: dict[
         lines.append(
             f"{BATCH} (write_many/read_all) against the one-message calls: {', '.join(gains)}."
         )
+    plain, nospin = (
+        results.get(("stockings", "rtt", RTT_SIZE)),
+        results.get((NOSPIN, "rtt", RTT_SIZE)),
+    )
+    if plain is not None and nospin is not None and plain.ok and nospin.ok:
+        line = (
+            f"{NOSPIN} (read_spin=0, a read that waits sleeps at once): rtt {nospin.rtt_us:.0f} us"
+        )
+        for peer in ("mpc", "zmq"):
+            theirs = results.get((peer, "rtt", RTT_SIZE))
+            if theirs is not None and theirs.ok and theirs.rtt_us:
+                line += f", x {peer} {nospin.rtt_us / theirs.rtt_us:.2f}"
+        lines.append(line + ".")
     for system, why in unavailable.items():
         lines.append(f"{system}: unavailable: {why}")
     for r in results.values():

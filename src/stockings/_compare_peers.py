@@ -20,6 +20,7 @@ from typing import Any
 
 __all__ = [
     "BATCH",
+    "NOSPIN",
     "OLD",
     "SYSTEMS",
     "ZMQ_NOCOPY",
@@ -30,11 +31,22 @@ __all__ = [
 ]
 
 #: The systems compared, in table order; ``stockings`` is the one measured.
-SYSTEMS = ("stockings", "raw", "mpc", "zmq", "stockings-1.2.3", "stockings-batch")
+SYSTEMS = (
+    "stockings",
+    "raw",
+    "mpc",
+    "zmq",
+    "stockings-1.2.3",
+    "stockings-batch",
+    "stockings-nospin",
+)
 OLD = "stockings-1.2.3"
 #: stockings again, through its batch calls (``write_many`` / ``read_all``):
 #: not a peer, shown beside the one-message calls the targets are about.
 BATCH = "stockings-batch"
+#: stockings again with ``read_spin=0``: a waiting read sleeps at once, as a
+#: blocking socket does. Shown for round trips, beside the default.
+NOSPIN = "stockings-nospin"
 #: Messages this large go to pyzmq with ``copy=False``.
 ZMQ_NOCOPY = 65536
 
@@ -92,11 +104,11 @@ def _accept(listener: socket.socket) -> socket.socket:
 class StockingsEnd(Endpoint):
     """This library: ``write`` / ``read(timeout=None)``; ``stocking`` for the batch calls."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, **options: Any) -> None:
         super().__init__()
         from stockings import Stocking
 
-        self.stocking = Stocking(sock)
+        self.stocking = Stocking(sock, **options)
         self.send = self.stocking.write
         read = self.stocking.read
 
@@ -303,6 +315,8 @@ def server_endpoint(system: str, size: int) -> Iterator[Any]:
             yield _OldEnd(sock)
         elif system in ("stockings", BATCH):
             yield StockingsEnd(sock)
+        elif system == NOSPIN:
+            yield StockingsEnd(sock, read_spin=0)
         else:
             raise ValueError(f"unknown system {system!r}")
 
@@ -339,4 +353,6 @@ def client_endpoint(system: str, port: int, size: int) -> Endpoint:
         return _OldEnd(sock)
     if system in ("stockings", BATCH):
         return StockingsEnd(sock)
+    if system == NOSPIN:
+        return StockingsEnd(sock, read_spin=0)
     raise ValueError(f"unknown system {system!r}")

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._compare_peers import BATCH, OLD, SYSTEMS
+from ._compare_peers import BATCH, NOSPIN, OLD, SYSTEMS
 from ._compare_result import Result, describe
 
 __all__ = [
@@ -224,6 +224,9 @@ def run_compare(
         for test, size in plan:
             for system in systems:
                 if system in unavailable or (system == BATCH and size not in BATCH_SIZES):
+                    continue
+                if system == NOSPIN and test != "rtt":
+                    # Spinning changes nothing for a stream.
                     continue
                 sizes, rtt_count = _counts(system, quick, scale)
                 count = sizes[size] if test == "stream" else rtt_count
