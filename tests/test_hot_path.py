@@ -12,7 +12,7 @@ import pytest
 
 import stockings
 from conftest import wait_until
-from stockings import _buffers, _channel
+from stockings import _buffers, _channel, _outbound
 
 Pair = tuple[socket.socket, socket.socket]
 
@@ -20,7 +20,7 @@ Pair = tuple[socket.socket, socket.socket]
 @pytest.fixture
 def bursty(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Make every write after the first count as part of a burst (queued, batched)."""
-    monkeypatch.setattr(_channel, "BURST_GAP", 3600.0)
+    monkeypatch.setattr(_outbound, "BURST_GAP", 3600.0)
     yield
 
 
@@ -108,7 +108,7 @@ def test_the_writer_flushes_a_full_batch_itself(
         for _ in range(2000):
             left.write(b"m" * 100)
         assert flushes, "a burst larger than WRITER_FLUSH_SIZE never flushed from the writer"
-        assert min(flushes) >= _channel.WRITER_FLUSH_SIZE
+        assert min(flushes) >= _outbound.WRITER_FLUSH_SIZE
         for _ in range(2000):
             assert right.read(timeout=10) == b"m" * 100
 
