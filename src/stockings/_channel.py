@@ -338,14 +338,7 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
             self._assembly = None
             self._deliver([assembly], direct)
             return _DELIVERED
-        messages = decoder.feed(data)
-        if messages:
-            self._deliver(messages, direct)
-        failure = decoder.failure
-        if failure is not None:
-            self._end_from(direct, _failure_reason(failure), failure)
-            return _STOPPED
-        return _DELIVERED if messages else _PARTIAL
+        return self._take_in(data, direct)
 
     def _end_from(self, direct: bool, reason: EndReason, exc: BaseException) -> None:
         if direct:
@@ -354,21 +347,23 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
         else:
             self._end(reason, exc)
 
-    def _take_in(self, data: BytesLike) -> bool:
-        """Decode received bytes and deliver their messages (hub thread).
+    def _take_in(self, data: BytesLike, direct: bool = False) -> int:
+        """Decode received bytes and deliver their messages, on the thread that received them.
 
         Returns:
-            False if the bytes broke the wire format; the channel has then
-            ended, after delivering every message that came before the fault.
+            ``_DELIVERED`` or ``_PARTIAL``; ``_STOPPED`` if the bytes broke
+            the wire format: the channel then ends (see ``_end_from``), after
+            delivering every message that came before the fault.
         """
-        messages = self.decoder.feed(data)
+        decoder = self.decoder
+        messages = decoder.feed(data)
         if messages:
-            self._deliver(messages)
-        failure = self.decoder.failure
-        if failure is None:
-            return True
-        self._end(_failure_reason(failure), failure)
-        return False
+            self._deliver(messages, direct)
+        failure = decoder.failure
+        if failure is not None:
+            self._end_from(direct, _failure_reason(failure), failure)
+            return _STOPPED
+        return _DELIVERED if messages else _PARTIAL
 
     def _begin_assembly(self) -> Assembly:
         """Take a large bytes payload over from the decoder (hub thread).

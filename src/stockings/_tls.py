@@ -36,6 +36,7 @@ import ssl
 import time
 
 from ._channel import Channel
+from ._common import _STOPPED
 from ._errors import EndReason, HandshakeFailed, end_reason_for
 from ._hub import Hub
 from ._options import ChannelOptions
@@ -189,7 +190,7 @@ class TlsChannel(Channel):
             if filled:
                 if self._idle_timer is not None:
                     self._last_receive = time.monotonic()
-                if not self._take_in(view[:filled]):
+                if self._take_in(view[:filled]) == _STOPPED:
                     return False
             if error is not None:
                 self._end(end_reason_for(error), error)
