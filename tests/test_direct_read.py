@@ -46,18 +46,19 @@ def polling_on_its_own(channel: Channel) -> bool:
     return channel._direct_reader and channel._direct_wake is not None
 
 
-class HubReceives:
-    """Counts the hub thread's receives on one channel."""
+class Recorder:
+    """Records what each call of one channel method returned."""
 
-    def __init__(self, channel: Channel, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.count = 0
-        original = channel._receive
+    def __init__(self, channel: Channel, method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.outcomes: list[object] = []
+        original = getattr(channel, method)
 
-        def counting() -> bool:
-            self.count += 1
-            return original()
+        def recording(*args: Any) -> object:
+            outcome = original(*args)
+            self.outcomes.append(outcome)
+            return outcome
 
-        monkeypatch.setattr(channel, "_receive", counting)
+        monkeypatch.setattr(channel, method, recording)
 
 
 @pytest.fixture
@@ -79,18 +80,18 @@ def test_a_waiting_reader_receives_without_the_hub(
 ) -> None:
     stocking, peer = pair
     channel = stocking._channel
-    hub = HubReceives(channel, monkeypatch)
+    hub = Recorder(channel, "_receive", monkeypatch)  # the hub thread's receives
     reader, outcome = in_thread(lambda: stocking.read(timeout=None))
     wait_until(lambda: polling_on_its_own(channel))
     peer.sendall(stockings.encode(b"straight to the reader"))
     reader.join(10)
     assert outcome == [b"straight to the reader"]
-    assert hub.count == 0
+    assert hub.outcomes == []
     # The socket is the hub's again: with nobody reading, it still receives.
     assert not channel._direct_reader
     peer.sendall(stockings.encode(b"to the hub"))
     wait_until(lambda: channel.ready)
-    assert hub.count >= 1
+    assert hub.outcomes
     assert stocking.read() == b"to the hub"
 
 
@@ -281,21 +282,6 @@ def test_only_plain_sockets_on_an_epoll_hub_read_directly(no_leaks: None) -> Non
 # ------------------------------------------------------------------ spinning
 
 
-class SpinOutcomes:
-    """Records what each spin of one channel's direct reader came to."""
-
-    def __init__(self, channel: Channel, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.outcomes: list[bool] = []
-        original = channel._spin_until_ready
-
-        def recording(*args: Any) -> bool:
-            outcome = original(*args)
-            self.outcomes.append(outcome)
-            return outcome
-
-        monkeypatch.setattr(channel, "_spin_until_ready", recording)
-
-
 @pytest.mark.skipif(not _MAY_SPIN, reason="one CPU: stockings never spins")
 def test_a_spinning_reader_takes_a_reply_without_sleeping(
     monkeypatch: pytest.MonkeyPatch, no_leaks: None
@@ -304,7 +290,7 @@ def test_a_spinning_reader_takes_a_reply_without_sleeping(
     # A spin long enough that only the reply can end it.
     stocking = Stocking(ours, read_spin=20.0)
     wait_until(lambda: stocking._channel._events)
-    spins = SpinOutcomes(stocking._channel, monkeypatch)
+    spins = Recorder(stocking._channel, "_spin_until_ready", monkeypatch)
     with peer:
         reader, outcome = in_thread(lambda: stocking.read(timeout=None))
         wait_until(lambda: polling_on_its_own(stocking._channel))
@@ -321,7 +307,7 @@ def test_a_reader_spins_less_while_spinning_does_not_pay(
     stocking, peer = pair
     channel = stocking._channel
     channel._spin = 0.001  # as if read_spin=0.001 on any machine
-    spins = SpinOutcomes(channel, monkeypatch)
+    spins = Recorder(channel, "_spin_until_ready", monkeypatch)
     # Nothing comes: the reader spins at the 1st wait, skips 1, spins at
     # the 3rd, skips 2, spins at the 6th, and will skip the next 4.
     for _ in range(6):
@@ -344,7 +330,7 @@ def test_read_spin_zero_never_spins(monkeypatch: pytest.MonkeyPatch, no_leaks: N
     ours, peer = tcp_pair()
     stocking = Stocking(ours, read_spin=0)
     wait_until(lambda: stocking._channel._events)
-    spins = SpinOutcomes(stocking._channel, monkeypatch)
+    spins = Recorder(stocking._channel, "_spin_until_ready", monkeypatch)
     with peer:
         assert stocking.read(timeout=0.01) is None
         assert stocking._channel._direct_wake is not None  # it did read directly
