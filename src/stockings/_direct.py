@@ -5,9 +5,11 @@ hub's, then the reader's. So a reader that finds the inbox empty and the
 socket idle takes the socket over (``_read_directly``): the hub stops
 watching it for reading, and the reader polls it (spinning a moment first,
 see ``_spin_until_ready``) and receives into a buffer of its thread's own,
-through the channel's own ``_receive_locked`` under ``_recv_lock``, until a
-message is in the inbox. Only the happy path is the reader's: an end of
-stream, an error or a large payload send it back to waiting on the hub.
+through the channel's own ``_receive_locked`` under ``_recv_lock`` (large
+payloads included), until a message is in the inbox; then it hands the
+socket back. Only the happy path is the reader's: at an end of stream or an
+error it goes back to waiting on the hub, which meets the same state of the
+socket when it reads again and ends the channel as it always does.
 """
 
 from __future__ import annotations
@@ -94,13 +96,8 @@ class DirectReadMixin:
     def _read_directly(self, deadline: float | None) -> bool:
         """Receive on this reader's thread until a message arrives (no lock held).
 
-        A reader waiting on the hub costs two thread wake-ups per message:
-        the hub's, then the reader's. So a waiting reader takes the socket
-        over instead: the hub stops watching it for reading, and the reader
-        polls and receives it itself until a message is in the inbox, then
-        hands it back. Only the happy path is the reader's: an end of stream,
-        an error or a large payload send it back to waiting on the hub, which
-        sees the same state of the socket when it reads again.
+        See the module's docstring. Bytes already waiting in the kernel are
+        left to the hub: taking over pays only when there is nothing yet.
 
         Returns:
             Whether to receive directly again if the inbox is still empty.
