@@ -134,6 +134,25 @@ def test_a_direct_reader_assembles_large_messages(pair: tuple[Stocking, socket.s
     assert outcome == [[big, "then text", big[:100]]]
 
 
+def test_after_a_large_message_the_hub_receives_the_next(
+    pair: tuple[Stocking, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stocking, peer = pair
+    channel = stocking._channel
+    big = b"b" * (256 * 1024)
+    peer.sendall(stockings.encode(big))
+    assert stocking.read(timeout=10) == big
+    # The next is likely large too: the hub, with its larger buffer and
+    # in-place assembly, moves it best, so the reader does not take over.
+    takeovers = Recorder(channel, "_apply_interest_for_reader", monkeypatch)
+    assert stocking.read(timeout=0.05) is None
+    assert takeovers.outcomes == []
+    peer.sendall(stockings.encode(b"small"))
+    assert stocking.read(timeout=10) == b"small"
+    assert stocking.read(timeout=0.05) is None
+    assert takeovers.outcomes  # small again: the reader takes over
+
+
 def test_many_small_messages_reach_one_direct_reader_in_order(
     pair: tuple[Stocking, socket.socket],
 ) -> None:

@@ -177,6 +177,8 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
         # what is unread; the hub counts exactly before it pauses reading.
         self._delivered = 0
         self._consumed = 0
+        # The size of the last message delivered: the next is likely alike.
+        self._last_size = 0
         self._read_paused = False
         self._readers_waiting = 0
         self._signal: ReadySignal | None = None

@@ -23,7 +23,7 @@ from threading import Lock, local
 from typing import TYPE_CHECKING
 
 from ._buffers import Assembly
-from ._common import _DELIVERED, _LIVE, _RELEASED, _STOPPED
+from ._common import _DELIVERED, _LIVE, _RELEASED, _STOPPED, LARGE_PAYLOAD
 from ._framing import Decoder, Message
 from ._inbox import ORPHAN_CHECK_INTERVAL
 from ._signal import ReadySignal
@@ -84,6 +84,7 @@ class DirectReadMixin:
     _spin_skip: int
     _spin_backoff: int
     _assembly: Assembly | None
+    _last_size: int
     _reading: bool
     _peer_eof: bool
     _close_requested: bool
@@ -111,6 +112,9 @@ class DirectReadMixin:
                 # one more message, not its first byte, is what keeps us.
                 or self._assembly is not None
                 or self.decoder.in_progress
+                # Large messages: the transfer, not a wake-up, is the cost,
+                # and the hub's larger buffer and assembly move them best.
+                or self._last_size >= LARGE_PAYLOAD
             ):
                 return False
             with self._interest_lock:

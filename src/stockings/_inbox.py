@@ -49,6 +49,7 @@ class InboxMixin:
     _in_lock: Lock
     _arrived: LazyCondition
     _delivered: int
+    _last_size: int
     _consumed: int
     _read_paused: bool
     _readers_waiting: int
@@ -182,6 +183,7 @@ class InboxMixin:
 
     def _deliver(self, messages: Sequence[Message | Assembly], direct: bool = False) -> None:
         size = sum(map(len, messages))
+        self._last_size = len(messages[-1])
         with self._in_lock:
             self.inbox.extend(messages)
             self._delivered += size
