@@ -55,6 +55,8 @@ _clock = time.perf_counter
 
 # Ready-made headers for the commonest writes: small bytes payloads.
 _BYTES_HEADERS = [encode_header(length, False) for length in range(1024)]
+# And what each such message takes on the wire, header included.
+_BYTES_FRAMED = [len(header) + length for length, header in enumerate(_BYTES_HEADERS)]
 
 
 class OutboundMixin:
@@ -104,8 +106,11 @@ class OutboundMixin:
             # The commonest write of a burst: small bytes joining the batch
             # at the queue's tail. All it needs is checked here; anything
             # else takes the general path below.
-            header = _BYTES_HEADERS[size]
-            with self._out_lock:
+            # acquire/release rather than ``with``: a third of this path's
+            # cost went to the context manager's calls.
+            lock = self._out_lock
+            lock.acquire()
+            try:
                 out = self._out
                 queued = self._out_bytes
                 if (
@@ -114,13 +119,15 @@ class OutboundMixin:
                     and queued <= self._write_high_water
                     and not self._closing
                 ):
-                    tail += header
+                    tail += _BYTES_HEADERS[size]
                     tail += message
-                    queued += len(header) + size
+                    queued += _BYTES_FRAMED[size]
                     self._out_bytes = queued
                     if queued >= WRITER_FLUSH_SIZE and self._use_sendmsg:
                         self._flush_by_writer()
                     return
+            finally:
+                lock.release()
         if type(message) is bytes:
             # The commonest case, without the calls of the general one.
             payload: BytesLike = message
