@@ -164,6 +164,7 @@ class Stocking(ClosesOnExit):
         self._channel = channel_type(sock, self._choose_hub(hub, private), options)
         # Bound once: write is the hottest call there is.
         self._send = self._channel.send
+        self._receive = self._channel.receive
         custom_handshake = type(self).handshake is not Stocking.handshake
         if custom_handshake:
             self._channel.set_signal_inbox(False)
@@ -342,7 +343,7 @@ class Stocking(ClosesOnExit):
         """
         if not self._handshake_complete:
             raise NotReady("the handshake has not completed")
-        message = self._channel.receive(timeout)
+        message = self._receive(timeout)
         if message is None or self._plain_post_read:
             return message
         return self.post_read(message)
