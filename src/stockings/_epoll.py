@@ -108,13 +108,19 @@ class EpollSelector(selectors.BaseSelector):
         current = self._watched[fd]
         if events == current:
             return
-        if not events:
-            self._epoll.unregister(fd)
-        elif not current:
-            self._epoll.register(fd, _kernel_mask(events))
-        else:
-            self._epoll.modify(fd, _kernel_mask(events))
+        # The record first: a select() running meanwhile then never drops
+        # an event the kernel reports for what is newly watched.
         self._watched[fd] = events
+        try:
+            if not events:
+                self._epoll.unregister(fd)
+            elif not current:
+                self._epoll.register(fd, _kernel_mask(events))
+            else:
+                self._epoll.modify(fd, _kernel_mask(events))
+        except BaseException:
+            self._watched[fd] = current
+            raise
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         """Wait for readiness, as ``selectors`` does; reports only watched events."""
