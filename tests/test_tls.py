@@ -210,6 +210,20 @@ def test_reading_resumes_with_bytes_already_decrypted(
 # ---------------------------------------------------------------- failures
 
 
+def check_rejected_certificate(client: Stocking, server: Stocking, why: str) -> None:
+    """The client refused the server's certificate: both ends failed, nothing delivered."""
+    write_early(client, "must not arrive")
+    write_early(server, "must not arrive either")
+    assert_failed_handshake(client)
+    assert isinstance(client.end_exception.__cause__, ssl.SSLCertVerificationError)
+    assert why in str(client.end_exception)
+    assert_failed_handshake(server)
+    assert client.read() is None
+    assert server.read() is None
+    client.close()
+    server.close()
+
+
 @pytest.mark.parametrize("flavour", FLAVOURS)
 @pytest.mark.usefixtures("no_leaks")
 def test_wrong_hostname_fails_clearly_and_delivers_nothing(
@@ -218,16 +232,7 @@ def test_wrong_hostname_fails_clearly_and_delivers_nothing(
     client, server = make_stockings(
         flavour, client_context, server_context, hostname="wrong.example"
     )
-    write_early(client, "must not arrive")
-    write_early(server, "must not arrive either")
-    assert_failed_handshake(client)
-    assert isinstance(client.end_exception.__cause__, ssl.SSLCertVerificationError)
-    assert "wrong.example" in str(client.end_exception)
-    assert_failed_handshake(server)
-    assert client.read() is None
-    assert server.read() is None
-    client.close()
-    server.close()
+    check_rejected_certificate(client, server, "wrong.example")
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
@@ -238,16 +243,7 @@ def test_untrusted_ca_fails_clearly_and_delivers_nothing(
     stranger = ssl.create_default_context()
     trustme.CA().configure_trust(stranger)
     client, server = make_stockings(flavour, stranger, server_context)
-    write_early(client, "must not arrive")
-    write_early(server, "must not arrive either")
-    assert_failed_handshake(client)
-    assert isinstance(client.end_exception.__cause__, ssl.SSLCertVerificationError)
-    assert "certificate verify failed" in str(client.end_exception)
-    assert_failed_handshake(server)
-    assert client.read() is None
-    assert server.read() is None
-    client.close()
-    server.close()
+    check_rejected_certificate(client, server, "certificate verify failed")
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
