@@ -308,17 +308,7 @@ def server_endpoint(system: str, size: int) -> Iterator[Any]:
     else:
         listener, port = _listen_tcp()
         yield port
-        sock = _accept(listener)
-        if system == "raw":
-            yield _RawEnd(sock)
-        elif system == OLD:
-            yield _OldEnd(sock)
-        elif system in ("stockings", BATCH):
-            yield StockingsEnd(sock)
-        elif system == NOSPIN:
-            yield StockingsEnd(sock, read_spin=0)
-        else:
-            raise ValueError(f"unknown system {system!r}")
+        yield _socket_endpoint(system, _accept(listener))
 
 
 def client_endpoint(system: str, port: int, size: int) -> Endpoint:
@@ -346,7 +336,11 @@ def client_endpoint(system: str, port: int, size: int) -> Endpoint:
         zsock = context.socket(zmq.PAIR)
         zsock.connect(f"tcp://127.0.0.1:{port}")
         return _ZmqEnd(zsock, context, size)
-    sock = _connect_tcp(port)
+    return _socket_endpoint(system, _connect_tcp(port))
+
+
+def _socket_endpoint(system: str, sock: socket.socket) -> Endpoint:
+    """The endpoint of a system that speaks over a plain connected socket."""
     if system == "raw":
         return _RawEnd(sock)
     if system == OLD:
@@ -355,4 +349,5 @@ def client_endpoint(system: str, port: int, size: int) -> Endpoint:
         return StockingsEnd(sock)
     if system == NOSPIN:
         return StockingsEnd(sock, read_spin=0)
+    sock.close()
     raise ValueError(f"unknown system {system!r}")
