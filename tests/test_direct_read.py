@@ -370,3 +370,19 @@ def test_read_spin_must_not_be_negative() -> None:
     ours, peer = tcp_pair()
     with ours, peer, pytest.raises(ValueError, match="read_spin"):
         Stocking(ours, read_spin=-1e-6)
+
+
+def test_a_socket_closed_behind_the_stocking_before_a_read_ends_it(
+    thread_errors: list[object], no_leaks: None
+) -> None:
+    ours, peer = tcp_pair()
+    stocking = Stocking(ours)
+    wait_until(lambda: stocking._channel._events)
+    with peer:
+        stocking.sock.close()  # a rogue caller, before any read took the socket over
+        reader, outcome = in_thread(lambda: stocking.read(timeout=None))
+        reader.join(15)
+        assert outcome == [None]
+        wait_until(lambda: stocking.ended)
+        assert stocking.end_reason is EndReason.ERROR
+        stocking.close()

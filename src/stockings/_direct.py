@@ -122,8 +122,13 @@ class DirectReadMixin:
                     return False
                 poller = self._direct_poller
                 if poller is None:
+                    fd = self.sock.fileno()
+                    if fd < 0:
+                        # Closed behind the stocking's back: the orphan check
+                        # of a reader waiting on the hub ends the channel.
+                        return False
                     poller = self._direct_poller = select.poll()
-                    poller.register(self.sock.fileno(), select.POLLIN)
+                    poller.register(fd, select.POLLIN)
             if poller.poll(0):
                 # Bytes are waiting, so the hub is awake for them or soon
                 # will be: let it receive while this thread gets on with
