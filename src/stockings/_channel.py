@@ -84,6 +84,8 @@ __all__ = ["Channel"]
 #: The most one ``recv`` of a large payload asks for.
 MAX_RECV_CHUNK = 4 * 1024 * 1024
 
+#: The most receives one readiness event of the socket leads to.
+RECEIVES_PER_WAKE = 8
 _EVENT_READ = selectors.EVENT_READ
 _EVENT_WRITE = selectors.EVENT_WRITE
 #: ``SO_LINGER`` on, zero seconds: ``close()`` sends RST.
@@ -258,7 +260,12 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
         """Act on the socket's readiness (hub thread); never raises."""
         try:
             if mask & _EVENT_READ:
-                self._receive()
+                # While the kernel has more, take it now: a turn of the loop
+                # costs more than a receive. Bounded, so other connections
+                # on this hub wait for at most a few receives.
+                for _ in range(RECEIVES_PER_WAKE):
+                    if not self._receive() or not self._reading:
+                        break
             if mask & _EVENT_WRITE and not self.ended:
                 self._flush_from_hub()
         except Exception as exc:
