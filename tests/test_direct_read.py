@@ -9,6 +9,7 @@ that path still ends the stocking the documented way.
 
 from __future__ import annotations
 
+import random
 import socket
 import struct
 import threading
@@ -386,3 +387,57 @@ def test_a_socket_closed_behind_the_stocking_before_a_read_ends_it(
         wait_until(lambda: stocking.ended)
         assert stocking.end_reason is EndReason.ERROR
         stocking.close()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_readers_with_mixed_timeouts_get_a_mixed_stream_whole(
+    make_pair: Callable[[], tuple[socket.socket, socket.socket]], seed: int, no_leaks: None
+) -> None:
+    """Three readers (no wait, short waits, waiting for good), sizes from 0 to 300 KiB."""
+    rng = random.Random(seed)
+    sizes = [rng.choice([0, 1, 100, 5000, 70_000, 300_000]) for _ in range(300)]
+    messages = [b"%d:" % i + bytes([i % 251]) * size for i, size in enumerate(sizes)]
+    ours, theirs = make_pair()
+    stocking = Stocking(ours)
+    got: list[list[bytes]] = [[], [], []]
+    done = threading.Event()
+
+    def read_into(mine: list[bytes], timeout: float | None) -> None:
+        while not done.is_set():
+            message = stocking.read(timeout=timeout)
+            if message is not None:
+                mine.append(message)
+            elif stocking.ended:
+                return
+            elif timeout == 0:
+                threading.Event().wait(0.0005)  # a 1.2.3-style polling reader
+
+    readers = [
+        threading.Thread(target=read_into, args=(got[0], 0), daemon=True),
+        threading.Thread(target=read_into, args=(got[1], 0.002), daemon=True),
+        threading.Thread(target=read_into, args=(got[2], None), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
+    with theirs:
+        stream = b"".join(map(stockings.encode, messages))
+        at = 0
+        while at < len(stream):
+            # Pieces of any size, now and then a pause: readers find the
+            # socket idle, busy, and mid-message.
+            step = rng.choice([1, 7, 4096, 65536, 500_000])
+            theirs.sendall(stream[at : at + step])
+            at += step
+            if rng.random() < 0.1:
+                threading.Event().wait(rng.choice([0, 0.0005, 0.003]))
+        wait_until(lambda: sum(map(len, got)) == len(messages))
+        done.set()
+        stocking.close()  # wakes the reader that waits for good
+        for reader in readers:
+            reader.join(10)
+            assert not reader.is_alive()
+    assert sorted(m for mine in got for m in mine) == sorted(messages)
+    # Each reader took its share in the order it was sent.
+    for mine in got:
+        order = [int(m.split(b":", 1)[0]) for m in mine]
+        assert order == sorted(order)
