@@ -107,7 +107,7 @@ class Hub:
 
     @property
     def selector(self) -> selectors.BaseSelector:
-        """The live selector; only the hub thread may use it."""
+        """The live selector: the hub thread's, but see :attr:`interest_from_any_thread`."""
         assert self._selector is not None, "the hub thread is not running"
         return self._selector
 
