@@ -4,22 +4,31 @@ from __future__ import annotations
 
 import selectors
 import socket
+from itertools import islice, repeat
 
 import stockings
 from stockings._channel import RECEIVES_PER_WAKE, Channel
 from stockings._hub import Hub
 from stockings._options import ChannelOptions
 
+MESSAGE = b"x" * 90
+FRAMED = stockings.encode(MESSAGE)
 
-class EndlessSocket:
-    """Stands in for a socket whose kernel buffer always holds more messages."""
+
+class ScriptedSocket:
+    """Stands in for a socket; each receive gives what the script says.
+
+    ``None`` fills all the room offered, a number gives that many bytes, and
+    past the end of the script the socket would block. The bytes are an
+    endless stream of one framed message.
+    """
 
     family = socket.AF_INET
     type = socket.SOCK_STREAM
 
-    def __init__(self, chunks: int | None = None) -> None:
-        self.chunk = stockings.encode(b"x" * 90) * 10  # 10 messages a receive
-        self.left = chunks  # receives that find data; None: endless
+    def __init__(self, script: list[int | None]) -> None:
+        self.script = list(script)
+        self.sent = 0
         self.calls = 0
 
     def setblocking(self, flag: bool) -> None:
@@ -30,31 +39,40 @@ class EndlessSocket:
 
     def recv_into(self, buffer: memoryview) -> int:
         self.calls += 1
-        if self.left is not None:
-            if self.left == 0:
-                raise BlockingIOError
-            self.left -= 1
-        buffer[: len(self.chunk)] = self.chunk
-        return len(self.chunk)
+        if not self.script:
+            raise BlockingIOError
+        step = self.script.pop(0)
+        size = len(buffer) if step is None else step
+        start = self.sent % len(FRAMED)
+        stream = b"".join(islice(repeat(FRAMED), (start + size) // len(FRAMED) + 1))
+        buffer[:size] = stream[start : start + size]
+        self.sent += size
+        return size
 
 
-def channel_over(sock: EndlessSocket) -> Channel:
+def receive_one_event(script: list[int | None]) -> tuple[ScriptedSocket, Channel]:
+    sock = ScriptedSocket(script)
     # A hub that is never started: the test calls handle_events itself.
     options = ChannelOptions(None, 1 << 20, None, 1 << 30, None)
-    return Channel(sock, Hub(), options)  # type: ignore[arg-type]
+    channel = Channel(sock, Hub(), options)  # type: ignore[arg-type]
+    channel.handle_events(selectors.EVENT_READ)
+    return sock, channel
 
 
 def test_one_event_takes_a_bounded_number_of_receives() -> None:
-    sock = EndlessSocket()
-    channel = channel_over(sock)
-    channel.handle_events(selectors.EVENT_READ)
+    sock, channel = receive_one_event([None] * 100)
     assert sock.calls == RECEIVES_PER_WAKE > 1
-    assert len(channel.inbox) == 10 * RECEIVES_PER_WAKE
+    assert len(channel.inbox) == sock.sent // len(FRAMED)
 
 
-def test_one_event_receives_until_the_kernel_has_nothing() -> None:
-    sock = EndlessSocket(chunks=3)
-    channel = channel_over(sock)
-    channel.handle_events(selectors.EVENT_READ)
-    assert sock.calls == 4  # three with data, then the one that would block
-    assert list(channel.inbox) == [b"x" * 90] * 30
+def test_a_receive_that_fills_less_than_it_offered_is_the_last() -> None:
+    # A stream socket gives what it holds: less than asked means empty.
+    sock, channel = receive_one_event([None, None, 1000, None])
+    assert sock.calls == 3
+    assert list(channel.inbox) == [MESSAGE] * (sock.sent // len(FRAMED))
+
+
+def test_one_that_would_block_ends_the_event_too() -> None:
+    sock, channel = receive_one_event([None])
+    assert sock.calls == 2
+    assert list(channel.inbox) == [MESSAGE] * (sock.sent // len(FRAMED))

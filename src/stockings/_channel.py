@@ -124,6 +124,8 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
         # A reader met a fault and asked the hub to end the channel: nobody
         # receives meanwhile, lest the hub meet it again as something else.
         self._end_pending = False  # ``_recv_lock``
+        # Whether the last receive filled all the room it offered (``_recv_lock``).
+        self._filled = False
         self._direct_wake: ReadySignal | None = None
         # How long a direct reader checks the socket before it sleeps, and
         # its back-off (the direct reader's own: one at a time).
@@ -279,12 +281,17 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
         self._end(EndReason.ERROR, exc)
 
     def _receive(self) -> bool:
-        """Receive once (hub thread); return True if the socket may have more to give."""
+        """Receive once (hub thread); return True if the socket may have more to give.
+
+        That is, if the receive filled all the room it offered: a stream
+        socket gives what it holds up to that, so one that gave less is
+        (for now) empty, and asking again would only cost a failed call.
+        """
         with self._recv_lock:
             if self._direct_reader or self._end_pending:
                 # A reader receives for itself now; this readiness is its.
                 return False
-            return self._receive_locked(self.hub.recv_view, False) > _NOTHING
+            return self._receive_locked(self.hub.recv_view, False) > _NOTHING and self._filled
 
     def _receive_locked(self, view: memoryview, direct: bool) -> int:
         """Receive once into ``view`` or a large payload's own buffer (``_recv_lock`` held).
@@ -313,11 +320,14 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
         data: BytesLike
         try:
             if assembly is not None:
+                room = assembly.size - assembly.have
                 received = sock.recv_into(assembly.view[assembly.have : assembly.size])
             elif missing >= LARGE_PAYLOAD:
-                data = sock.recv(min(missing, MAX_RECV_CHUNK))
+                room = min(missing, MAX_RECV_CHUNK)
+                data = sock.recv(room)
                 received = len(data)
             else:
+                room = len(view)
                 received = sock.recv_into(view)
                 data = view[:received]
         except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
@@ -325,6 +335,7 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
         except OSError as exc:
             self._end_from(direct, end_reason_for(exc), exc)
             return _STOPPED
+        self._filled = received == room
         if not received:
             if direct:
                 # The end of the stream stays readable: the hub meets it next.
