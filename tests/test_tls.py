@@ -52,6 +52,22 @@ def wrap_pair(
     return client, server
 
 
+def tls_stocking_and_raw_peer(
+    flavour: type[Stocking],
+    client_context: ssl.SSLContext,
+    server_context: ssl.SSLContext,
+    **client_options: Any,
+) -> tuple[Stocking, ssl.SSLSocket]:
+    """A TLS server stocking, and a blocking ``ssl`` client socket (10 s timeout) as its peer."""
+    a, b = tcp_pair()
+    stocking = flavour(
+        server_context.wrap_socket(b, server_side=True, do_handshake_on_connect=False)
+    )
+    a.settimeout(10)
+    raw = client_context.wrap_socket(a, server_hostname="localhost", **client_options)
+    return stocking, raw
+
+
 def make_stockings(
     flavour: type[Stocking],
     client_context: ssl.SSLContext,
@@ -287,13 +303,10 @@ def test_tls_client_talking_to_a_plain_peer(client_context: ssl.SSLContext) -> N
 def test_close_sends_close_notify(
     flavour: type[Stocking], client_context: ssl.SSLContext, server_context: ssl.SSLContext
 ) -> None:
-    a, b = tcp_pair()
-    stocking = flavour(
-        server_context.wrap_socket(b, server_side=True, do_handshake_on_connect=False)
-    )
-    a.settimeout(10)
     # A strict peer: a TCP end without close_notify would raise SSLEOFError.
-    raw = client_context.wrap_socket(a, server_hostname="localhost", suppress_ragged_eofs=False)
+    stocking, raw = tls_stocking_and_raw_peer(
+        flavour, client_context, server_context, suppress_ragged_eofs=False
+    )
     stocking.write("last words")
     stocking.write(BIG)
     received = b""
@@ -472,12 +485,7 @@ def test_header_sent_alone_is_not_sent_again() -> None:
 def test_tampered_stream_ends_with_the_tls_error(
     flavour: type[Stocking], client_context: ssl.SSLContext, server_context: ssl.SSLContext
 ) -> None:
-    a, b = tcp_pair()
-    stocking = flavour(
-        server_context.wrap_socket(b, server_side=True, do_handshake_on_connect=False)
-    )
-    a.settimeout(10)
-    raw = client_context.wrap_socket(a, server_hostname="localhost")
+    stocking, raw = tls_stocking_and_raw_peer(flavour, client_context, server_context)
     raw.sendall(stockings.encode("genuine"))
     assert stocking.read(timeout=10) == "genuine"
     # A record whose authentication tag cannot be right, straight onto the TCP stream.
