@@ -1,8 +1,140 @@
-"""The limits a channel enforces, checked once when a stocking is made."""
+"""What a stocking is made of, checked before it is made: its socket and its options.
+
+Misuse is refused here, with an error that names the problem, rather than
+left to fail later somewhere less clear: a socket of the wrong kind in the
+I/O thread, a misspelt option only when a server accepts a connection.
+"""
 
 from __future__ import annotations
 
-__all__ = ["ChannelOptions"]
+import difflib
+import errno
+import inspect
+import socket
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["ChannelOptions", "check_options", "connected_peer"]
+
+_SOCKET_TYPES = {
+    getattr(socket, name): name
+    for name in ("SOCK_DGRAM", "SOCK_RAW", "SOCK_RDM", "SOCK_SEQPACKET")
+    if hasattr(socket, name)
+}
+
+
+def connected_peer(sock: object) -> Any:
+    """Check that ``sock`` is a connected stream socket; return its peer's address.
+
+    Raises:
+        TypeError: ``sock`` is not a ``socket.socket``.
+        ValueError: it is not a stream socket, or it is listening.
+        OSError: it is not connected (``ENOTCONN``, as ``getpeername`` says).
+    """
+    if not isinstance(sock, socket.socket):
+        raise TypeError(
+            "a stocking needs a connected socket.socket of type SOCK_STREAM, "
+            f"not {type(sock).__name__}"
+        )
+    kind = sock.type
+    if kind != socket.SOCK_STREAM:
+        # Message framing needs a byte stream: a datagram socket would cut
+        # large writes ("Message too long") and drop or reorder the rest.
+        name = _SOCKET_TYPES.get(kind, str(int(kind)))
+        raise ValueError(f"a stocking needs a stream socket (SOCK_STREAM), not a {name} socket")
+    try:
+        return sock.getpeername()
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN and _is_listening(sock):
+            raise ValueError(
+                "this socket is listening: accept() a connection and wrap that, "
+                "or use stockings.Server"
+            ) from None
+        raise
+
+
+def _is_listening(sock: socket.socket) -> bool:
+    option = getattr(socket, "SO_ACCEPTCONN", None)
+    if option is None:
+        return False
+    try:
+        return bool(sock.getsockopt(socket.SOL_SOCKET, option))
+    except OSError:
+        return False
+
+
+def check_options(cls: type[Any], options: Mapping[str, object], caller: str) -> None:
+    """Refuse now the options that ``cls(sock, **options)`` would refuse later.
+
+    Follows ``**kwargs`` up the classes of the library (a subclass of
+    :class:`~stockings.Stocking` that passes them on to it, say), so that a
+    misspelt option is named when a server or client is made, not when the
+    first connection comes. A class of the user's that takes ``**kwargs``
+    may consume any name, so options past it are left for it to judge.
+
+    Args:
+        cls: the stocking class.
+        options: the keyword arguments it will get after the socket.
+        caller: the call that takes them, for the message (``"Server()"``).
+
+    Raises:
+        TypeError: an option is unknown, or a required one is missing.
+    """
+    if not isinstance(cls, type):
+        return
+    try:
+        signature = inspect.signature(cls.__init__)
+        signature.bind(None, None, **options)
+    except TypeError as exc:
+        raise TypeError(f"{caller}: {cls.__name__}() {exc}{_suggestion(cls, options)}") from None
+    except ValueError:
+        return  # no signature to check against (a builtin)
+    known = _known_options(cls)
+    unknown = sorted(set(options) - known) if known is not None else []
+    if unknown:
+        raise TypeError(
+            f"{caller}: {cls.__name__}() got an unexpected keyword argument {unknown[0]!r}"
+            f"{_suggestion(cls, {unknown[0]: None})}"
+        )
+
+
+def _known_options(cls: type[Any]) -> set[str] | None:
+    """The option names ``cls`` and the classes it passes ``**kwargs`` to take.
+
+    ``None`` when any name may be right: a class of the user's takes ``**kwargs``.
+    """
+    known: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        try:
+            # Past self and the socket.
+            parameters = list(inspect.signature(init).parameters.values())[2:]
+        except (TypeError, ValueError):
+            return None
+        known.update(
+            p.name
+            for p in parameters
+            if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        )
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+            return known
+        if not klass.__module__.startswith("stockings."):
+            return None
+    return known
+
+
+def _suggestion(cls: type[Any], options: Mapping[str, object]) -> str:
+    known = _known_options(cls)
+    if known is None:
+        return ""
+    for name in options:
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            if close:
+                return f" (did you mean {close[0]!r}?)"
+    return ""
 
 
 class ChannelOptions:
