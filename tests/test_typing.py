@@ -39,3 +39,25 @@ def test_type_checkers_accept_and_refuse_what_the_api_promises() -> None:
         timeout=170,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_type_parameters_cost_nothing_at_run_time() -> None:
+    import socket
+    from typing import Any
+
+    import stockings
+
+    class Json(stockings.Stocking[Any]):  # the second parameter filled in
+        def post_read(self, message: str | bytes) -> Any:
+            return ("got", message)
+
+    class Select(stockings.SelectStocking[tuple[str, str], [str, str]]):
+        pass
+
+    assert stockings.Stocking[int].__args__ == (int, ...)  # type: ignore[attr-defined]
+    assert stockings.Waiter[stockings.Stocking] is not None
+    assert Select.flavour == "select"
+    a, b = socket.socketpair()
+    with stockings.Stocking[str, [str]](a) as plain, Json(b) as json:
+        plain.write("hi")
+        assert json.read(timeout=10) == ("got", "hi")
