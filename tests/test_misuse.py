@@ -348,3 +348,45 @@ def test_the_stocking_sets_nodelay_as_its_option_says(nodelay: bool) -> None:
     with stockings.Stocking(client, nodelay=nodelay) as stocking:
         assert nodelay_of(stocking) is nodelay
     server.close()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"max_message_size": -1}, "max_message_size cannot be negative"),
+        ({"read_high_water": 10, "read_low_water": 20}, "a low-water mark cannot exceed"),
+        ({"write_high_water": -5}, "high-water marks cannot be negative"),
+        ({"idle_timeout": 0}, "idle_timeout must be a positive number"),
+        ({"read_spin": -1}, "read_spin must be a number of seconds"),
+        ({"keepalive": -3}, "keepalive must be True, None or a positive number"),
+    ],
+)
+def test_out_of_range_limits_are_refused_when_the_server_is_made(
+    options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=rf"^Server\(\): {message}"):
+        stockings.Server(("127.0.0.1", 0), **options)
+    with pytest.raises(ValueError, match=rf"^Server\(\): {message}"):
+        stockings.Server(("127.0.0.1", 0), cls=stockings.AuthStocking, authkey=b"k" * 32, **options)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setblocking(False)
+        with pytest.raises(ValueError, match=rf"^connect\(\): {message}"):
+            stockings.connect(listener.getsockname(), timeout=5, **options)
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # refused before connecting
+
+
+def test_a_limit_a_subclass_names_is_its_own_to_judge() -> None:
+    class Doubles(stockings.Stocking):
+        def __init__(self, sock: socket.socket, *, max_message_size: int = 1) -> None:
+            super().__init__(sock, max_message_size=abs(max_message_size) * 2)
+
+    with (
+        stockings.Server(("127.0.0.1", 0), cls=Doubles, max_message_size=-8) as server,
+        stockings.connect(server.address, timeout=5) as client,
+    ):
+        conn = server.accept(timeout=10)
+        assert conn is not None
+        client.write(b"x" * 16)
+        assert conn.read(timeout=10) == b"x" * 16
+        conn.close()

@@ -78,7 +78,11 @@ def check_options(cls: type[Any], options: Mapping[str, object], caller: str) ->
         caller: the call that takes them, for the message (``"Server()"``).
 
     Raises:
-        TypeError: an option is unknown, or a required one is missing.
+        TypeError: an option is unknown, or a required one is missing, or
+            a limit is of the wrong type.
+        ValueError: a limit of the channel (``max_message_size``, the
+            water marks, ``idle_timeout``, ``read_spin``, ``keepalive``) is
+            out of range.
     """
     if not isinstance(cls, type):
         return
@@ -96,6 +100,56 @@ def check_options(cls: type[Any], options: Mapping[str, object], caller: str) ->
             f"{caller}: {cls.__name__}() got an unexpected keyword argument {unknown[0]!r}"
             f"{_suggestion(cls, {unknown[0]: None})}"
         )
+    if known is not None:
+        _check_values(cls, options, caller)
+
+
+# The options Stocking hands to ChannelOptions as they are.
+_CHANNEL_OPTIONS = (
+    "max_message_size",
+    "write_high_water",
+    "write_low_water",
+    "read_high_water",
+    "read_low_water",
+    "idle_timeout",
+    "read_spin",
+)
+
+
+def _check_values(cls: type[Any], options: Mapping[str, object], caller: str) -> None:
+    """Check the channel's limits as the stocking will, where they reach it untouched."""
+    from ._stocking import Stocking  # imports this module
+
+    if not issubclass(cls, Stocking):
+        return
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is not None and not klass.__module__.startswith("stockings."):
+            # A class of the user's that names a limit may change its value.
+            names = inspect.signature(init).parameters
+            if any(name in names for name in (*_CHANNEL_OPTIONS, "keepalive")):
+                return
+    defaults = inspect.signature(Stocking.__init__).parameters
+    values: dict[str, Any] = {
+        name: options.get(name, defaults[name].default) for name in _CHANNEL_OPTIONS
+    }
+    try:
+        ChannelOptions(**values)
+        check_keepalive(options.get("keepalive"))
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{caller}: {exc}") from None
+
+
+def check_keepalive(keepalive: object) -> None:
+    """Check a ``keepalive`` option: ``None``, a bool or a positive number of seconds.
+
+    Raises:
+        ValueError: it is a number that is not positive.
+    """
+    if keepalive is None or isinstance(keepalive, bool):
+        return
+    if not (isinstance(keepalive, (int, float)) and keepalive > 0):
+        raise ValueError("keepalive must be True, None or a positive number of seconds")
 
 
 def _known_options(cls: type[Any]) -> set[str] | None:
