@@ -390,3 +390,14 @@ def test_a_limit_a_subclass_names_is_its_own_to_judge() -> None:
         client.write(b"x" * 16)
         assert conn.read(timeout=10) == b"x" * 16
         conn.close()
+
+
+def test_tcp_address_follows_the_same_rule() -> None:
+    from stockings._client import tcp_address
+
+    assert tcp_address("localhost:8000") == ("localhost", 8000)
+    assert tcp_address(("::1", 8000, 0, 0)) == ("::1", 8000)
+    with pytest.raises(TypeError, match="not the path"):
+        tcp_address("/run/app.sock")
+    with pytest.raises(ValueError, match="port must be 0-65535"):
+        tcp_address(("127.0.0.1", 99999))

@@ -18,6 +18,7 @@ __all__ = [
     "default_client_context",
     "describe_address",
     "resolve_address",
+    "tcp_address",
 ]
 
 #: An address as a socket reports it: ``(host, port)``, the four-tuple of
@@ -91,6 +92,24 @@ def resolve_address(address: object, *, listen: bool) -> tuple[str, int] | str:
         )
     host = match.group("v6") if match.group("v6") is not None else match.group("host")
     return host, _port(int(match.group("port")), listen)
+
+
+def tcp_address(address: object) -> tuple[str, int]:
+    """Check that ``address`` is a TCP address and return ``(host, port)``.
+
+    Raises:
+        TypeError: it is a Unix socket path, or no address at all.
+        ValueError: as for :func:`resolve_address` (a port of 0 is let through).
+    """
+    target = resolve_address(address, listen=True)
+    if isinstance(target, str):
+        raise TypeError(f"expected (host, port) or 'host:port', not the path {target!r}")
+    return target
+
+
+def _is_path(address: object) -> bool:
+    """Whether ``address`` names a Unix socket, by the rule of :func:`resolve_address`."""
+    return isinstance(resolve_address(address, listen=True), str)
 
 
 def _host(host: object) -> str:
