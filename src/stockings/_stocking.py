@@ -148,10 +148,10 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         idle_timeout: float | None = None,
         read_spin: float = DEFAULT_READ_SPIN,
     ) -> None:
-        #: The peer's address, as ``getpeername()`` returned it.
-        self.addr = connected_peer(sock)
         #: The wrapped socket.
         self.sock = sock
+        #: The peer's address, as ``getpeername()`` returned it.
+        self.addr = connected_peer(sock)
         #: How long ``write`` may wait for the outbound queue to drain.
         self.write_timeout = write_timeout
         self._handshake_complete: Any = False
