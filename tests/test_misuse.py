@@ -401,3 +401,16 @@ def test_tcp_address_follows_the_same_rule() -> None:
         tcp_address("/run/app.sock")
     with pytest.raises(ValueError, match="port must be 0-65535"):
         tcp_address(("127.0.0.1", 99999))
+
+
+def test_each_call_is_judged_on_its_own_options() -> None:
+    address = ("127.0.0.1", 0)
+    for _ in range(2):  # the second time from what the first one learnt
+        with pytest.raises(TypeError, match="'max_mesage_size'"):
+            stockings.Server(address, max_mesage_size=10)
+        with pytest.raises(TypeError, match="'read_hi_water'"):
+            stockings.Server(address, read_hi_water=10)
+        with pytest.raises(ValueError, match="max_message_size cannot be negative"):
+            stockings.Server(address, max_message_size=-1)
+        with stockings.Server(address, max_message_size=10) as server:
+            assert server.address

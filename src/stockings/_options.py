@@ -11,6 +11,7 @@ import difflib
 import errno
 import inspect
 import socket
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -86,22 +87,20 @@ def check_options(cls: type[Any], options: Mapping[str, object], caller: str) ->
     """
     if not isinstance(cls, type):
         return
-    try:
-        signature = inspect.signature(cls.__init__)
-        signature.bind(None, None, **options)
-    except TypeError as exc:
-        raise TypeError(f"{caller}: {cls.__name__}() {exc}{_suggestion(cls, options)}") from None
-    except ValueError:
-        return  # no signature to check against (a builtin)
-    known = _known_options(cls)
-    unknown = sorted(set(options) - known) if known is not None else []
-    if unknown:
-        raise TypeError(
-            f"{caller}: {cls.__name__}() got an unexpected keyword argument {unknown[0]!r}"
-            f"{_suggestion(cls, {unknown[0]: None})}"
-        )
-    if known is not None:
-        _check_values(cls, options, caller)
+    names = frozenset(options)
+    # Judged once per class and set of names: inspecting signatures costs
+    # far more than the check, and connect() may run thousands of times.
+    verdicts = _verdicts.get(cls)
+    if verdicts is None:
+        verdicts = _verdicts[cls] = {}
+    verdict = verdicts.get(names)
+    if verdict is None:
+        verdict = verdicts[names] = _judge(cls, names)
+    problem, values_reach_stocking = verdict
+    if problem is not None:
+        raise TypeError(f"{caller}: {problem}")
+    if values_reach_stocking and not names.isdisjoint(_VALUE_OPTIONS):
+        _check_values(options, caller)
 
 
 # The options Stocking hands to ChannelOptions as they are.
@@ -114,24 +113,58 @@ _CHANNEL_OPTIONS = (
     "idle_timeout",
     "read_spin",
 )
+_VALUE_OPTIONS = frozenset((*_CHANNEL_OPTIONS, "keepalive"))
+
+# class -> option names -> (what is wrong with them, whether their values
+# reach Stocking untouched). Weak, so that classes made on the fly can go.
+_verdicts: weakref.WeakKeyDictionary[type[Any], dict[frozenset[str], tuple[str | None, bool]]] = (
+    weakref.WeakKeyDictionary()
+)
+_stocking_defaults: dict[str, Any] = {}
 
 
-def _check_values(cls: type[Any], options: Mapping[str, object], caller: str) -> None:
-    """Check the channel's limits as the stocking will, where they reach it untouched."""
+def _judge(cls: type[Any], names: frozenset[str]) -> tuple[str | None, bool]:
+    options = dict.fromkeys(names)
+    try:
+        inspect.signature(cls.__init__).bind(None, None, **options)
+    except TypeError as exc:
+        return f"{cls.__name__}() {exc}{_suggestion(cls, options)}", False
+    except ValueError:
+        return None, False  # no signature to check against (a builtin)
+    known = _known_options(cls)
+    if known is None:
+        return None, False
+    unknown = sorted(names - known)
+    if unknown:
+        return (
+            f"{cls.__name__}() got an unexpected keyword argument {unknown[0]!r}"
+            f"{_suggestion(cls, {unknown[0]: None})}"
+        ), False
+    return None, _values_reach_stocking(cls)
+
+
+def _values_reach_stocking(cls: type[Any]) -> bool:
     from ._stocking import Stocking  # imports this module
 
     if not issubclass(cls, Stocking):
-        return
+        return False
+    if not _stocking_defaults:
+        parameters = inspect.signature(Stocking.__init__).parameters
+        _stocking_defaults.update((name, parameters[name].default) for name in _CHANNEL_OPTIONS)
     for klass in cls.__mro__:
         init = klass.__dict__.get("__init__")
         if init is not None and not klass.__module__.startswith("stockings."):
             # A class of the user's that names a limit may change its value.
-            names = inspect.signature(init).parameters
-            if any(name in names for name in (*_CHANNEL_OPTIONS, "keepalive")):
-                return
-    defaults = inspect.signature(Stocking.__init__).parameters
+            parameters = inspect.signature(init).parameters
+            if not _VALUE_OPTIONS.isdisjoint(parameters):
+                return False
+    return True
+
+
+def _check_values(options: Mapping[str, object], caller: str) -> None:
+    """Check the channel's limits as the stocking will."""
     values: dict[str, Any] = {
-        name: options.get(name, defaults[name].default) for name in _CHANNEL_OPTIONS
+        name: options.get(name, default) for name, default in _stocking_defaults.items()
     }
     try:
         ChannelOptions(**values)
