@@ -28,9 +28,10 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar, overload
 
-from ._client import Address, _is_path, describe_address, tcp_address
+from ._client import Address, SocketAddress, describe_address, resolve_address
 from ._closing import ClosesOnExit
 from ._hub import Hub, shared_hub
+from ._options import check_options
 from ._stocking import DEFAULT_CLOSE_TIMEOUT, Stocking
 
 __all__ = ["DEFAULT_BACKLOG", "Server"]
@@ -46,14 +47,13 @@ ACCEPT_RETRY_DELAY = 0.1
 
 _OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
-_S = TypeVar("_S", bound=Stocking)
+_S = TypeVar("_S", bound="Stocking[Any, ...]")
 
 
-def _listen(address: Address, backlog: int) -> tuple[socket.socket, str | None]:
+def _listen(target: tuple[str, int] | str, backlog: int) -> tuple[socket.socket, str | None]:
     """Open the listening socket; return it and the Unix path, if any."""
-    if _is_path(address):
-        path = os.fspath(address)  # type: ignore[arg-type]
-        assert isinstance(path, str)
+    if isinstance(target, str):
+        path = target
         _remove_stale_socket(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -63,7 +63,7 @@ def _listen(address: Address, backlog: int) -> tuple[socket.socket, str | None]:
             sock.close()
             raise
         return sock, path
-    host, port = tcp_address(address)
+    host, port = target
     family = socket.AF_INET6 if host and ":" in host else socket.AF_INET
     return socket.create_server((host, port), family=family, backlog=backlog), None
 
@@ -154,9 +154,10 @@ class Server(ClosesOnExit, Generic[_S]):
     a hub thread, without a thread per connection.
 
     Args:
-        address: ``(host, port)`` for TCP (port 0 picks a free one; see
-            :attr:`address`), or the path of a Unix socket (a stale socket
-            file there is replaced; the file is removed on close).
+        address: ``(host, port)`` or ``"host:port"`` for TCP (port 0 picks a
+            free one; see :attr:`address`), or the path of a Unix socket (a
+            stale socket file there is replaced; the file is removed on
+            close). A ``str`` is a path when it holds a ``/`` or no ``:``.
         cls: the stocking class to make of each connection.
         ssl: a server-side ``ssl.SSLContext`` to wrap each connection in; the
             TLS handshake then happens in the background.
@@ -166,10 +167,15 @@ class Server(ClosesOnExit, Generic[_S]):
             stocking on rather than serve it, since the next connection
             waits for it to return. An exception it raises is reported
             through ``sys.excepthook`` and the stocking is left open.
-        **kwargs: passed on to ``cls`` for each connection. With
-            ``hub=...`` the listening socket is served by that hub too.
+        **kwargs: passed on to ``cls`` for each connection, and checked
+            now. With ``hub=...`` the listening socket is served by that hub
+            too.
 
     Raises:
+        TypeError: an option is unknown to ``cls`` (or a required one is
+            missing), or ``address`` is of no address type.
+        ValueError: the port is not 0 to 65535, or a ``"host:port"`` string
+            is malformed.
         OSError: the address cannot be listened on (in use, no permission).
     """
 
@@ -206,6 +212,8 @@ class Server(ClosesOnExit, Generic[_S]):
         handler: Callable[[Any], object] | None = None,
         **kwargs: Any,
     ) -> None:
+        target = resolve_address(address, listen=True)
+        check_options(cls, kwargs, "Server()")
         self._cls = cls
         self._kwargs = kwargs
         self._ssl = ssl
@@ -223,10 +231,11 @@ class Server(ClosesOnExit, Generic[_S]):
         #: The exception that stopped the listening socket, if one did.
         self.failure: BaseException | None = None
 
-        sock, self._path = _listen(address, backlog)
+        sock, self._path = _listen(target, backlog)
         sock.setblocking(False)
-        #: The address listened on: ``(host, port)`` with the real port, or the path.
-        self.address: Any = self._path if self._path is not None else sock.getsockname()
+        #: The address listened on: ``(host, port)`` with the real port (a
+        #: four-tuple for IPv6), or the path; ``connect`` takes it as it is.
+        self.address: SocketAddress = self._path if self._path is not None else sock.getsockname()
         hub = kwargs.get("hub")
         if not isinstance(hub, Hub):
             hub = shared_hub(cls.flavour, cls.selector_factory, cls._max_wait())

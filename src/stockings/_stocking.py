@@ -15,7 +15,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic
 
 from ._channel import Channel
 from ._closing import ClosesOnExit
@@ -23,8 +23,9 @@ from ._epoll import EpollSelector, epoll_available
 from ._errors import ConnectionClosed, EndReason, HandshakeFailed, NotReady
 from ._framing import DEFAULT_MAX_MESSAGE_SIZE, Message
 from ._hub import Hub, shared_hub
-from ._options import ChannelOptions
+from ._options import ChannelOptions, connected_peer
 from ._tls import TlsChannel
+from ._typing import Outgoing, ReadT, WriteP
 
 __all__ = ["DEFAULT_WRITE_HIGH_WATER", "PollStocking", "SelectStocking", "Stocking"]
 
@@ -50,7 +51,7 @@ _RENAMED = {
 }
 
 
-class Stocking(ClosesOnExit):
+class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
     """A connected socket that sends and receives whole messages.
 
     ``write`` queues a message whole; the peer's ``read`` returns it whole,
@@ -58,6 +59,14 @@ class Stocking(ClosesOnExit):
     the I/O, so neither call blocks on the network (``read`` waits only when
     asked to with ``timeout``). By default all stockings of a flavour share
     one hub thread.
+
+    For type checkers the class is generic in what ``read`` returns and in
+    the arguments ``write`` takes; a plain ``Stocking`` is
+    ``Stocking[str | bytes, [str | Buffer]]``. A subclass whose
+    ``post_read`` returns something else says so, as in
+    ``class JsonStocking(Stocking[Any])``, and one whose ``pre_write``
+    takes other arguments gives them too (``Stocking[Any, [str, int]]``, or
+    ``Stocking[Any, ...]`` for any).
 
     Args:
         sock: a connected stream socket (TCP, Unix, ``socket.socketpair()``).
@@ -97,6 +106,10 @@ class Stocking(ClosesOnExit):
             with more than one CPU for this process.
 
     Raises:
+        TypeError: ``sock`` is not a ``socket.socket``, or an option is unknown.
+        ValueError: ``sock`` is not a stream socket, or is listening (accept
+            a connection first, or use :class:`~stockings.Server`); an
+            option has a value out of range.
         OSError: ``sock`` is not connected.
     """
 
@@ -138,7 +151,7 @@ class Stocking(ClosesOnExit):
         #: The wrapped socket.
         self.sock = sock
         #: The peer's address, as ``getpeername()`` returned it.
-        self.addr = sock.getpeername()
+        self.addr = connected_peer(sock)
         #: How long ``write`` may wait for the outbound queue to drain.
         self.write_timeout = write_timeout
         self._handshake_complete: Any = False
@@ -292,20 +305,27 @@ class Stocking(ClosesOnExit):
 
     # -------------------------------------------------------------- messages
 
-    def pre_write(self, *args: Any, **kwargs: Any) -> Any:
+    def pre_write(self, *args: WriteP.args, **kwargs: WriteP.kwargs) -> Outgoing:
         """Turn ``write``'s arguments into the message to send; override to customise.
 
         Returns the first positional argument by default, so that
         ``write("text")`` sends ``"text"``. Must return ``str`` or a
         bytes-like object.
+
+        Raises:
+            TypeError: no positional argument was given.
         """
-        return args[0]
+        try:
+            message = args[0]
+        except IndexError:
+            raise _no_message(kwargs) from None
+        return message  # type: ignore[return-value]  # checked when it is sent
 
-    def post_read(self, message: Message) -> Any:
+    def post_read(self, message: Message) -> ReadT:
         """Turn a received message into what ``read`` returns; override to customise."""
-        return message
+        return message  # type: ignore[return-value]  # ReadT is Message unless overridden
 
-    def write(self, *args: Any, **kwargs: Any) -> None:
+    def write(self, *args: WriteP.args, **kwargs: WriteP.kwargs) -> None:
         """Send one whole message, built by ``pre_write(*args, **kwargs)``.
 
         Safe to call from many threads at once: messages never interleave.
@@ -314,7 +334,8 @@ class Stocking(ClosesOnExit):
 
         Raises:
             NotReady: the handshake has not completed.
-            TypeError: ``pre_write`` returned neither ``str`` nor bytes-like.
+            TypeError: no message was given, or ``pre_write`` returned
+                neither ``str`` nor bytes-like.
             MessageTooLarge: the message is over ``max_message_size``.
             ConnectionClosed: the stocking is closing or has ended.
             WriteTimeout: the outbound queue stayed above its high-water mark
@@ -323,10 +344,16 @@ class Stocking(ClosesOnExit):
         if not self._handshake_complete:
             raise NotReady("the handshake has not completed")
         # Without an override, skip the call: it is a good part of a small write's cost.
-        message = args[0] if self._plain_pre_write else self.pre_write(*args, **kwargs)
+        if self._plain_pre_write:
+            try:
+                message = args[0]
+            except IndexError:
+                raise _no_message(kwargs) from None
+        else:
+            message = self.pre_write(*args, **kwargs)
         self._send(message, self.write_timeout)
 
-    def read(self, timeout: float | None = 0.0) -> Any:
+    def read(self, timeout: float | None = 0.0) -> ReadT | None:
         """Return the next whole message, through ``post_read``, or ``None``.
 
         Args:
@@ -345,7 +372,7 @@ class Stocking(ClosesOnExit):
             raise NotReady("the handshake has not completed")
         message = self._receive(timeout)
         if message is None or self._plain_post_read:
-            return message
+            return message  # type: ignore[return-value]  # ReadT is Message then
         return self.post_read(message)
 
     def write_many(self, messages: Iterable[Any]) -> None:
@@ -369,10 +396,12 @@ class Stocking(ClosesOnExit):
         if not self._handshake_complete:
             raise NotReady("the handshake has not completed")
         if not self._plain_pre_write:
-            messages = [self.pre_write(message) for message in messages]
+            # Each item is pre_write's one argument, whatever WriteP says.
+            pre_write: Callable[[Any], Outgoing] = self.pre_write
+            messages = [pre_write(message) for message in messages]
         self._channel.send_many(messages, self.write_timeout)
 
-    def read_all(self, timeout: float | None = 0.0) -> list[Any]:
+    def read_all(self, timeout: float | None = 0.0) -> list[ReadT]:
         """Return every message received so far, through ``post_read``, oldest first.
 
         Args:
@@ -388,10 +417,10 @@ class Stocking(ClosesOnExit):
             raise NotReady("the handshake has not completed")
         messages = self._channel.receive_all(timeout)
         if self._plain_post_read:
-            return messages
+            return messages  # type: ignore[return-value]  # ReadT is Message then
         return [self.post_read(message) for message in messages]
 
-    def _write(self, message: object) -> None:
+    def _write(self, message: Outgoing) -> None:
         """Send a message as is, bypassing ``pre_write``; for handshakes."""
         self._channel.send(message, self.write_timeout)
 
@@ -402,7 +431,7 @@ class Stocking(ClosesOnExit):
         """
         return self._channel.receive(timeout)
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[ReadT]:
         """Yield messages until the stocking ends and every one has been read.
 
         Ends quietly after a clean end (``close()`` here or a clean close by
@@ -509,6 +538,17 @@ class Stocking(ClosesOnExit):
         """End the connection now, dropping whatever is still queued to send."""
         self.close(flush=False)
 
+    if not TYPE_CHECKING:
+
+        def __class_getitem__(cls, params):
+            # Type checkers know the default of the second parameter; the
+            # interpreter (before 3.13) does not: Stocking[X] is Stocking[X, ...].
+            if not isinstance(params, tuple):
+                params = (params,)
+            if len(params) == 1 and len(getattr(cls, "__parameters__", ())) == 2:
+                params = (params[0], ...)
+            return super().__class_getitem__(params)
+
     #: Whether ``pre_write`` / ``post_read`` are this class's defaults, so
     #: that ``write`` and ``read`` can skip calling them (set per subclass).
     _plain_pre_write: ClassVar[bool] = True
@@ -518,6 +558,15 @@ class Stocking(ClosesOnExit):
     preWrite = pre_write
     postRead = post_read
     writeDataQueued = write_data_queued
+
+
+def _no_message(kwargs: dict[str, Any]) -> TypeError:
+    if kwargs:
+        names = ", ".join(sorted(kwargs))
+        return TypeError(
+            f"write() takes the message as its one positional argument, not by keyword ({names})"
+        )
+    return TypeError("write() needs the message to send: write(message)")
 
 
 def set_keepalive(sock: socket.socket, keepalive: bool | float) -> None:
@@ -552,7 +601,7 @@ def set_keepalive(sock: socket.socket, keepalive: bool | float) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
-class SelectStocking(Stocking):
+class SelectStocking(Stocking[ReadT, WriteP]):
     """A stocking whose hub waits with ``select.select``: works everywhere, Windows too.
 
     Its hub wakes on a socket pair when there is data to send, so it never
@@ -577,7 +626,7 @@ class SelectStocking(Stocking):
 
 if hasattr(select, "poll"):
 
-    class PollStocking(Stocking):
+    class PollStocking(Stocking[ReadT, WriteP]):
         """A stocking whose hub waits with ``select.poll``."""
 
         flavour = "poll"

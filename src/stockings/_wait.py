@@ -21,10 +21,15 @@ import functools
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, Union, cast
 
 from ._closing import ClosesOnExit
 from ._stocking import Stocking
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeVar as DefaultTypeVar
+
+    from ._server import Server
 
 __all__ = ["Waitable", "Waiter", "wait"]
 
@@ -43,10 +48,16 @@ class _Source(Protocol):
         """Stop calling ``callback``."""
 
 
-#: Anything :func:`wait` accepts: a :class:`~stockings.Stocking`, a
-#: :class:`~stockings.Server`, or (in :func:`wait` only) any object with a
-#: ``fileno()`` method.
-Waitable = Any
+#: What a :class:`Waiter` watches: any stocking or server.
+Waitable = Union["Stocking[Any, ...]", "Server[Any]"]
+
+_T = TypeVar("_T")
+
+if TYPE_CHECKING:
+    #: What a waiter holds and returns; all stockings and servers by default.
+    _W = DefaultTypeVar("_W", bound=Waitable, default=Waitable)
+else:
+    _W = TypeVar("_W", bound=Waitable)
 
 
 def _source_of(obj: object) -> _Source | None:
@@ -57,7 +68,7 @@ def _source_of(obj: object) -> _Source | None:
     return source
 
 
-class Waiter(ClosesOnExit):
+class Waiter(ClosesOnExit, Generic[_W]):
     """Waits on a changing set of stockings and servers; reuse it across waits.
 
     Registering costs a little once per object, after which each
@@ -70,6 +81,11 @@ class Waiter(ClosesOnExit):
     ``add`` and ``discard`` may be called from any thread, also while
     another thread waits.
 
+    For type checkers a waiter is generic in what it holds, inferred from
+    ``objects`` or given: ``Waiter[Stocking | Server]()`` for a loop that
+    watches a server and the stockings it hands out; a plain ``Waiter()``
+    holds any stocking or server.
+
     Args:
         objects: stockings and servers to watch from the start.
 
@@ -77,14 +93,14 @@ class Waiter(ClosesOnExit):
         TypeError: an object is neither a stocking nor a server.
     """
 
-    def __init__(self, objects: Iterable[Waitable] = ()) -> None:
+    def __init__(self, objects: Iterable[_W] = ()) -> None:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         # key -> (object, source, callback); keys are ids, so objects with
         # their own __eq__/__hash__ are still told apart.
-        self._watched: dict[int, tuple[Waitable, _Source, Callable[[], None]]] = {}
+        self._watched: dict[int, tuple[_W, _Source, Callable[[], None]]] = {}
         # Objects that may be ready, in the order they became so.
-        self._noted: dict[int, Waitable] = {}
+        self._noted: dict[int, _W] = {}
         for obj in objects:
             self.add(obj)
 
@@ -98,7 +114,7 @@ class Waiter(ClosesOnExit):
         entry = self._watched.get(id(obj))
         return entry is not None and entry[0] is obj
 
-    def add(self, obj: Waitable) -> None:
+    def add(self, obj: _W) -> None:
         """Watch ``obj`` from now on; a no-op if it is watched already.
 
         Raises:
@@ -118,7 +134,7 @@ class Waiter(ClosesOnExit):
         if source.watch(callback):
             self._note(key)
 
-    def discard(self, obj: Waitable) -> None:
+    def discard(self, obj: object) -> None:
         """Stop watching ``obj``; a no-op if it is not watched."""
         key = id(obj)
         with self._lock:
@@ -150,7 +166,7 @@ class Waiter(ClosesOnExit):
             self._noted[key] = entry[0]
             self._changed.notify_all()
 
-    def wait(self, timeout: float | None = None) -> list[Waitable]:
+    def wait(self, timeout: float | None = None) -> list[_W]:
         """Return the watched objects that are ready, waiting for one if none is.
 
         Args:
@@ -176,11 +192,11 @@ class Waiter(ClosesOnExit):
                     return []
                 self._changed.wait(remaining)
 
-    def _collect_locked(self) -> list[Waitable]:
+    def _collect_locked(self) -> list[_W]:
         noted = self._noted
         if not noted:
             return []
-        ready: list[Waitable] = []
+        ready: list[_W] = []
         stale: list[int] = []
         watched = self._watched
         for key, obj in noted.items():
@@ -196,7 +212,7 @@ class Waiter(ClosesOnExit):
         return ready
 
 
-def wait(objects: Iterable[Waitable], timeout: float | None = None) -> list[Waitable]:
+def wait(objects: Iterable[_T], timeout: float | None = None) -> list[_T]:
     """Return those of ``objects`` that are ready, waiting until one is.
 
     Like ``multiprocessing.connection.wait``: a stocking is ready while a
@@ -233,14 +249,15 @@ def wait(objects: Iterable[Waitable], timeout: float | None = None) -> list[Wait
         ]
         if ready or timeout == 0:
             return ready
-        with Waiter(objects) as waiter:
-            return waiter.wait(timeout)
+        # Every object has a source here: each is a stocking or a server.
+        with Waiter(cast("list[Waitable]", objects)) as waiter:
+            return cast("list[_T]", waiter.wait(timeout))
     return _wait_on_descriptors(objects, sources, timeout)
 
 
 def _wait_on_descriptors(
-    objects: list[Waitable], sources: list[_Source | None], timeout: float | None
-) -> list[Waitable]:
+    objects: list[_T], sources: list[_Source | None], timeout: float | None
+) -> list[_T]:
     from multiprocessing.connection import wait as wait_fds
 
     for obj, source in zip(objects, sources, strict=True):
@@ -248,6 +265,6 @@ def _wait_on_descriptors(
             raise TypeError(f"cannot wait on {type(obj).__name__} together with descriptors")
         if not hasattr(obj, "fileno"):
             raise TypeError(f"cannot wait on {type(obj).__name__} objects")
-    found = wait_fds(objects, timeout)
+    found = wait_fds(cast("list[Any]", objects), timeout)
     chosen = {id(obj) for obj in found}
     return [obj for obj in objects if id(obj) in chosen]

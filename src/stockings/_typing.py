@@ -1,0 +1,41 @@
+"""The type parameters of :class:`~stockings.Stocking`, and what ``write`` takes.
+
+A stocking is generic in what ``read`` returns and in what ``write`` takes,
+because ``post_read`` and ``pre_write`` may change both. Type checkers see
+defaults (PEP 696) so that a plain ``Stocking`` reads ``str | bytes`` and
+writes one ``str`` or bytes-like message. The interpreter needs no defaults
+(the class fills in the second parameter itself) and no package beyond the
+standard library: ``typing_extensions`` is imported for type checkers only.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+from ._framing import Message
+
+__all__ = ["Outgoing", "ReadT", "WriteP"]
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from typing_extensions import Buffer, ParamSpec, TypeVar
+
+    #: What a plain stocking's ``write`` sends: ``str`` or any bytes-like object.
+    Outgoing: TypeAlias = str | Buffer
+    #: What ``read`` returns: what ``post_read`` makes of a message.
+    ReadT = TypeVar("ReadT", covariant=True, default=Message)
+    #: The arguments of ``write``: those ``pre_write`` takes.
+    WriteP = ParamSpec("WriteP", default=[Outgoing])
+else:
+    from typing import ParamSpec, TypeVar
+
+    if sys.version_info >= (3, 12):
+        from collections.abc import Buffer
+
+        Outgoing = str | Buffer
+    else:
+        Outgoing = str | bytes | bytearray | memoryview
+    ReadT = TypeVar("ReadT", covariant=True)
+    WriteP = ParamSpec("WriteP")
