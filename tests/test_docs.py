@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import library_threads, open_fds, wait_until
+from stockings import encode_header
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -172,3 +173,13 @@ def test_readme_links_name_existing_pages() -> None:
     text = README.read_text(encoding="utf-8")
     for page in re.findall(re.escape(DOCS_URL) + r"en/latest/([\w/.-]+)\.html", text):
         assert (DOCS / f"{page}.md").is_file(), f"README links to a missing page: {page}"
+
+
+def test_wire_page_vectors_match_the_codec() -> None:
+    """The spec's table of test vectors is what the codec produces and reads."""
+    text = (DOCS / "wire.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (\d+) \| `([0-9a-f]+)` \| `([0-9a-f]+)` \|$", text, re.M)
+    assert len(rows) >= 14
+    for length, as_bytes, as_text in rows:
+        assert encode_header(int(length), is_text=False).hex() == as_bytes
+        assert encode_header(int(length), is_text=True).hex() == as_text
