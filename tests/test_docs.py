@@ -1,10 +1,12 @@
-"""The README's promises, checked: its examples run and its quick start is what CI runs.
+"""The documentation's promises, checked: its examples run and its quick start is what CI runs.
 
-A fenced ``python`` block in README.md runs as a test when the line just
-before its opening fence is ``<!-- test -->``. Each such block runs on its
-own, in a fresh namespace, and must clean up after itself: it fails if it
-leaves stockings threads or descriptors behind. Blocks without the marker
-(sketches that need a server, say) are shown but not run.
+A fenced ``python`` block in README.md or in a page under docs/ (any
+``*.md``) runs as a test when the line just before its opening fence is
+``<!-- test -->``. Each such block runs on its own, in a fresh namespace, and
+must clean up after itself: it fails if it leaves stockings threads or
+descriptors behind. Blocks without the marker (sketches that need a server,
+say) are shown but not run. Longer programs live in examples/ and are run by
+tests/test_examples.py.
 """
 
 from __future__ import annotations
@@ -16,18 +18,25 @@ from pathlib import Path
 import pytest
 
 from conftest import library_threads, open_fds, wait_until
+from stockings import encode_header
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+# Every page that may hold tested examples: the README and the site's pages.
+PAGES = [README, *sorted(path for path in DOCS.rglob("*.md") if "_build" not in path.parts)]
+DOCS_URL = "https://stockings.readthedocs.io/"
 CI_SCRIPT = ROOT / ".ci" / "run"
 MARKER = "<!-- test -->"
-FENCE = re.compile(r"^```(\w*)\s*$")
+# An opening fence: a language (```python) or a MyST directive (```{toctree} ...).
+FENCE = re.compile(r"^```(\w*|\{[\w-]+\}.*)\s*$")
 
 
 @dataclass
 class Block:
-    """A fenced code block of the README."""
+    """A fenced code block of a page."""
 
+    page: str  # the page's path, relative to the repository
     language: str
     line: int  # of the opening fence, counted from 1
     heading: str
@@ -35,8 +44,8 @@ class Block:
     code: str
 
 
-def read_blocks(text: str) -> list[Block]:
-    """Every fenced code block of ``text``, in order."""
+def read_blocks(text: str, page: str = "README.md") -> list[Block]:
+    """Every fenced code block of ``text`` (the contents of ``page``), in order."""
     blocks: list[Block] = []
     lines = text.splitlines()
     heading = ""
@@ -54,45 +63,56 @@ def read_blocks(text: str) -> list[Block]:
         while i < len(lines) and not lines[i].startswith("```"):
             i += 1
         if i == len(lines):
-            raise AssertionError(f"README.md:{start + 1}: code block never closed")
+            raise AssertionError(f"{page}:{start + 1}: code block never closed")
         marked = start > 0 and lines[start - 1].strip() == MARKER
         code = "\n".join(lines[start + 1 : i]) + "\n"
-        blocks.append(Block(match.group(1), start + 1, heading, marked, code))
+        language = (match.group(1).split() or [""])[0]
+        blocks.append(Block(page, language, start + 1, heading, marked, code))
         i += 1
     return blocks
 
 
-BLOCKS = read_blocks(README.read_text(encoding="utf-8"))
+def _relative(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+BLOCKS = [
+    block
+    for path in PAGES
+    for block in read_blocks(path.read_text(encoding="utf-8"), _relative(path))
+]
 RUNNABLE = [block for block in BLOCKS if block.marked]
 
 
 def _block_id(block: Block) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", block.heading.lower()).strip("-")
-    return f"line{block.line}-{slug}"
+    return f"{block.page}:line{block.line}-{slug}"
 
 
 def test_there_are_runnable_examples() -> None:
-    assert len(RUNNABLE) >= 5
+    assert len(RUNNABLE) >= 15
+    assert any(block.page == "README.md" for block in RUNNABLE)
 
 
-def test_every_marker_precedes_a_python_block() -> None:
-    lines = README.read_text(encoding="utf-8").splitlines()
+@pytest.mark.parametrize("path", PAGES, ids=_relative)
+def test_every_marker_precedes_a_python_block(path: Path) -> None:
+    lines = path.read_text(encoding="utf-8").splitlines()
     for number, line in enumerate(lines, start=1):
         if line.strip() == MARKER:
             following = lines[number] if number < len(lines) else ""
             assert following.strip() == "```python", (
-                f"README.md:{number}: {MARKER} must come right before a ```python fence"
+                f"{_relative(path)}:{number}: {MARKER} must come right before a ```python fence"
             )
 
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("block", RUNNABLE, ids=_block_id)
-def test_readme_example_runs(block: Block) -> None:
+def test_example_runs(block: Block) -> None:
     threads_before = len(library_threads())
     fds_before = open_fds()
-    # Blank lines keep the traceback's line numbers those of README.md.
+    # Blank lines keep the traceback's line numbers those of the page.
     source = "\n" * block.line + block.code
-    code = compile(source, str(README), "exec")
+    code = compile(source, str(ROOT / block.page), "exec")
     exec(code, {"__name__": "__readme__"})
     wait_until(lambda: len(library_threads()) <= threads_before)
     wait_until(lambda: open_fds() <= fds_before)
@@ -133,15 +153,33 @@ def test_ci_runs_the_quick_start_test_command() -> None:
     assert test_command in ci_lines, ".ci/run must run the README's test command verbatim"
 
 
-def test_readme_headings_other_sections_fill() -> None:
-    headings = re.findall(r"^## (.+)$", README.read_text(encoding="utf-8"), re.M)
-    for heading in (
-        "Usage",
-        "Reliability",
-        "Security",
-        "Servers, clients and waiting on many",
-        "Performance",
-        "The wire format",
-        "What changed since 1.2.3",
-    ):
-        assert heading in headings
+def test_readme_is_short_and_links_into_the_docs() -> None:
+    text = README.read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 200
+    # One click from the README: the modern API, the reference, the migration guide.
+    for page in ("tutorial.html", "reference/api.html", "migrating.html"):
+        assert DOCS_URL + "en/latest/" + page in text
+    assert "pip install stockings" in text
+
+
+def test_readme_links_work_on_pypi() -> None:
+    """PyPI shows the README without the repository: every link must be absolute."""
+    text = README.read_text(encoding="utf-8")
+    for target in re.findall(r"\]\(([^)]+)\)", text):
+        assert target.startswith(("https://", "http://")), f"relative link {target!r}"
+
+
+def test_readme_links_name_existing_pages() -> None:
+    text = README.read_text(encoding="utf-8")
+    for page in re.findall(re.escape(DOCS_URL) + r"en/latest/([\w/.-]+)\.html", text):
+        assert (DOCS / f"{page}.md").is_file(), f"README links to a missing page: {page}"
+
+
+def test_wire_page_vectors_match_the_codec() -> None:
+    """The spec's table of test vectors is what the codec produces and reads."""
+    text = (DOCS / "wire.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (\d+) \| `([0-9a-f]+)` \| `([0-9a-f]+)` \|$", text, re.M)
+    assert len(rows) >= 14
+    for length, as_bytes, as_text in rows:
+        assert encode_header(int(length), is_text=False).hex() == as_bytes
+        assert encode_header(int(length), is_text=True).hex() == as_text

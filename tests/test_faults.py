@@ -71,7 +71,7 @@ BAD_STREAMS = {
         EndReason.PROTOCOL_ERROR,
     ),
     "invalid utf-8": (b"\x83\xff\xfe\xfd", ProtocolError, EndReason.PROTOCOL_ERROR),
-    # 2**40 bytes announced, the WIRE.md test vector.
+    # 2**40 bytes announced, the docs/wire.md test vector.
     "over the limit": (
         bytes.fromhex("4000000000c0") + b"x" * 1000,
         MessageTooLarge,

@@ -1,4 +1,4 @@
-"""The sans-IO codec: WIRE.md's test vectors, any split of the stream, every fault.
+"""The sans-IO codec: the test vectors of docs/wire.md, any split of the stream, every fault.
 
 No sockets here: bytes go into a ``Decoder`` and messages come out.
 """
@@ -27,7 +27,7 @@ LONGEST_HEADER = 10
 
 __all__: list[str] = []
 
-# WIRE.md's table, produced by Stockings 1.2.3 itself: (length, bytes header, str header).
+# The table of docs/wire.md, produced by Stockings 1.2.3 itself: (length, bytes header, str header).
 WIRE_VECTORS = [
     (0, "c0", "80"),
     (1, "c1", "81"),

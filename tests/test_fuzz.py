@@ -1,6 +1,6 @@
 """Fuzzing the decoder: random bytes, random splits, random limits.
 
-The decoder is compared with a reference decoder written here from WIRE.md,
+The decoder is compared with a reference decoder written here from docs/wire.md,
 slow and plain: the same messages, the same fault at the same place, and
 never anything but a ``ProtocolError`` escaping. While it works it may hold
 no more than it was fed, and no more than ``MAX_HEADER_SIZE`` header bytes.
@@ -43,7 +43,7 @@ FUZZ = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-# Spelled out from WIRE.md rather than read back from the code under test.
+# Spelled out from docs/wire.md rather than read back from the code under test.
 LONGEST_HEADER = 10
 
 
@@ -60,7 +60,7 @@ class Outcome:
 
 
 def reference_decode(data: bytes, max_size: int | None) -> Outcome:
-    """Decode ``data`` by the letter of WIRE.md, one step at a time."""
+    """Decode ``data`` by the letter of docs/wire.md, one step at a time."""
     messages: list[Message] = []
     pos = 0
     while pos < len(data):
@@ -204,7 +204,7 @@ def test_edge_cases(data: bytes, max_size: int | None) -> None:
 
 
 def test_the_reference_itself() -> None:
-    # Guard the oracle with WIRE.md's own examples.
+    # Guard the oracle with docs/wire.md's own examples.
     assert reference_decode(bytes.fromhex("c26869") + bytes.fromhex("826869"), None).messages == [
         b"hi",
         "hi",

@@ -3,7 +3,8 @@
 Every message is a header then its payload. The header is a little-endian
 base-128 varint of the payload length whose first byte also carries the type
 (0x40 set: ``bytes``; clear: UTF-8 ``str``) and only six bits of length; the
-0x80 bit marks the last header byte. ``WIRE.md`` has the test vectors.
+0x80 bit marks the last header byte. The specification, with test vectors,
+is ``docs/wire.md`` (https://stockings.readthedocs.io/en/latest/wire.html).
 
 Nothing here touches sockets, threads or clocks, so every rule of the format
 is tested by feeding bytes in and looking at what comes out.

@@ -297,7 +297,18 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         self._handshake_complete = value
 
     def wait_handshake(self, timeout: float | None = None) -> bool:
-        """Wait for a custom handshake to finish; return whether it succeeded."""
+        """Wait for a custom handshake to finish; return whether it succeeded.
+
+        Returns at once for the default handshake, which needs no exchange.
+
+        Args:
+            timeout: the longest to wait, in seconds; ``None`` waits until the
+                handshake has finished.
+
+        Returns:
+            Whether the handshake has completed (``handshake_complete`` is
+            true); false if it failed or is still running after ``timeout``.
+        """
         thread = self._handshake_thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
