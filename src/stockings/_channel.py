@@ -203,7 +203,7 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
         """Attach to the hub; I/O begins on its thread."""
         if not self._started:
             self._started = True
-            self.hub.attach(self._register)
+            self.hub.attach(self._register, self)
 
     def on_end(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (on the hub thread) once the channel has ended."""
@@ -568,7 +568,7 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
-        self.hub.detach()
+        self.hub.detach(self)
         for callback in callbacks:
             try:
                 callback()

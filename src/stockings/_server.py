@@ -30,7 +30,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from ._client import Address, _is_path, describe_address, tcp_address
 from ._closing import ClosesOnExit
-from ._hub import Hub, shared_hub
+from ._hub import Hub, fd_limit_of, shared_hub
 from ._stocking import DEFAULT_CLOSE_TIMEOUT, Stocking
 
 __all__ = ["DEFAULT_BACKLOG", "Server"]
@@ -66,6 +66,14 @@ def _listen(address: Address, backlog: int) -> tuple[socket.socket, str | None]:
     host, port = tcp_address(address)
     family = socket.AF_INET6 if host and ":" in host else socket.AF_INET
     return socket.create_server((host, port), family=family, backlog=backlog), None
+
+
+def _over_limit(fd: int, limit: int) -> OSError:
+    return OSError(
+        errno.EMFILE,
+        f"descriptor {fd} is over select()'s limit (FD_SETSIZE {limit}):"
+        " connection refused; use Stocking or PollStocking, which have no such limit",
+    )
 
 
 def _remove_stale_socket(path: str) -> None:
@@ -110,7 +118,7 @@ class _Listener:
         self.pause()
         self.stopped = True
         self.sock.close()
-        self.hub.detach()
+        self.hub.detach(self)
 
     def handle_events(self, mask: int) -> None:
         server = self.server
@@ -133,14 +141,24 @@ class _Listener:
                 self.stop()
                 server._listener_lost(exc)
                 return
+            limit = server._fd_limit
+            if limit is not None and conn.fileno() >= limit:
+                # The stocking's selector could not watch it: refuse this one
+                # connection (the client sees it closed), not the hub.
+                server.last_accept_error = _over_limit(conn.fileno(), limit)
+                conn.close()
+                continue
             if not server._queue(conn):
                 self.pause()
                 return
 
     def hub_failed(self, exc: BaseException) -> None:
+        if self.stopped:
+            return
         self.events = 0
         self.stopped = True
         self.sock.close()
+        self.hub.detach(self)
         self.server._listener_lost(exc)
 
 
@@ -171,6 +189,8 @@ class Server(ClosesOnExit, Generic[_S]):
 
     Raises:
         OSError: the address cannot be listened on (in use, no permission).
+        ValueError: the listening socket's descriptor is over the limit of
+            the flavour's selector (``select()``: 1024, ``FD_SETSIZE``).
     """
 
     @overload
@@ -230,9 +250,18 @@ class Server(ClosesOnExit, Generic[_S]):
         hub = kwargs.get("hub")
         if not isinstance(hub, Hub):
             hub = shared_hub(cls.flavour, cls.selector_factory, cls._max_wait())
+            self._fd_limit = fd_limit_of(cls.selector_factory)
+        else:
+            self._fd_limit = hub.fd_limit
+        if hub.fd_limit is not None and sock.fileno() >= hub.fd_limit:
+            error = _over_limit(sock.fileno(), hub.fd_limit)
+            sock.close()
+            if self._path is not None:
+                os.unlink(self._path)
+            raise ValueError(error.strerror)
         self._hub = hub
         self._listener = _Listener(self, sock, hub)
-        hub.attach(self._listener.start)
+        hub.attach(self._listener.start, self._listener)
         self._thread: threading.Thread | None = None
         if handler is not None:
             self._thread = threading.Thread(

@@ -98,6 +98,8 @@ class Stocking(ClosesOnExit):
 
     Raises:
         OSError: ``sock`` is not connected.
+        ValueError: the flavour cannot serve the socket's descriptor
+            (:class:`SelectStocking` takes none from 1024, ``FD_SETSIZE``, up).
     """
 
     #: The name of this flavour's shared hub.
@@ -143,6 +145,8 @@ class Stocking(ClosesOnExit):
         self.write_timeout = write_timeout
         self._handshake_complete: Any = False
         self._handshake_thread: threading.Thread | None = None
+        hub = self._choose_hub(hub, private)
+        check_fd_limit(sock, hub, type(self).__name__)
         if nodelay and sock.family in (socket.AF_INET, socket.AF_INET6):
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -161,7 +165,7 @@ class Stocking(ClosesOnExit):
         )
         # Chosen once here, so the plain path never checks for TLS.
         channel_type = TlsChannel if isinstance(sock, ssl.SSLSocket) else Channel
-        self._channel = channel_type(sock, self._choose_hub(hub, private), options)
+        self._channel = channel_type(sock, hub, options)
         # Bound once: write is the hottest call there is.
         self._send = self._channel.send
         self._receive = self._channel.receive
@@ -518,6 +522,22 @@ class Stocking(ClosesOnExit):
     preWrite = pre_write
     postRead = post_read
     writeDataQueued = write_data_queued
+
+
+def check_fd_limit(sock: socket.socket, hub: Hub, what: str) -> None:
+    """Refuse a socket whose descriptor ``hub``'s selector cannot watch.
+
+    Raises:
+        ValueError: the descriptor is at or over the hub's limit (``select()``'s
+            ``FD_SETSIZE``), naming the flavours that have none.
+    """
+    limit = hub.fd_limit
+    fd = sock.fileno()
+    if limit is not None and fd >= limit:
+        raise ValueError(
+            f"{what} cannot serve descriptor {fd}: select() only takes descriptors"
+            f" below FD_SETSIZE ({limit}); use Stocking or PollStocking, which have no such limit"
+        )
 
 
 def set_keepalive(sock: socket.socket, keepalive: bool | float) -> None:
