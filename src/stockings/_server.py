@@ -446,14 +446,19 @@ class Server(ClosesOnExit, Generic[_S]):
 
         Connections not yet accepted are dropped. Clients are closed all at
         once, each flushing what was written to it first (see
-        :meth:`Stocking.close`). Returns once the listening socket and, with
+        :meth:`Stocking.close`), which also wakes a handler blocked reading
+        one; then the handler thread, if any, gets what is left of
+        ``timeout`` to return. Returns once the listening socket and, with
         ``close_clients``, every client socket is closed. Idempotent.
 
         Args:
             close_clients: close the stockings handed out; ``False`` leaves
                 them to their owners.
-            timeout: how long clients may spend flushing, in seconds.
+            timeout: how long the whole close may take, in seconds: clients
+                flushing, then the handler returning. ``None`` waits as long
+                as that takes.
         """
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             first = not self._closed
             self._closed = True
@@ -468,11 +473,12 @@ class Server(ClosesOnExit, Generic[_S]):
             self._stop_listening()
         for conn in pending:
             conn.close()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
         if clients:
             _close_all(clients, timeout)
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            # Last: a handler serving a client returns once that client is closed.
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def _stop_listening(self) -> None:
         listener = self._listener

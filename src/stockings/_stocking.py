@@ -17,13 +17,14 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
-from ._channel import Channel
+from ._channel import DEFAULT_LINGER, Channel
 from ._closing import ClosesOnExit
 from ._epoll import EpollSelector, epoll_available
 from ._errors import ConnectionClosed, EndReason, HandshakeFailed, NotReady
 from ._framing import DEFAULT_MAX_MESSAGE_SIZE, Message
 from ._hub import Hub, shared_hub
 from ._options import ChannelOptions
+from ._shutdown import handshake_finished, handshake_started
 from ._tls import TlsChannel
 
 __all__ = ["DEFAULT_WRITE_HIGH_WATER", "PollStocking", "SelectStocking", "Stocking"]
@@ -95,6 +96,11 @@ class Stocking(ClosesOnExit):
             come slower it backs off, so an idle stocking costs no CPU.
             Only the default flavour on Linux spins, and only on a machine
             with more than one CPU for this process.
+        linger: when the interpreter exits with messages still queued to
+            send, how long they may take to flush, in seconds (default 5);
+            the connection is then reset rather than closed, so the peer
+            never takes a message cut short for a clean end. ``None``
+            waits as long as it takes; ``0`` resets at once.
 
     Raises:
         OSError: ``sock`` is not connected.
@@ -136,6 +142,7 @@ class Stocking(ClosesOnExit):
         keepalive: bool | float | None = None,
         idle_timeout: float | None = None,
         read_spin: float = DEFAULT_READ_SPIN,
+        linger: float | None = DEFAULT_LINGER,
     ) -> None:
         #: The wrapped socket.
         self.sock = sock
@@ -145,6 +152,8 @@ class Stocking(ClosesOnExit):
         self.write_timeout = write_timeout
         self._handshake_complete: Any = False
         self._handshake_thread: threading.Thread | None = None
+        if linger is not None and not linger >= 0:
+            raise ValueError("linger must be None or a number of seconds, 0 or more")
         hub = self._choose_hub(hub, private)
         check_fd_limit(sock, hub, type(self).__name__)
         if nodelay and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -166,6 +175,7 @@ class Stocking(ClosesOnExit):
         # Chosen once here, so the plain path never checks for TLS.
         channel_type = TlsChannel if isinstance(sock, ssl.SSLSocket) else Channel
         self._channel = channel_type(sock, hub, options)
+        self._channel.linger = linger
         # Bound once: write is the hottest call there is.
         self._send = self._channel.send
         self._receive = self._channel.receive
@@ -174,6 +184,7 @@ class Stocking(ClosesOnExit):
             self._channel.set_signal_inbox(False)
         self._channel.start()
         if custom_handshake:
+            handshake_started(self._channel)
             self._handshake_thread = threading.Thread(
                 target=self._run_handshake,
                 name=f"stockings-handshake-{self._peer_name()}",
@@ -213,6 +224,12 @@ class Stocking(ClosesOnExit):
     # -------------------------------------------------------------- handshake
 
     def _run_handshake(self) -> None:
+        try:
+            self._handshake_and_record()
+        finally:
+            handshake_finished(self._channel)
+
+    def _handshake_and_record(self) -> None:
         try:
             result = self.handshake()
         except HandshakeFailed as exc:
@@ -261,7 +278,10 @@ class Stocking(ClosesOnExit):
         a true value, ``read`` and ``write`` raise :class:`NotReady`; if it
         returns a false value or raises, the stocking ends with
         ``EndReason.HANDSHAKE_FAILED`` and a :class:`HandshakeFailed` end
-        exception. A loop in it should check :attr:`active`.
+        exception. A loop in it should check :attr:`active`: when the
+        interpreter exits (its main thread has finished) while a handshake
+        still runs, the stocking ends so ("interpreter shutting down"), and
+        such a loop returns instead of holding the exit.
 
         Returns:
             A true value on success; it becomes :attr:`handshake_complete`.
@@ -449,6 +469,17 @@ class Stocking(ClosesOnExit):
     def queued_bytes(self) -> int:
         """How many written bytes have not yet been handed to the socket."""
         return self._channel.queued_bytes
+
+    @property
+    def linger(self) -> float | None:
+        """Seconds queued messages may take to flush at interpreter exit (see ``linger=``)."""
+        return self._channel.linger
+
+    @linger.setter
+    def linger(self, value: float | None) -> None:
+        if value is not None and not value >= 0:
+            raise ValueError("linger must be None or a number of seconds, 0 or more")
+        self._channel.linger = value
 
     @property
     def unread_bytes(self) -> int:

@@ -1,0 +1,132 @@
+"""What happens to stockings when the interpreter exits.
+
+Two hooks, each run once by the interpreter on its way out:
+
+- Before it joins non-daemon threads (``threading._register_atexit``, which
+  Python 3.9 and later call at the start of ``threading._shutdown``), every
+  custom handshake still running is ended: its stocking ends with
+  ``EndReason.HANDSHAKE_FAILED`` ("interpreter shutting down"), so that
+  ``active`` turns false, a handshake loop that checks it returns, and the
+  handshake thread (non-daemon, as in 1.2.3) no longer holds the exit.
+- After every non-daemon thread has ended (``atexit``, while the daemon hub
+  threads still run), each stocking with messages still queued to send gets
+  its ``linger`` seconds to flush them; one that cannot is reset (RST), so
+  the peer never takes a message cut short for a clean end. A stocking with
+  nothing queued is left to the kernel, which sends what it holds (whole
+  messages only) and then closes cleanly.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import threading
+import time
+
+from ._channel import Channel, _live_channels
+from ._errors import EndReason, HandshakeFailed, WriteTimeout
+
+__all__ = ["handshake_finished", "handshake_started"]
+
+#: Added to the longest linger while waiting at exit, for the hub threads
+#: to act on a deadline they were given.
+_GRACE = 1.0
+
+_lock = threading.Lock()
+_handshaking: set[Channel] = set()
+_hooked = False
+
+
+def handshake_started(channel: Channel) -> None:
+    """Count a custom handshake in: it is ended if the interpreter exits first."""
+    global _hooked
+    with _lock:
+        _handshaking.add(channel)
+        if _hooked:
+            return
+        register = getattr(threading, "_register_atexit", None)
+        if register is None:  # pragma: no cover - Python < 3.9, or another runtime
+            return
+        try:
+            register(_end_handshakes)
+        except RuntimeError:
+            # Exiting already: the hook has no chance to run; end it now.
+            _handshaking.discard(channel)
+            _end_handshake(channel)
+            return
+        _hooked = True
+
+
+def handshake_finished(channel: Channel) -> None:
+    """Count a custom handshake out, however it ended."""
+    with _lock:
+        _handshaking.discard(channel)
+
+
+def _end_handshakes() -> None:
+    # Run by threading._shutdown: it must not raise, or the interpreter
+    # would skip joining the remaining threads.
+    with _lock:
+        channels = list(_handshaking)
+        _handshaking.clear()
+    for channel in channels:
+        try:
+            _end_handshake(channel)
+        except Exception:  # pragma: no cover - a hub gone already
+            pass
+
+
+def _end_handshake(channel: Channel) -> None:
+    failure = HandshakeFailed("interpreter shutting down")
+    # The handshake thread sees the end (its reads return, ``active`` turns
+    # false) and records it; the reason is already the right one.
+    channel.hub.call_soon(functools.partial(channel._end, EndReason.HANDSHAKE_FAILED, failure))
+
+
+def _linger_at_exit() -> None:
+    """Flush, within each one's ``linger``, the stockings with messages still queued."""
+    lingering: list[Channel] = []
+    longest: float | None = 0.0
+    for channel in list(_live_channels):
+        if channel.ended or not channel._started or not channel._out:
+            continue
+        linger = channel.linger
+        try:
+            channel.hub.call_soon(functools.partial(_begin_linger, channel, linger))
+        except Exception:  # pragma: no cover - a hub gone already
+            continue
+        lingering.append(channel)
+        longest = None if linger is None or longest is None else max(longest, linger)
+    if not lingering:
+        return
+    deadline = None if longest is None else time.monotonic() + longest + _GRACE
+    for channel in lingering:
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        channel.wait_ended(remaining)
+
+
+def _begin_linger(channel: Channel, linger: float | None) -> None:
+    # On the hub thread: close() only starts the flush here, and a close
+    # already under way goes on, bounded now by the linger as well.
+    if channel.ended:
+        return
+    if not channel._close_requested:
+        channel.close(flush=True, timeout=None)
+    if linger is not None and not channel.ended:
+        channel.hub.call_later(linger, functools.partial(_linger_ran_out, channel, linger))
+
+
+def _linger_ran_out(channel: Channel, linger: float) -> None:
+    if channel.ended:
+        return
+    # Something is still queued, so ``_end`` resets the connection.
+    channel._end(
+        EndReason.TIMEOUT,
+        WriteTimeout(
+            f"the interpreter exited with {channel._out_bytes} bytes unsent"
+            f" after lingering {linger} s"
+        ),
+    )
+
+
+atexit.register(_linger_at_exit)
