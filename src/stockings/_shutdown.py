@@ -1,4 +1,11 @@
-"""What happens to stockings when the interpreter exits.
+"""What happens to stockings when the interpreter exits, or when one is dropped.
+
+A stocking dropped without ``close()`` while its connection is still open
+(it became unreachable, or a subclass's ``__init__`` raised after
+``Stocking.__init__``) is aborted when it is collected, as ``socket.socket``
+closes its descriptor, and a ``ResourceWarning`` names it. The hub holds
+only the connection's :class:`~stockings._channel.Channel`, never the
+stocking, so dropping the stocking is what lets the finalizer run.
 
 Two hooks, each run once by the interpreter on its way out:
 
@@ -22,11 +29,12 @@ import atexit
 import functools
 import threading
 import time
+import warnings
 
 from ._channel import Channel, _live_channels
 from ._errors import EndReason, HandshakeFailed, WriteTimeout
 
-__all__ = ["handshake_finished", "handshake_started"]
+__all__ = ["abandoned", "handshake_finished", "handshake_started"]
 
 #: Added to the longest linger while waiting at exit, for the hub threads
 #: to act on a deadline they were given.
@@ -81,6 +89,28 @@ def _end_handshake(channel: Channel) -> None:
     # The handshake thread sees the end (its reads return, ``active`` turns
     # false) and records it; the reason is already the right one.
     channel.hub.call_soon(functools.partial(channel._end, EndReason.HANDSHAKE_FAILED, failure))
+
+
+def abandoned(channel: Channel, name: str) -> None:
+    """The stocking of ``channel`` was collected: abort the connection if it is open.
+
+    A ``weakref.finalize`` callback, so it may run on any thread, at any
+    allocation, while that thread holds any lock (the channel's, the
+    hub's): it takes none, and leaves the abort to the hub thread. It is
+    not called once the interpreter is exiting (``atexit=False``), so that
+    exit keeps its own rules (see :func:`_linger_at_exit`).
+    """
+    if channel._close_requested or channel.ended:
+        return  # closed, or over already: nothing left open
+    try:
+        if channel._started:
+            channel.hub.call_soon_unlocked(functools.partial(channel._end, EndReason.ABORTED, None))
+        else:  # pragma: no cover - made but never started: no hub involved yet
+            channel._end_unstarted(EndReason.ABORTED)
+    finally:
+        # Last: with warnings turned into errors this raises, and the
+        # connection must be on its way out all the same.
+        warnings.warn(f"unclosed stocking {name}", ResourceWarning, stacklevel=2)
 
 
 def _linger_at_exit() -> None:

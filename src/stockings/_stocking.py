@@ -14,6 +14,7 @@ import selectors
 import socket
 import ssl
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
@@ -24,7 +25,7 @@ from ._errors import ConnectionClosed, EndReason, HandshakeFailed, NotReady
 from ._framing import DEFAULT_MAX_MESSAGE_SIZE, Message
 from ._hub import Hub, shared_hub
 from ._options import ChannelOptions
-from ._shutdown import handshake_finished, handshake_started
+from ._shutdown import abandoned, handshake_finished, handshake_started
 from ._tls import TlsChannel
 
 __all__ = ["DEFAULT_WRITE_HIGH_WATER", "PollStocking", "SelectStocking", "Stocking"]
@@ -179,6 +180,12 @@ class Stocking(ClosesOnExit):
         # Bound once: write is the hottest call there is.
         self._send = self._channel.send
         self._receive = self._channel.receive
+        # Aborts the connection, with a ResourceWarning, if this stocking is
+        # dropped unclosed; holds the channel, never the stocking.
+        self._finalizer = weakref.finalize(
+            self, abandoned, self._channel, f"<{type(self).__name__} {self._peer_name()}>"
+        )
+        self._finalizer.atexit = False
         custom_handshake = type(self).handshake is not Stocking.handshake
         if custom_handshake:
             self._channel.set_signal_inbox(False)
@@ -536,7 +543,11 @@ class Stocking(ClosesOnExit):
         first, for up to ``timeout`` seconds, then the socket is shut down
         cleanly; otherwise (see :meth:`abort`) queued data is dropped.
         Returns once the socket is closed. Idempotent.
+
+        A stocking dropped without ``close()`` while its connection is open
+        is aborted when it is garbage collected, with a ``ResourceWarning``.
         """
+        self._finalizer.detach()
         self._channel.close(flush=flush, timeout=timeout)
         self._channel.release_signal()
 
