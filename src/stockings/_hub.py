@@ -23,13 +23,11 @@ a loop that is gone.
 
 from __future__ import annotations
 
-import functools
 import heapq
 import itertools
 import os
 import selectors
 import socket
-import sys
 import threading
 import time
 import weakref
@@ -38,29 +36,16 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ._epoll import EpollSelector
+from ._hub_faults import fd_limit_of, owner_of, report, sort_refused
 
-__all__ = ["SELECT_FD_LIMIT", "Hub", "Timer", "fd_limit_of", "shared_hub"]
+__all__ = ["Hub", "Timer", "shared_hub"]
 
 #: One receive buffer per hub, shared by all its connections: an idle
 #: connection costs no buffer of its own.
 RECV_BUFFER_SIZE = 256 * 1024
-#: ``select.select`` takes no descriptor from this one up (``FD_SETSIZE``,
-#: fixed when Python was built; 1024 on Linux and macOS).
-SELECT_FD_LIMIT = 1024
 #: How many times in a row ``select()`` may fail with no culprit found
 #: before the selector counts as broken.
 _SELECT_RETRIES = 1
-
-
-def fd_limit_of(selector_factory: Callable[[], selectors.BaseSelector]) -> int | None:
-    """The first descriptor a selector made by ``selector_factory`` cannot watch, if any."""
-    if (
-        sys.platform != "win32"  # Windows limits how many sockets, not their numbers
-        and isinstance(selector_factory, type)
-        and issubclass(selector_factory, selectors.SelectSelector)
-    ):
-        return SELECT_FD_LIMIT
-    return None
 
 
 class Attached(Protocol):
@@ -253,7 +238,7 @@ class Hub:
         try:
             while self._run_once(selector):
                 pass
-        except BaseException as exc:  # pragma: no cover - a bug in the loop itself
+        except BaseException as exc:
             self._fail(selector, exc)
 
     def _run_once(self, selector: selectors.BaseSelector) -> bool:
@@ -296,18 +281,7 @@ class Hub:
         connection with ``error``. With no culprit, ``select()`` is retried;
         failing again so, the selector is broken and ``error`` propagates.
         """
-        closed = []
-        refused = []
-        limit = self.fd_limit
-        for key in list(selector.get_map().values()):
-            member = key.data
-            if member is None:
-                continue
-            fileobj = key.fileobj
-            if not isinstance(fileobj, int) and fileobj.fileno() < 0:
-                closed.append((key, selectors.EVENT_READ))
-            elif (limit is not None and key.fd >= limit) or not _is_open(key.fd):
-                refused.append(member)
+        closed, refused = sort_refused(selector, self.fd_limit)
         for member in refused:
             self._member_failed(selector, member, error)
         if closed or refused:
@@ -331,7 +305,7 @@ class Hub:
         try:
             member.hub_failed(exc)
         except Exception as again:  # pragma: no cover - a bug in hub_failed itself
-            _report(again)
+            report(again)
         with self._lock:
             if member in self._members:  # it failed to detach itself
                 self._members.discard(member)
@@ -373,33 +347,12 @@ class Hub:
         self, selector: selectors.BaseSelector, callback: Callable[[], None], exc: Exception
     ) -> None:
         """A callback raised: end the connection it works for, if one can be told."""
-        owner = self._owner_of(callback)
+        owner = owner_of(callback, self._members)
         if owner is None:
             # Nobody to end: report it and keep serving everyone else.
-            _report(exc)
+            report(exc)
         else:
             self._member_failed(selector, owner, exc)
-
-    def _owner_of(self, callback: object) -> Attached | None:
-        """The attached connection a callback works for, if it can be told.
-
-        A bound method of it, a ``functools.partial`` of one, or a function
-        that closes over it or over one of its bound methods.
-        """
-        members = {id(member): member for member in self._members}
-        while isinstance(callback, functools.partial):
-            callback = callback.func
-        candidates = [callback]
-        for cell in getattr(callback, "__closure__", None) or ():
-            try:
-                candidates.append(cell.cell_contents)
-            except ValueError:  # an empty cell
-                pass
-        for candidate in candidates:
-            for obj in (candidate, getattr(candidate, "__self__", None)):
-                if id(obj) in members:
-                    return members[id(obj)]
-        return None
 
     def _stop_locked(self, selector: selectors.BaseSelector) -> None:
         # Under the lock, so a thread started by the next attach keeps its id.
@@ -419,7 +372,7 @@ class Hub:
         # that is gone. A selector that broke says so in each end; anything
         # else is a bug in the loop and is reported as well.
         if not isinstance(exc, (OSError, ValueError)):
-            _report(exc)
+            report(exc)
         unnamed: list[Attached] = []
         try:
             unnamed = [key.data for key in selector.get_map().values() if key.data is not None]
@@ -441,19 +394,7 @@ class Hub:
                 try:
                     member.hub_failed(exc)
                 except Exception as again:  # pragma: no cover - a bug in hub_failed itself
-                    _report(again)
-
-
-def _is_open(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-    except OSError:
-        return False
-    return True
-
-
-def _report(exc: BaseException) -> None:
-    sys.excepthook(type(exc), exc, exc.__traceback__)
+                    report(again)
 
 
 _shared_hubs: dict[str, Hub] = {}

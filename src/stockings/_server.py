@@ -30,7 +30,8 @@ from typing import Any, Generic, TypeVar, overload
 
 from ._client import Address, _is_path, describe_address, tcp_address
 from ._closing import ClosesOnExit
-from ._hub import Hub, fd_limit_of, shared_hub
+from ._hub import Hub, shared_hub
+from ._hub_faults import fd_limit_of
 from ._stocking import DEFAULT_CLOSE_TIMEOUT, Stocking
 
 __all__ = ["DEFAULT_BACKLOG", "Server"]
