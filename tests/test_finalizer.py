@@ -18,11 +18,13 @@ import textwrap
 import warnings
 import weakref
 from collections.abc import Callable
+from typing import ClassVar
 
 import pytest
 
 from conftest import FLAVOURS, library_threads, open_fds, tcp_pair, wait_until
-from stockings import Stocking
+from stockings import EndReason, Server, Stocking
+from stockings._channel import Channel
 
 Pair = Callable[[], tuple[socket.socket, socket.socket]]
 
@@ -107,8 +109,11 @@ def test_the_abort_resets_a_tcp_peer() -> None:
 
 
 class Broken(Stocking):
+    made: ClassVar[list[Channel]] = []
+
     def __init__(self, sock: socket.socket) -> None:
         super().__init__(sock)
+        Broken.made.append(self._channel)
         raise RuntimeError("a subclass that fails after Stocking.__init__")
 
 
@@ -198,3 +203,25 @@ def test_stockings_open_at_exit_are_left_to_exit() -> None:
     _, err = child.communicate(timeout=60)
     assert child.returncode == 0, err
     assert "unclosed stocking" not in err
+
+
+def test_a_server_aborts_a_connection_its_class_failed_to_make() -> None:
+    gc.collect()
+    fds = open_fds()
+    with warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("always")
+        with Server(("127.0.0.1", 0), cls=Broken) as server:
+            client = socket.create_connection(server.address)
+            Broken.made.clear()
+            with pytest.raises(RuntimeError, match="subclass"):
+                server.accept(timeout=10)
+            # Aborted through its channel, not closed under the hub's feet.
+            [channel] = Broken.made
+            assert channel.ended and channel.end_reason is EndReason.ABORTED
+            Broken.made.clear()
+            assert peer_sees_the_end(client)
+            client.close()
+        gc.collect()
+    assert unclosed(records) == []
+    wait_until(lambda: not library_threads())
+    wait_until(lambda: open_fds() <= fds)

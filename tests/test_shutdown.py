@@ -11,12 +11,14 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -277,3 +279,11 @@ def test_server_close_keeps_its_timeout_when_a_handler_does_not_return() -> None
         release.set()
         client.close()
         thread.join(10)
+
+
+def test_the_shutdown_page_examples_run() -> None:
+    page = Path(__file__).parent.parent / "docs" / "topics" / "shutdown.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, str(page), "exec"), {})

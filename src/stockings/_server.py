@@ -28,6 +28,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar, overload
 
+from ._channel import _live_channels
 from ._client import Address, _is_path, describe_address, tcp_address
 from ._closing import ClosesOnExit
 from ._hub import Hub, shared_hub
@@ -390,12 +391,12 @@ class Server(ClosesOnExit, Generic[_S]):
                 conn = self._ssl.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
             stocking: _S = self._cls(conn, **self._kwargs)
         except OSError as exc:
-            conn.close()
+            _discard(conn)
             if exc.errno in (errno.ENOTCONN, errno.ECONNRESET, errno.EINVAL):
                 return None
             raise
         except BaseException:
-            conn.close()
+            _discard(conn)
             raise
         with self._lock:
             if self._closed and self._close_clients:
@@ -502,6 +503,20 @@ class Server(ClosesOnExit, Generic[_S]):
                 os.unlink(self._path)
             except OSError:
                 pass
+
+
+def _discard(conn: socket.socket) -> None:
+    """Close a connection whose stocking could not be made.
+
+    A subclass's ``__init__`` may raise after ``Stocking.__init__`` has
+    handed the socket to a hub: then the connection is aborted through its
+    channel, so the hub never watches a descriptor closed under it.
+    """
+    for channel in list(_live_channels):
+        if channel.sock is conn:
+            channel.close(flush=False)
+            return
+    conn.close()
 
 
 def _close_all(clients: list[Any], timeout: float | None) -> None:

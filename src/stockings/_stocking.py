@@ -547,9 +547,9 @@ class Stocking(ClosesOnExit):
         A stocking dropped without ``close()`` while its connection is open
         is aborted when it is garbage collected, with a ``ResourceWarning``.
         """
-        self._finalizer.detach()
         self._channel.close(flush=flush, timeout=timeout)
         self._channel.release_signal()
+        self._finalizer.detach()
 
     def abort(self) -> None:
         """End the connection now, dropping whatever is still queued to send."""
