@@ -15,6 +15,7 @@ import os
 import resource
 import selectors
 import socket
+import sys
 import time
 import types
 from collections.abc import Iterator
@@ -275,3 +276,35 @@ def test_a_callback_that_raises_ends_only_its_stocking(thread_errors: list[objec
         for stocking in (victim, victim_peer, left, right):
             stocking.close()
     wait_until(lambda: not hub.running)
+
+
+def test_a_bug_in_the_loop_ends_stockings_not_yet_registered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reported: list[BaseException] = []
+    monkeypatch.setattr(sys, "excepthook", lambda t, v, tb: reported.append(v))
+    hub = Hub(selectors.PollSelector, name="stockings-hub-test-bug")
+    bug = RuntimeError("a bug in the loop")
+
+    def broken_calls(selector: selectors.BaseSelector) -> None:
+        raise bug
+
+    # The loop breaks before it runs a single callback: no stocking has
+    # registered its socket yet.
+    monkeypatch.setattr(hub, "_run_calls", broken_calls)
+    pairs = [socket.socketpair() for _ in range(3)]
+    waiting = [Stocking(a, hub=hub) for a, _ in pairs]
+    try:
+        for stocking in waiting:
+            assert stocking._channel.wait_ended(10)
+            assert stocking.end_reason is EndReason.ERROR
+            assert stocking.end_exception is bug
+            started = time.monotonic()
+            stocking.close(timeout=0.5)
+            assert time.monotonic() - started < 0.5
+            assert stocking.sock.fileno() == -1
+        wait_until(lambda: not hub.running)
+        assert reported == [bug]
+    finally:
+        for _, b in pairs:
+            b.close()

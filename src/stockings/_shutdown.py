@@ -58,9 +58,10 @@ def handshake_started(channel: Channel) -> None:
         try:
             register(_end_handshakes)
         except RuntimeError:
-            # Exiting already: the hook has no chance to run; end it now.
+            # The main thread has finished and the hook can no longer run:
+            # this handshake belongs to a thread that keeps the process
+            # alive on purpose, and runs to its end like any of its work.
             _handshaking.discard(channel)
-            _end_handshake(channel)
             return
         _hooked = True
 
