@@ -23,7 +23,7 @@ from typing import ClassVar
 import pytest
 
 from conftest import FLAVOURS, library_threads, open_fds, tcp_pair, wait_until
-from stockings import EndReason, Server, Stocking
+from stockings import EndReason, Server, Stocking, Waiter
 from stockings._channel import Channel
 
 Pair = Callable[[], tuple[socket.socket, socket.socket]]
@@ -223,5 +223,26 @@ def test_a_server_aborts_a_connection_its_class_failed_to_make() -> None:
             client.close()
         gc.collect()
     assert unclosed(records) == []
+    wait_until(lambda: not library_threads())
+    wait_until(lambda: open_fds() <= fds)
+
+
+def test_stockings_dropped_with_their_waiter_are_finalized() -> None:
+    gc.collect()
+    wait_until(lambda: not library_threads())
+    fds = open_fds()
+    peers = []
+    with pytest.warns(ResourceWarning, match="unclosed stocking") as records:
+        waiter = Waiter()
+        for _ in range(5):
+            a, b = socket.socketpair()
+            waiter.add(Stocking(a))
+            peers.append(b)
+        del waiter
+        gc.collect()
+    assert len(unclosed(records.list)) == 5
+    for peer in peers:
+        assert peer_sees_the_end(peer)
+        peer.close()
     wait_until(lambda: not library_threads())
     wait_until(lambda: open_fds() <= fds)
