@@ -197,7 +197,13 @@ class Stocking(ClosesOnExit):
                 name=f"stockings-handshake-{self._peer_name()}",
                 daemon=False,
             )
-            self._handshake_thread.start()
+            try:
+                self._handshake_thread.start()
+            except BaseException:
+                # No thread will count it out (the stocking, unreachable now,
+                # is aborted by its finalizer).
+                handshake_finished(self._channel)
+                raise
         else:
             # The default handshake has nothing to say: no thread, no wait.
             self._handshake_complete = True
