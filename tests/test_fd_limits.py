@@ -304,7 +304,9 @@ def test_a_bug_in_the_loop_ends_stockings_not_yet_registered(
             assert time.monotonic() - started < 0.5
             assert stocking.sock.fileno() == -1
         wait_until(lambda: not hub.running)
-        assert reported == [bug]
+        # Reported, once per thread it broke: a stocking made after the
+        # failure starts the loop afresh, which breaks the same way.
+        assert reported and all(error is bug for error in reported)
     finally:
         for _, b in pairs:
             b.close()
