@@ -10,15 +10,13 @@ fault as their end exception, and leaves none waiting forever.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
-import resource
 import selectors
 import socket
 import sys
 import time
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -29,6 +27,9 @@ from stockings import EndReason, Hub, SelectStocking, Server, Stocking
 from stockings._channel import Channel
 from stockings._options import ChannelOptions
 from stockings._stocking import DEFAULT_READ_HIGH_WATER, DEFAULT_WRITE_HIGH_WATER
+
+fcntl = pytest.importorskip("fcntl")
+resource = pytest.importorskip("resource")
 
 LIMIT = 1024
 NO_LIMIT_FLAVOURS: list[type[Stocking]] = [Stocking]
@@ -170,10 +171,18 @@ def test_select_server_refuses_connections_over_the_limit_not_the_hub() -> None:
 # ------------------------------------------------------------- hub faults
 
 
-def test_a_socket_the_selector_refuses_ends_only_its_own_stocking() -> None:
+@pytest.mark.parametrize(
+    "factory",
+    [selectors.SelectSelector, lambda: selectors.SelectSelector()],
+    ids=["class", "function"],
+)
+def test_a_socket_the_selector_refuses_ends_only_its_own_stocking(
+    factory: Callable[[], selectors.BaseSelector],
+) -> None:
     # Bypass the constructor's check, as a socket handed to a hub some other
-    # way would: the loop must end that connection alone.
-    hub = Hub(selectors.SelectSelector, name="stockings-hub-test-limit")
+    # way would (a factory that is no class hides the limit): the loop must
+    # end that connection alone.
+    hub = Hub(factory, name="stockings-hub-test-limit")
     a, b = socket.socketpair()
     left, right = Stocking(a, hub=hub), Stocking(b, hub=hub)
     c, d = socket.socketpair()

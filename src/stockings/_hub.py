@@ -281,7 +281,9 @@ class Hub:
         connection with ``error``. With no culprit, ``select()`` is retried;
         failing again so, the selector is broken and ``error`` propagates.
         """
-        closed, refused = sort_refused(selector, self.fd_limit)
+        # The selector itself says what it can take: a factory that is no
+        # class (say, a lambda) hides that from ``fd_limit``.
+        closed, refused = sort_refused(selector, fd_limit_of(type(selector)))
         for member in refused:
             self._member_failed(selector, member, error)
         if closed or refused:
