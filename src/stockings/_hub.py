@@ -349,7 +349,9 @@ class Hub:
         self, selector: selectors.BaseSelector, callback: Callable[[], None], exc: Exception
     ) -> None:
         """A callback raised: end the connection it works for, if one can be told."""
-        owner = owner_of(callback, self._members)
+        with self._lock:  # other threads attach meanwhile
+            members = list(self._members)
+        owner = owner_of(callback, members)
         if owner is None:
             # Nobody to end: report it and keep serving everyone else.
             report(exc)
