@@ -137,7 +137,10 @@ WRITER = """
     import socket, sys
     import stockings
 
-    sock = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+    sock = socket.socket()
+    # Small buffers, so that what the kernel holds cannot hide the test.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 16)
+    sock.connect(("127.0.0.1", int(sys.argv[1])))
     stocking = stockings.Stocking(sock, write_high_water=1 << 30)
     if sys.argv[2] != "default":
         stocking.linger = float(sys.argv[2])
@@ -147,6 +150,13 @@ WRITER = """
 """
 COUNT = 64
 SIZE = 256 * 1024
+
+
+def small_listener() -> socket.socket:
+    """A loopback listener whose connections get small receive buffers."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+    return listener
 
 
 def read_to_the_end(conn: socket.socket) -> tuple[list[bytes], str]:
@@ -177,7 +187,7 @@ def check_whole(messages: list[bytes]) -> None:
 
 
 def test_queued_messages_are_flushed_at_exit() -> None:
-    with socket.create_server(("127.0.0.1", 0)) as listener:
+    with small_listener() as listener:
         child = run_child(WRITER, str(listener.getsockname()[1]), "default")
         listener.settimeout(STARTUP)
         conn, _ = listener.accept()
@@ -191,7 +201,7 @@ def test_queued_messages_are_flushed_at_exit() -> None:
 
 
 def test_exit_resets_what_linger_could_not_flush() -> None:
-    with socket.create_server(("127.0.0.1", 0)) as listener:
+    with small_listener() as listener:
         child = run_child(WRITER, str(listener.getsockname()[1]), "0.5")
         listener.settimeout(STARTUP)
         conn, _ = listener.accept()
@@ -209,8 +219,10 @@ def test_exit_resets_what_linger_could_not_flush() -> None:
 
 
 def test_a_close_that_times_out_resets_rather_than_cut_a_message() -> None:
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        raw = socket.create_connection(listener.getsockname())
+    with small_listener() as listener:
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 16)
+        raw.connect(listener.getsockname())
         conn, _ = listener.accept()
     with conn:
         writer = Stocking(raw, write_high_water=1 << 30)
