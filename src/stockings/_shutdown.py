@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import os
 import threading
 import time
 import warnings
@@ -160,4 +161,14 @@ def _linger_ran_out(channel: Channel, linger: float) -> None:
     )
 
 
+def _reset_after_fork() -> None:
+    # The child has none of the parent's handshake threads (its copies of
+    # their stockings are disowned), and the lock may have been copied held.
+    global _lock
+    _lock = threading.Lock()
+    _handshaking.clear()
+
+
 atexit.register(_linger_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
