@@ -92,6 +92,10 @@ _EVENT_WRITE = selectors.EVENT_WRITE
 _LINGER_RESET = struct.pack("ii", 1, 0)
 _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
+#: How long, by default, messages still queued when the interpreter exits
+#: may take to flush before the connection is reset (see ``_shutdown``).
+DEFAULT_LINGER = 5.0
+
 #: Every channel of this process, so that a forked child can disown them.
 _live_channels: weakref.WeakSet[Channel] = weakref.WeakSet()
 
@@ -103,6 +107,8 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
     #: thread (see ``_read_directly``); subclasses with their own receive
     #: path turn it off.
     _reads_directly = True
+    #: Seconds queued messages may take to flush at interpreter exit; ``None``: no bound.
+    linger: float | None = DEFAULT_LINGER
 
     def __init__(self, sock: socket.socket, hub: Hub, options: ChannelOptions) -> None:
         sock.setblocking(False)
@@ -203,7 +209,7 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
         """Attach to the hub; I/O begins on its thread."""
         if not self._started:
             self._started = True
-            self.hub.attach(self._register)
+            self.hub.attach(self._register, self)
 
     def on_end(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (on the hub thread) once the channel has ended."""
@@ -542,9 +548,9 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
                     self._direct_wake = None
         with self._out_lock:
             self._closing = True
-            if reason is EndReason.ABORTED and self.sock.family in _TCP_FAMILIES:
+            if (reason is EndReason.ABORTED or self._out) and self.sock.family in _TCP_FAMILIES:
                 # Reset rather than FIN: the peer must not mistake a stream
-                # cut short for a clean close.
+                # cut short (perhaps inside a message) for a clean close.
                 try:
                     self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
                 except OSError:
@@ -568,7 +574,7 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
-        self.hub.detach()
+        self.hub.detach(self)
         for callback in callbacks:
             try:
                 callback()

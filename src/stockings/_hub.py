@@ -11,6 +11,14 @@ too).
 The thread starts when the first connection attaches and ends, releasing its
 selector and wake-up sockets, when the last one detaches: an idle process
 holds no thread and no descriptor for stockings.
+
+A fault is contained where it happens. A connection whose readiness handler
+or callback raises is ended with that exception; a socket the selector
+refuses (closed behind its connection's back, or over ``select()``'s
+descriptor limit) ends only its own connection; a selector that keeps
+failing, or a bug in the loop itself, ends every connection the hub
+serves, those still waiting to be registered included, so nobody waits on
+a loop that is gone.
 """
 
 from __future__ import annotations
@@ -20,7 +28,6 @@ import itertools
 import os
 import selectors
 import socket
-import sys
 import threading
 import time
 import weakref
@@ -29,12 +36,16 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ._epoll import EpollSelector
+from ._hub_faults import fd_limit_of, owner_of, report, sort_refused
 
 __all__ = ["Hub", "Timer", "shared_hub"]
 
 #: One receive buffer per hub, shared by all its connections: an idle
 #: connection costs no buffer of its own.
 RECV_BUFFER_SIZE = 256 * 1024
+#: How many times in a row ``select()`` may fail with no culprit found
+#: before the selector counts as broken.
+_SELECT_RETRIES = 1
 
 
 class Attached(Protocol):
@@ -86,6 +97,10 @@ class Hub:
         self._timers: list[tuple[float, int, Timer]] = []
         self._sequence = itertools.count()
         self._attached = 0
+        # The connections attached (those that said who they are), so that
+        # a broken loop can end each, registered yet or not.
+        self._members: set[Attached] = set()
+        self._select_failures = 0
         self._thread: threading.Thread | None = None
         self._thread_id = -1
         self._wake_pending = False
@@ -98,6 +113,8 @@ class Hub:
         self.interest_from_any_thread = isinstance(selector_factory, type) and issubclass(
             selector_factory, EpollSelector
         )
+        #: The first descriptor this hub's selector cannot watch; ``None`` for no limit.
+        self.fd_limit = fd_limit_of(selector_factory)
         self.recv_buffer = bytearray(RECV_BUFFER_SIZE)
         self.recv_view = memoryview(self.recv_buffer)
         _live_hubs.add(self)
@@ -125,22 +142,30 @@ class Hub:
         """True when called from the hub's own thread."""
         return threading.get_ident() == self._thread_id
 
-    def attach(self, on_loop: Callable[[], None]) -> None:
+    def attach(self, on_loop: Callable[[], None], member: Attached | None = None) -> None:
         """Count a new connection in and run ``on_loop`` on the hub thread.
 
         ``on_loop`` registers the connection's socket with :attr:`selector`.
+        A ``member`` given is told (``hub_failed``) if the loop breaks, even
+        before ``on_loop`` has run; it must then :meth:`detach` itself.
         """
         with self._lock:
             self._attached += 1
+            if member is not None:
+                self._members.add(member)
             self._calls.append(on_loop)
             if self._thread is None:
                 self._start_locked()
             else:
                 self._wake_locked()
 
-    def detach(self) -> None:
+    def detach(self, member: Attached | None = None) -> None:
         """Count a connection out; call on the hub thread after unregistering it."""
         with self._lock:
+            if member is not None:
+                if member not in self._members:
+                    return  # counted out already, by a failing loop
+                self._members.discard(member)
             self._attached -= 1
 
     def call_soon(self, callback: Callable[[], None]) -> None:
@@ -152,6 +177,23 @@ class Hub:
         with self._lock:
             self._calls.append(callback)
             self._wake_locked()
+
+    def call_soon_unlocked(self, callback: Callable[[], None]) -> None:
+        """Like :meth:`call_soon`, but without taking any lock.
+
+        For a garbage collector's callback, which may run on any thread
+        while that thread holds any lock, this hub's included. Only for a
+        connection still attached: the thread then keeps running until the
+        callback has run.
+        """
+        # deque.append is atomic; a spare wake-up byte costs one empty turn.
+        self._calls.append(callback)
+        waker = self._waker
+        if waker is not None:
+            try:
+                waker.send(b"\0")
+            except OSError:
+                pass  # full of wake-ups already, or the thread just stopped
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
         """Run ``callback`` on the hub thread after ``delay`` seconds."""
@@ -196,7 +238,7 @@ class Hub:
         try:
             while self._run_once(selector):
                 pass
-        except BaseException as exc:  # pragma: no cover - a bug in the loop itself
+        except BaseException as exc:
             self._fail(selector, exc)
 
     def _run_once(self, selector: selectors.BaseSelector) -> bool:
@@ -204,10 +246,10 @@ class Hub:
         timeout = self._next_timeout()
         try:
             ready = selector.select(timeout)
-        except (OSError, ValueError) as exc:
-            # select() refuses the whole set when one socket was closed
-            # behind its connection's back; end just that connection.
-            ready = self._closed_under_us(selector, exc)
+        except Exception as exc:
+            ready = self._select_failed(selector, exc)
+        else:
+            self._select_failures = 0
         for key, mask in ready:
             connection = key.data
             if connection is None:
@@ -215,28 +257,61 @@ class Hub:
                 with self._lock:
                     self._wake_pending = False
             else:
-                connection.handle_events(mask)
-        self._run_calls()
+                try:
+                    connection.handle_events(mask)
+                except Exception as exc:
+                    self._member_failed(selector, connection, exc)
+        self._run_calls(selector)
         if self._timers:
-            self._run_timers()
+            self._run_timers(selector)
         with self._lock:
             if self._attached or self._calls:
                 return True
             self._stop_locked(selector)
             return False
 
-    @staticmethod
-    def _closed_under_us(
-        selector: selectors.BaseSelector, error: Exception
+    def _select_failed(
+        self, selector: selectors.BaseSelector, error: Exception
     ) -> list[tuple[selectors.SelectorKey, int]]:
-        closed = []
-        for key in list(selector.get_map().values()):
-            fileobj = key.fileobj
-            if key.data is not None and not isinstance(fileobj, int) and fileobj.fileno() < 0:
-                closed.append((key, selectors.EVENT_READ))
-        if not closed:
+        """Find the sockets ``select()`` refused over; end only their connections.
+
+        A socket closed behind its connection's back is reported readable,
+        so the connection meets the closed socket itself. A descriptor the
+        selector cannot take, or one that is no longer open, ends its
+        connection with ``error``. With no culprit, ``select()`` is retried;
+        failing again so, the selector is broken and ``error`` propagates.
+        """
+        # The selector itself says what it can take: a factory that is no
+        # class (say, a lambda) hides that from ``fd_limit``.
+        closed, refused = sort_refused(selector, fd_limit_of(type(selector)))
+        for member in refused:
+            self._member_failed(selector, member, error)
+        if closed or refused:
+            self._select_failures = 0
+            return closed
+        self._select_failures += 1
+        if self._select_failures > _SELECT_RETRIES:
             raise error
-        return closed
+        return []
+
+    def _member_failed(
+        self, selector: selectors.BaseSelector, member: Attached, exc: BaseException
+    ) -> None:
+        """End one connection with ``exc``, which it raised or which concerns it alone."""
+        for key in list(selector.get_map().values()):
+            if key.data is member:
+                try:
+                    selector.unregister(key.fileobj)
+                except (KeyError, ValueError, OSError):
+                    pass
+        try:
+            member.hub_failed(exc)
+        except Exception as again:  # pragma: no cover - a bug in hub_failed itself
+            report(again)
+        with self._lock:
+            if member in self._members:  # it failed to detach itself
+                self._members.discard(member)
+                self._attached -= 1
 
     def _next_timeout(self) -> float | None:
         if self._calls:
@@ -247,21 +322,41 @@ class Hub:
             timeout = until if timeout is None else min(timeout, until)
         return timeout
 
-    def _run_calls(self) -> None:
+    def _run_calls(self, selector: selectors.BaseSelector) -> None:
         calls = self._calls
         # Bounded by the length now, so a callback that posts another does
         # not starve the sockets.
         for _ in range(len(calls)):
-            calls.popleft()()
+            callback = calls.popleft()
+            try:
+                callback()
+            except Exception as exc:
+                self._callback_failed(selector, callback, exc)
 
-    def _run_timers(self) -> None:
+    def _run_timers(self, selector: selectors.BaseSelector) -> None:
         now = time.monotonic()
         timers = self._timers
         while timers and timers[0][0] <= now:
             timer = heapq.heappop(timers)[2]
             if not timer.cancelled:
                 timer.cancelled = True
-                timer.callback()
+                try:
+                    timer.callback()
+                except Exception as exc:
+                    self._callback_failed(selector, timer.callback, exc)
+
+    def _callback_failed(
+        self, selector: selectors.BaseSelector, callback: Callable[[], None], exc: Exception
+    ) -> None:
+        """A callback raised: end the connection it works for, if one can be told."""
+        with self._lock:  # other threads attach meanwhile
+            members = list(self._members)
+        owner = owner_of(callback, members)
+        if owner is None:
+            # Nobody to end: report it and keep serving everyone else.
+            report(exc)
+        else:
+            self._member_failed(selector, owner, exc)
 
     def _stop_locked(self, selector: selectors.BaseSelector) -> None:
         # Under the lock, so a thread started by the next attach keeps its id.
@@ -276,22 +371,34 @@ class Hub:
         self._wakee = self._waker = None
 
     def _fail(self, selector: selectors.BaseSelector, exc: BaseException) -> None:
-        # Never die silently: report the bug, then end every connection with
-        # it so no user waits forever on a loop that is gone.
-        sys.excepthook(type(exc), exc, exc.__traceback__)
+        # Never die silently: end every connection with the error, those
+        # still waiting to register too, so no user waits forever on a loop
+        # that is gone. A selector that broke says so in each end; anything
+        # else is a bug in the loop and is reported as well.
+        if not isinstance(exc, (OSError, ValueError)):
+            report(exc)
+        unnamed: list[Attached] = []
         try:
-            connections = [key.data for key in selector.get_map().values() if key.data]
-        except Exception:
-            connections = []
-        for connection in connections:
-            try:
-                connection.hub_failed(exc)
-            except Exception:
-                pass
-        with self._lock:
-            self._attached = 0
-            self._calls.clear()
-            self._stop_locked(selector)
+            unnamed = [key.data for key in selector.get_map().values() if key.data is not None]
+        except Exception:  # pragma: no cover - a selector too broken to list its keys
+            pass
+        while True:
+            with self._lock:
+                members = list(self._members)
+                self._members.clear()
+                members += [member for member in unnamed if member not in members]
+                unnamed = []
+                if not members:
+                    # Whoever attaches from now on starts a fresh thread.
+                    self._attached = 0
+                    self._calls.clear()
+                    self._stop_locked(selector)
+                    return
+            for member in members:
+                try:
+                    member.hub_failed(exc)
+                except Exception as again:  # pragma: no cover - a bug in hub_failed itself
+                    report(again)
 
 
 _shared_hubs: dict[str, Hub] = {}

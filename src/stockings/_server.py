@@ -28,9 +28,11 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar, overload
 
+from ._channel import _live_channels
 from ._client import Address, SocketAddress, describe_address, resolve_address
 from ._closing import ClosesOnExit
 from ._hub import Hub, shared_hub
+from ._hub_faults import fd_limit_of
 from ._options import check_options
 from ._stocking import DEFAULT_CLOSE_TIMEOUT, Stocking
 
@@ -66,6 +68,14 @@ def _listen(target: tuple[str, int] | str, backlog: int) -> tuple[socket.socket,
     host, port = target
     family = socket.AF_INET6 if host and ":" in host else socket.AF_INET
     return socket.create_server((host, port), family=family, backlog=backlog), None
+
+
+def _over_limit(fd: int, limit: int) -> OSError:
+    return OSError(
+        errno.EMFILE,
+        f"descriptor {fd} is over select()'s limit (FD_SETSIZE {limit}):"
+        " connection refused; use Stocking or PollStocking, which have no such limit",
+    )
 
 
 def _remove_stale_socket(path: str) -> None:
@@ -110,7 +120,7 @@ class _Listener:
         self.pause()
         self.stopped = True
         self.sock.close()
-        self.hub.detach()
+        self.hub.detach(self)
 
     def handle_events(self, mask: int) -> None:
         server = self.server
@@ -133,14 +143,24 @@ class _Listener:
                 self.stop()
                 server._listener_lost(exc)
                 return
+            limit = server._fd_limit
+            if limit is not None and conn.fileno() >= limit:
+                # The stocking's selector could not watch it: refuse this one
+                # connection (the client sees it closed), not the hub.
+                server.last_accept_error = _over_limit(conn.fileno(), limit)
+                conn.close()
+                continue
             if not server._queue(conn):
                 self.pause()
                 return
 
     def hub_failed(self, exc: BaseException) -> None:
+        if self.stopped:
+            return
         self.events = 0
         self.stopped = True
         self.sock.close()
+        self.hub.detach(self)
         self.server._listener_lost(exc)
 
 
@@ -174,8 +194,9 @@ class Server(ClosesOnExit, Generic[_S]):
     Raises:
         TypeError: an option is unknown to ``cls`` (or a required one is
             missing), or ``address`` is of no address type.
-        ValueError: the port is not 0 to 65535, or a ``"host:port"`` string
-            is malformed.
+        ValueError: the port is not 0 to 65535, a ``"host:port"`` string
+            is malformed, or the listening socket's descriptor is over the
+            limit of the flavour's selector (``select()``: 1024, ``FD_SETSIZE``).
         OSError: the address cannot be listened on (in use, no permission).
     """
 
@@ -239,9 +260,18 @@ class Server(ClosesOnExit, Generic[_S]):
         hub = kwargs.get("hub")
         if not isinstance(hub, Hub):
             hub = shared_hub(cls.flavour, cls.selector_factory, cls._max_wait())
+            self._fd_limit = fd_limit_of(cls.selector_factory)
+        else:
+            self._fd_limit = hub.fd_limit
+        if hub.fd_limit is not None and sock.fileno() >= hub.fd_limit:
+            error = _over_limit(sock.fileno(), hub.fd_limit)
+            sock.close()
+            if self._path is not None:
+                os.unlink(self._path)
+            raise ValueError(error.strerror)
         self._hub = hub
         self._listener = _Listener(self, sock, hub)
-        hub.attach(self._listener.start)
+        hub.attach(self._listener.start, self._listener)
         self._thread: threading.Thread | None = None
         if handler is not None:
             self._thread = threading.Thread(
@@ -369,12 +399,12 @@ class Server(ClosesOnExit, Generic[_S]):
                 conn = self._ssl.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
             stocking: _S = self._cls(conn, **self._kwargs)
         except OSError as exc:
-            conn.close()
+            _discard(conn)
             if exc.errno in (errno.ENOTCONN, errno.ECONNRESET, errno.EINVAL):
                 return None
             raise
         except BaseException:
-            conn.close()
+            _discard(conn)
             raise
         with self._lock:
             if self._closed and self._close_clients:
@@ -426,14 +456,19 @@ class Server(ClosesOnExit, Generic[_S]):
 
         Connections not yet accepted are dropped. Clients are closed all at
         once, each flushing what was written to it first (see
-        :meth:`Stocking.close`). Returns once the listening socket and, with
+        :meth:`Stocking.close`), which also wakes a handler blocked reading
+        one; then the handler thread, if any, gets what is left of
+        ``timeout`` to return. Returns once the listening socket and, with
         ``close_clients``, every client socket is closed. Idempotent.
 
         Args:
             close_clients: close the stockings handed out; ``False`` leaves
                 them to their owners.
-            timeout: how long clients may spend flushing, in seconds.
+            timeout: how long the whole close may take, in seconds: clients
+                flushing, then the handler returning. ``None`` waits as long
+                as that takes.
         """
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             first = not self._closed
             self._closed = True
@@ -448,11 +483,12 @@ class Server(ClosesOnExit, Generic[_S]):
             self._stop_listening()
         for conn in pending:
             conn.close()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
         if clients:
             _close_all(clients, timeout)
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            # Last: a handler serving a client returns once that client is closed.
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def _stop_listening(self) -> None:
         listener = self._listener
@@ -475,6 +511,20 @@ class Server(ClosesOnExit, Generic[_S]):
                 os.unlink(self._path)
             except OSError:
                 pass
+
+
+def _discard(conn: socket.socket) -> None:
+    """Close a connection whose stocking could not be made.
+
+    A subclass's ``__init__`` may raise after ``Stocking.__init__`` has
+    handed the socket to a hub: then the connection is aborted through its
+    channel, so the hub never watches a descriptor closed under it.
+    """
+    for channel in list(_live_channels):
+        if channel.sock is conn:
+            channel.close(flush=False)
+            return
+    conn.close()
 
 
 def _close_all(clients: list[Any], timeout: float | None) -> None:

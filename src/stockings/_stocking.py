@@ -14,16 +14,18 @@ import selectors
 import socket
 import ssl
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Generic
 
-from ._channel import Channel
+from ._channel import DEFAULT_LINGER, Channel
 from ._closing import ClosesOnExit
 from ._epoll import EpollSelector, epoll_available
 from ._errors import ConnectionClosed, EndReason, HandshakeFailed, NotReady
 from ._framing import DEFAULT_MAX_MESSAGE_SIZE, Message
 from ._hub import Hub, shared_hub
 from ._options import ChannelOptions, connected_peer
+from ._shutdown import abandoned, handshake_finished, handshake_started
 from ._tls import TlsChannel
 from ._typing import Outgoing, ReadT, WriteP
 
@@ -104,12 +106,19 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
             come slower it backs off, so an idle stocking costs no CPU.
             Only the default flavour on Linux spins, and only on a machine
             with more than one CPU for this process.
+        linger: when the interpreter exits with messages still queued to
+            send, how long they may take to flush, in seconds (default 5);
+            the connection is then reset rather than closed, so the peer
+            never takes a message cut short for a clean end. ``None``
+            waits as long as it takes; ``0`` resets at once.
 
     Raises:
         TypeError: ``sock`` is not a ``socket.socket``, or an option is unknown.
         ValueError: ``sock`` is not a stream socket, or is listening (accept
             a connection first, or use :class:`~stockings.Server`); an
-            option has a value out of range.
+            option has a value out of range; the flavour cannot serve the
+            socket's descriptor (:class:`SelectStocking` takes none from
+            1024, ``FD_SETSIZE``, up).
         OSError: ``sock`` is not connected.
     """
 
@@ -147,6 +156,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         keepalive: bool | float | None = None,
         idle_timeout: float | None = None,
         read_spin: float = DEFAULT_READ_SPIN,
+        linger: float | None = DEFAULT_LINGER,
     ) -> None:
         #: The wrapped socket.
         self.sock = sock
@@ -156,6 +166,10 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         self.write_timeout = write_timeout
         self._handshake_complete: Any = False
         self._handshake_thread: threading.Thread | None = None
+        if linger is not None and not linger >= 0:
+            raise ValueError("linger must be None or a number of seconds, 0 or more")
+        hub = self._choose_hub(hub, private)
+        check_fd_limit(sock, hub, type(self).__name__)
         if nodelay and sock.family in (socket.AF_INET, socket.AF_INET6):
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -174,21 +188,35 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         )
         # Chosen once here, so the plain path never checks for TLS.
         channel_type = TlsChannel if isinstance(sock, ssl.SSLSocket) else Channel
-        self._channel = channel_type(sock, self._choose_hub(hub, private), options)
+        self._channel = channel_type(sock, hub, options)
+        self._channel.linger = linger
         # Bound once: write is the hottest call there is.
         self._send = self._channel.send
         self._receive = self._channel.receive
+        # Aborts the connection, with a ResourceWarning, if this stocking is
+        # dropped unclosed; holds the channel, never the stocking.
+        self._finalizer = weakref.finalize(
+            self, abandoned, self._channel, f"<{type(self).__name__} {self._peer_name()}>"
+        )
+        self._finalizer.atexit = False
         custom_handshake = type(self).handshake is not Stocking.handshake
         if custom_handshake:
             self._channel.set_signal_inbox(False)
         self._channel.start()
         if custom_handshake:
+            handshake_started(self._channel)
             self._handshake_thread = threading.Thread(
                 target=self._run_handshake,
                 name=f"stockings-handshake-{self._peer_name()}",
                 daemon=False,
             )
-            self._handshake_thread.start()
+            try:
+                self._handshake_thread.start()
+            except BaseException:
+                # No thread will count it out (the stocking, unreachable now,
+                # is aborted by its finalizer).
+                handshake_finished(self._channel)
+                raise
         else:
             # The default handshake has nothing to say: no thread, no wait.
             self._handshake_complete = True
@@ -222,6 +250,12 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
     # -------------------------------------------------------------- handshake
 
     def _run_handshake(self) -> None:
+        try:
+            self._handshake_and_record()
+        finally:
+            handshake_finished(self._channel)
+
+    def _handshake_and_record(self) -> None:
         try:
             result = self.handshake()
         except HandshakeFailed as exc:
@@ -270,7 +304,10 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         a true value, ``read`` and ``write`` raise :class:`NotReady`; if it
         returns a false value or raises, the stocking ends with
         ``EndReason.HANDSHAKE_FAILED`` and a :class:`HandshakeFailed` end
-        exception. A loop in it should check :attr:`active`.
+        exception. A loop in it should check :attr:`active`: when the
+        interpreter exits (its main thread has finished) while a handshake
+        still runs, the stocking ends so ("interpreter shutting down"), and
+        such a loop returns instead of holding the exit.
 
         Returns:
             A true value on success; it becomes :attr:`handshake_complete`.
@@ -487,6 +524,17 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         return self._channel.queued_bytes
 
     @property
+    def linger(self) -> float | None:
+        """Seconds queued messages may take to flush at interpreter exit (see ``linger=``)."""
+        return self._channel.linger
+
+    @linger.setter
+    def linger(self, value: float | None) -> None:
+        if value is not None and not value >= 0:
+            raise ValueError("linger must be None or a number of seconds, 0 or more")
+        self._channel.linger = value
+
+    @property
     def unread_bytes(self) -> int:
         """How much received data waits to be read (bytes, or characters for text)."""
         return self._channel.unread_bytes
@@ -541,9 +589,13 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         first, for up to ``timeout`` seconds, then the socket is shut down
         cleanly; otherwise (see :meth:`abort`) queued data is dropped.
         Returns once the socket is closed. Idempotent.
+
+        A stocking dropped without ``close()`` while its connection is open
+        is aborted when it is garbage collected, with a ``ResourceWarning``.
         """
         self._channel.close(flush=flush, timeout=timeout)
         self._channel.release_signal()
+        self._finalizer.detach()
 
     def abort(self) -> None:
         """End the connection now, dropping whatever is still queued to send."""
@@ -578,6 +630,22 @@ def _no_message(kwargs: dict[str, Any]) -> TypeError:
             f"write() takes the message as its one positional argument, not by keyword ({names})"
         )
     return TypeError("write() needs the message to send: write(message)")
+
+
+def check_fd_limit(sock: socket.socket, hub: Hub, what: str) -> None:
+    """Refuse a socket whose descriptor ``hub``'s selector cannot watch.
+
+    Raises:
+        ValueError: the descriptor is at or over the hub's limit (``select()``'s
+            ``FD_SETSIZE``), naming the flavours that have none.
+    """
+    limit = hub.fd_limit
+    fd = sock.fileno()
+    if limit is not None and fd >= limit:
+        raise ValueError(
+            f"{what} cannot serve descriptor {fd}: select() only takes descriptors"
+            f" below FD_SETSIZE ({limit}); use Stocking or PollStocking, which have no such limit"
+        )
 
 
 def set_keepalive(sock: socket.socket, keepalive: bool | float) -> None:

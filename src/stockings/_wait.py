@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, Union, cast
 
@@ -66,6 +67,12 @@ def _source_of(obj: object) -> _Source | None:
         return obj._channel
     source: _Source | None = getattr(obj, "_wait_source", None)
     return source
+
+
+def _note_weakly(waiter: weakref.ref[Waiter[Any]], key: int) -> None:
+    alive = waiter()
+    if alive is not None:
+        alive._note(key)
 
 
 class Waiter(ClosesOnExit, Generic[_W]):
@@ -124,7 +131,10 @@ class Waiter(ClosesOnExit, Generic[_W]):
         if source is None:
             raise TypeError(f"cannot wait on {type(obj).__name__} objects")
         key = id(obj)
-        callback = functools.partial(self._note, key)
+        # The source holds the callback, and a hub holds the source: through
+        # a weak reference, a dropped waiter (and the stockings it watched)
+        # can still be collected, and a dropped stocking finalized.
+        callback = functools.partial(_note_weakly, weakref.ref(self), key)
         with self._lock:
             if key in self._watched:
                 return
