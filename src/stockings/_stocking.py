@@ -95,6 +95,12 @@ class Stocking(ClosesOnExit):
             come slower it backs off, so an idle stocking costs no CPU.
             Only the default flavour on Linux spins, and only on a machine
             with more than one CPU for this process.
+        half_close: when the peer closes its side cleanly, keep this side
+            open for replies until :meth:`close` (default false: the
+            stocking ends, as in 1.2.3). ``read`` then returns the messages
+            left and ``None`` after them, :attr:`peer_closed` turns true,
+            and ``fileno()`` and :func:`~stockings.wait` report the
+            stocking ready; ``write`` still sends.
 
     Raises:
         OSError: ``sock`` is not connected.
@@ -134,6 +140,7 @@ class Stocking(ClosesOnExit):
         keepalive: bool | float | None = None,
         idle_timeout: float | None = None,
         read_spin: float = DEFAULT_READ_SPIN,
+        half_close: bool = False,
     ) -> None:
         #: The wrapped socket.
         self.sock = sock
@@ -158,6 +165,7 @@ class Stocking(ClosesOnExit):
             read_low_water,
             idle_timeout,
             read_spin,
+            half_close,
         )
         # Chosen once here, so the plain path never checks for TLS.
         channel_type = TlsChannel if isinstance(sock, ssl.SSLSocket) else Channel
@@ -460,6 +468,16 @@ class Stocking(ClosesOnExit):
     def ended(self) -> bool:
         """True once the connection is over; received messages may still be unread."""
         return self._channel.ended
+
+    @property
+    def peer_closed(self) -> bool:
+        """True once the peer has closed its side of the connection cleanly.
+
+        Without ``half_close`` the stocking has then ended too; with it, it
+        stays open for replies until :meth:`close`.
+        """
+        channel = self._channel
+        return channel._peer_eof or channel.end_reason is EndReason.PEER_CLOSED
 
     @property
     def end_reason(self) -> EndReason | None:
