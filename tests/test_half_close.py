@@ -70,3 +70,19 @@ def test_without_half_close_the_fin_ends_the_stocking() -> None:
             assert stocking.peer_closed
             with pytest.raises(stockings.ConnectionClosed):
                 stocking.write("hi")
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.usefixtures("no_leaks")
+def test_a_handshake_cut_by_a_half_close_says_so_at_once() -> None:
+    client, server_sock = tcp_pair()
+    with client:
+        client.shutdown(socket.SHUT_WR)
+        with stockings.AuthStocking(
+            server_sock, b"k" * 32, server_side=True, half_close=True, handshake_timeout=30
+        ) as stocking:
+            assert not stocking.wait_handshake(10)
+            assert stocking.end_reason is stockings.EndReason.HANDSHAKE_FAILED
+            assert "ended (peer closed) while waiting for the peer's hello" in str(
+                stocking.end_exception
+            )
