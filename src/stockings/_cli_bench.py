@@ -1,18 +1,16 @@
-"""The ``stockings`` command line: ``bench``, ``serve`` and ``cat``.
+"""``stockings bench``: a short loopback self-test of every flavour.
 
-``stockings bench`` is a loopback demo that measures each flavour in one
-process; ``stockings serve`` is an echo server and ``stockings cat`` a
-client that sends stdin's lines as messages and prints what comes back, so
-two terminals are enough to try stockings by hand.
+Both ends of each connection run in this process: a pair of stockings per
+flavour and transport streams 100 B and 1 MiB messages one way and times
+16 B round trips. Every message is counted and checked, so the table is
+also proof that this install works. Cross-library comparisons live in the
+repository's ``benchmarks/``, not in the package.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import platform
-import selectors
-import signal
 import socket
 import statistics
 import sys
@@ -20,15 +18,22 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import FrameType
-from typing import Any
+from typing import Any, TextIO
 
 from . import __version__
-from ._client import connect
-from ._errors import ConnectionClosed, StockingError
-from ._stocking import SelectStocking, Stocking
+from ._cli_common import CliError, flavours, is_terminal
+from ._errors import StockingError
+from ._stocking import Stocking
 
-__all__ = ["BenchResult", "BenchmarkFailed", "build_parser", "flavours", "main", "run_bench"]
+__all__ = [
+    "BenchResult",
+    "BenchmarkFailed",
+    "Progress",
+    "format_table",
+    "run_bench",
+    "run_bench_command",
+    "transports",
+]
 
 #: The size of the messages in the "small" stream.
 SMALL_SIZE = 100
@@ -46,22 +51,6 @@ class BenchmarkFailed(StockingError):
     """A benchmark run did not deliver what it sent."""
 
 
-def flavours() -> dict[str, type[Stocking]]:
-    """The stocking flavours this platform offers, by class name.
-
-    Returns:
-        ``Stocking`` and ``SelectStocking``, and ``PollStocking`` where
-        ``select.poll`` exists, in that order of preference.
-    """
-    found: dict[str, type[Stocking]] = {"Stocking": Stocking}
-    module = importlib.import_module("stockings._stocking")
-    poll = getattr(module, "PollStocking", None)
-    if poll is not None:
-        found["PollStocking"] = poll
-    found["SelectStocking"] = SelectStocking
-    return found
-
-
 def _tcp_pair() -> Pair:
     with socket.create_server(("127.0.0.1", 0)) as listener:
         client = socket.create_connection(listener.getsockname())
@@ -69,7 +58,7 @@ def _tcp_pair() -> Pair:
     return client, server
 
 
-def _transports() -> dict[str, Callable[[], Pair]]:
+def transports() -> dict[str, Callable[[], Pair]]:
     found: dict[str, Callable[[], Pair]] = {"tcp": _tcp_pair}
     if hasattr(socket, "socketpair"):
         found["socketpair"] = socket.socketpair
@@ -231,6 +220,7 @@ def run_bench(
     large_count: int,
     rtt_count: int,
     duration: float,
+    progress: Callable[[str], None] | None = None,
 ) -> BenchResult:
     """Measure one flavour over one transport.
 
@@ -243,6 +233,7 @@ def run_bench(
         rtt_count: the most round trips to time.
         duration: the most seconds each of the three measurements may run;
             a measurement that stops early reports what it did send.
+        progress: called with the name of each measurement as it starts.
 
     Returns:
         The measured row.
@@ -250,8 +241,12 @@ def run_bench(
     Raises:
         BenchmarkFailed: a message was lost, changed or stuck.
     """
+    say = progress or (lambda what: None)
+    say(f"{SMALL_SIZE} B stream")
     small_time, small_n = _stream(flavour, make_pair, SMALL_SIZE, small_count, duration)
+    say("1 MiB stream")
     large_time, large_n = _stream(flavour, make_pair, LARGE_SIZE, large_count, duration)
+    say(f"{RTT_SIZE} B round trips")
     rtt, rtt_n = _round_trips(flavour, make_pair, rtt_count, duration)
     return BenchResult(
         flavour=flavour.__name__,
@@ -316,31 +311,44 @@ def format_table(results: Sequence[BenchResult]) -> str:
     return "\n".join(lines)
 
 
-def _compare_entry() -> Callable[[Sequence[str]], int] | str:
-    """The cross-library comparison's entry point, or why this install lacks it."""
-    try:
-        module = importlib.import_module("stockings._compare")
-    except ImportError as exc:
-        if getattr(exc, "name", None) == "stockings._compare":
-            return "not available in this install"
-        return f"not available here ({exc})"
-    entry: Callable[[Sequence[str]], int] = module.main
-    return entry
+class Progress:
+    """One status line, redrawn in place on a terminal; silent anywhere else.
+
+    Args:
+        stream: where to draw it (stderr, so that stdout keeps only the table).
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.live = is_terminal(stream)
+        self.start = time.monotonic()
+        self.row = ""
+
+    def begin_row(self, text: str) -> None:
+        """Name the row being measured."""
+        self.row = text
+        self.show("starting")
+
+    def show(self, what: str) -> None:
+        """Say what is being measured now."""
+        if self.live:
+            elapsed = time.monotonic() - self.start
+            self.stream.write(f"\r\x1b[K{self.row}: {what} ({elapsed:.0f} s)")
+            self.stream.flush()
+
+    def done(self) -> None:
+        """Remove the line."""
+        if self.live:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
 
 
-def _run_compare(argv: Sequence[str]) -> int:
-    compare_main = _compare_entry()
-    if isinstance(compare_main, str):
-        print(f"stockings bench --compare: {compare_main}", file=sys.stderr)
-        return 2
-    return compare_main(argv)
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
+def run_bench_command(args: argparse.Namespace) -> int:
+    """Run ``stockings bench``; see its ``--help``."""
     available = flavours()
-    transports = _transports()
+    ways = transports()
     chosen = args.flavour or list(available)
-    ways = args.transport or list(transports)
+    chosen_ways = args.transport or list(ways)
     print(
         f"stockings {__version__} bench: loopback, both ends in this process"
         f" (Python {platform.python_version()}, {sys.platform})"
@@ -351,289 +359,35 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         f" each measurement stops after {args.duration:g} s; MB = 10**6 bytes"
     )
     print(flush=True)
+    progress = Progress(sys.stderr)
+    rows = [(name, way) for name in chosen for way in chosen_ways]
     results = []
-    name, way = chosen[0], ways[0]
+    name, way = rows[0]
     try:
+        progress.begin_row("warming up")
         # A short unreported run first, so that the first row does not pay for
         # the interpreter and the caches warming up.
-        _stream(available[name], transports[way], SMALL_SIZE, 2_000, args.duration)
-        for name in chosen:
-            for way in ways:
-                results.append(
-                    run_bench(
-                        available[name],
-                        way,
-                        transports[way],
-                        args.count,
-                        args.large_count,
-                        args.rtt_count,
-                        args.duration,
-                    )
+        _stream(available[name], ways[way], SMALL_SIZE, 2_000, args.duration)
+        for number, (name, way) in enumerate(rows, 1):
+            progress.begin_row(f"[{number}/{len(rows)}] {name} over {way}")
+            results.append(
+                run_bench(
+                    available[name],
+                    way,
+                    ways[way],
+                    args.count,
+                    args.large_count,
+                    args.rtt_count,
+                    args.duration,
+                    progress.show,
                 )
+            )
     except (OSError, StockingError) as exc:
-        print(f"stockings bench: {name} over {way} failed: {exc}", file=sys.stderr)
-        return 1
+        raise CliError(f"{name} over {way} failed: {exc}") from exc
+    finally:
+        progress.done()
     print(format_table(results))
     total = sum(r.small_count + r.large_count for r in results)
     trips = sum(r.rtt_count for r in results)
     print(f"\nverified: all {total:,} streamed messages and {trips:,} round trips arrived intact")
     return 0
-
-
-# ---------------------------------------------------------------- serve / cat
-
-
-def _split_address(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
-def _name(addr: Any) -> str:
-    if isinstance(addr, tuple) and len(addr) >= 2:
-        return f"{addr[0]}:{addr[1]}"
-    return str(addr)
-
-
-def _stop_on_sigterm() -> None:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, handler)
-
-
-def _cmd_serve(args: argparse.Namespace) -> int:
-    flavour = flavours()[args.flavour]
-    listener = socket.create_server((args.host, args.port))
-    clients: dict[int, Stocking] = {}
-    served = 0
-    with selectors.DefaultSelector() as selector, listener:
-        selector.register(listener, selectors.EVENT_READ)
-        print(f"listening on {_name(listener.getsockname())}", flush=True)
-        _stop_on_sigterm()
-        try:
-            while clients or not (args.once and served):
-                for key, _ in selector.select():
-                    if key.fileobj is listener:
-                        sock, _ = listener.accept()
-                        stocking = flavour(sock)
-                        served += 1
-                        # A stocking's fileno() is readable while a message
-                        # waits or once it has ended: one selector serves all.
-                        fd = stocking.fileno()
-                        clients[fd] = stocking
-                        selector.register(fd, selectors.EVENT_READ)
-                        print(f"+ {_name(stocking.addr)}", flush=True)
-                        continue
-                    assert isinstance(key.fileobj, int)
-                    stocking = clients[key.fileobj]
-                    _echo_ready(stocking)
-                    if stocking.ended and stocking.read() is None:
-                        selector.unregister(key.fileobj)
-                        del clients[key.fileobj]
-                        reason = stocking.end_reason.value if stocking.end_reason else "?"
-                        stocking.close()
-                        print(f"- {_name(stocking.addr)} ({reason})", flush=True)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            for stocking in clients.values():
-                stocking.close()
-    return 0
-
-
-def _echo_ready(stocking: Stocking) -> None:
-    while True:
-        message = stocking.read()
-        if message is None:
-            return
-        try:
-            stocking.write(message)
-        except ConnectionClosed:
-            return
-
-
-def _print_message(message: Any) -> None:
-    if isinstance(message, str):
-        print(message, flush=True)
-    else:
-        sys.stdout.flush()
-        sys.stdout.buffer.write(bytes(message) + b"\n")
-        sys.stdout.buffer.flush()
-
-
-def _cmd_cat(args: argparse.Namespace) -> int:
-    flavour = flavours()[args.flavour]
-    stocking = connect(args.address, timeout=args.connect_timeout, cls=flavour)
-    received = 0
-    progress = threading.Condition()
-    problem: list[BaseException] = []
-
-    def printer() -> None:
-        nonlocal received
-        try:
-            for message in stocking:
-                _print_message(message)
-                with progress:
-                    received += 1
-                    progress.notify_all()
-        except ConnectionClosed as exc:
-            problem.append(exc)
-        finally:
-            with progress:
-                progress.notify_all()
-
-    thread = threading.Thread(target=printer, name="stockings-cat-printer")
-    thread.start()
-    try:
-        for line in sys.stdin:
-            line = line.rstrip("\r\n")
-            stocking.write(line.encode() if args.bytes else line)
-        with progress:
-            if args.expect is not None:
-                progress.wait_for(lambda: received >= args.expect or stocking.ended)
-            else:
-                # No count to wait for: stop once the peer has been quiet a while.
-                seen = -1
-                while seen != received and not stocking.ended:
-                    seen = received
-                    progress.wait(args.wait)
-    except (KeyboardInterrupt, ConnectionClosed) as exc:
-        if isinstance(exc, ConnectionClosed):
-            problem.append(exc)
-    finally:
-        stocking.close()
-        thread.join()
-    if problem:
-        print(f"stockings cat: {problem[0]}", file=sys.stderr)
-        return 1
-    return 0
-
-
-# ----------------------------------------------------------------------- main
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be above 0")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Build the ``stockings`` argument parser.
-
-    Returns:
-        The parser, with one sub-parser per command.
-    """
-    names = list(flavours())
-    parser = argparse.ArgumentParser(
-        prog="stockings",
-        description="Send and receive whole messages over sockets: demo, benchmark, tools.",
-    )
-    parser.add_argument("--version", action="version", version=f"stockings {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.required = True
-
-    bench = commands.add_parser(
-        "bench",
-        help="measure every flavour over loopback in this process",
-        description="Open a pair of stockings per flavour and transport, stream 100 B and"
-        " 1 MiB messages one way, time 16 B round trips, and print a table."
-        " Every message is counted and checked.",
-    )
-    bench.add_argument(
-        "--count", type=_positive_int, default=1_000_000, help="most 100 B messages (1000000)"
-    )
-    bench.add_argument(
-        "--large-count", type=_positive_int, default=200, help="most 1 MiB messages (200)"
-    )
-    bench.add_argument(
-        "--rtt-count", type=_positive_int, default=2_000, help="most round trips (2000)"
-    )
-    bench.add_argument(
-        "--duration",
-        type=_positive_float,
-        default=1.0,
-        help="most seconds per measurement; 3 per row (1.0)",
-    )
-    bench.add_argument(
-        "--flavour", action="append", choices=names, help="only this flavour (repeatable)"
-    )
-    bench.add_argument(
-        "--transport",
-        action="append",
-        choices=list(_transports()),
-        help="only this transport (repeatable)",
-    )
-    bench.add_argument(
-        "--compare",
-        action="store_true",
-        help="compare with other libraries instead; see: stockings bench --compare --help",
-    )
-    bench.set_defaults(run=_cmd_bench)
-
-    serve = commands.add_parser(
-        "serve",
-        help="run an echo server",
-        description="Accept connections, echo every message back, print who comes and goes.",
-    )
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8765, help="port to listen on; 0 picks one")
-    serve.add_argument("--flavour", choices=names, default="Stocking")
-    serve.add_argument("--once", action="store_true", help="exit when the first client leaves")
-    serve.set_defaults(run=_cmd_serve)
-
-    cat = commands.add_parser(
-        "cat",
-        aliases=["send"],
-        help="send stdin's lines as messages, print the messages received",
-        description="Connect to HOST:PORT, send each line of stdin as one message, and"
-        " print each message received on its own line.",
-    )
-    cat.add_argument("address", type=_split_address, metavar="HOST:PORT")
-    cat.add_argument("--flavour", choices=names, default="Stocking")
-    cat.add_argument("--bytes", action="store_true", help="send lines as bytes, not text")
-    cat.add_argument(
-        "--expect", type=int, metavar="N", help="after stdin ends, wait for N messages in all"
-    )
-    cat.add_argument(
-        "--wait",
-        type=_positive_float,
-        default=1.0,
-        help="after stdin ends, stop once nothing arrived for this long (1 s)",
-    )
-    cat.add_argument("--connect-timeout", type=_positive_float, default=10.0)
-    cat.set_defaults(run=_cmd_cat)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``stockings`` command line.
-
-    Args:
-        argv: the arguments after the program name; ``sys.argv[1:]`` if ``None``.
-
-    Returns:
-        The exit status: 0 on success, 1 when a command failed, 2 on bad usage.
-    """
-    words = list(sys.argv[1:] if argv is None else argv)
-    if words[:1] == ["bench"] and "--compare" in words:
-        # The comparison has options (and a --help) of its own: hand it the rest.
-        return _run_compare([word for word in words[1:] if word != "--compare"])
-    args = build_parser().parse_args(words)
-    try:
-        status: int = args.run(args)
-    except OSError as exc:
-        print(f"stockings {args.command}: {exc}", file=sys.stderr)
-        return 1
-    return status
