@@ -202,3 +202,14 @@ def test_a_refused_connection_fails_fast_whatever_stdin_holds() -> None:
     result = run_cli("cat", f"127.0.0.1:{port}", stdin=b"x\n" * 10)
     assert result.returncode == 1
     assert f"cannot connect to 127.0.0.1:{port}" in one_line_error(result.stderr)
+
+
+def test_a_message_over_our_limit_from_the_peer_is_explained(listener: socket.socket) -> None:
+    with started("cat", "--max-message-size", "100", _address(listener)) as cat:
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(b"\x24\x82" + b"z" * 164)  # a header announcing 164 bytes of text
+            assert cat.wait() == 1
+    error = one_line_error(cat.err.until_closed())
+    assert "connection ended: message too large: message of 164 bytes exceeds" in error
+    assert error.endswith("--max-message-size raises the limit")

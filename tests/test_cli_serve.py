@@ -184,3 +184,22 @@ def test_an_empty_authkey_file_is_a_usage_error(tmp_path: Path) -> None:
     result = run_cli("serve", "--authkey-file", str(empty))
     assert result.returncode == 2
     assert "is empty" in one_line_error(result.stderr)
+
+
+def test_a_server_with_cafile_requires_a_client_certificate(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    server_pem, client_pem, ca_pem = (tmp_path / n for n in ("server.pem", "client.pem", "ca.pem"))
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(server_pem))
+    ca.issue_cert("client@example.org").private_key_and_cert_chain_pem.write_to_path(
+        str(client_pem)
+    )
+    ca.cert_pem.write_to_path(str(ca_pem))
+    with server("--certfile", str(server_pem), "--cafile", str(ca_pem)) as (serve, address):
+        args = ["cat", "--cafile", str(ca_pem), "--expect", "1", address]
+        good = run_cli(*args[:1], "--certfile", str(client_pem), *args[1:], stdin="m")
+        assert good.returncode == 0, good.stderr
+        assert good.stdout == b"m\n"
+        bad = run_cli(*args, stdin="m")
+        assert bad.returncode == 1
+        assert "connection ended:" in one_line_error(bad.stderr)
+        serve.err.expect(rb"left after [\d.]+ s: handshake failed: TLS handshake failed")

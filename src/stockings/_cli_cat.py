@@ -31,7 +31,7 @@ from ._cli_common import (
 )
 from ._cli_output import escape_text, show_bytes, show_text
 from ._client import connect, describe_address
-from ._errors import ConnectionClosed, MessageTooLarge
+from ._errors import ConnectionClosed, EndReason, MessageTooLarge
 from ._stocking import Stocking
 
 __all__ = ["PROMPT", "run_cat"]
@@ -314,7 +314,8 @@ def _converse(stocking: Stocking, args: argparse.Namespace, file_data: bytes | N
         raise session.failure
     reason = stocking.end_reason
     counts = f"sent {sent}, received {session.received}"
-    notice("cat", f"connection ended: {describe_end(stocking)} ({counts})")
+    hint = "; --max-message-size raises the limit" if reason is EndReason.MESSAGE_TOO_LARGE else ""
+    notice("cat", f"connection ended: {describe_end(stocking)} ({counts}){hint}")
     return 0 if reason is None or reason.clean else 1
 
 
