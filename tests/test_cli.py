@@ -7,8 +7,10 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import trustme
 
 from cli_helpers import one_line_error, server, terminal
 from conftest import FLAVOURS
@@ -255,7 +257,7 @@ def test_help_gives_the_defaults(command: str, default: str) -> None:
     assert default in " ".join(result.stdout.split())
 
 
-@pytest.mark.parametrize("command", ["serve", "cat"])
+@pytest.mark.parametrize("command", ["bench", "serve", "cat"])
 def test_every_connection_option_is_offered(command: str) -> None:
     result = run_cli(command, "--help")
     wanted = [
@@ -266,7 +268,29 @@ def test_every_connection_option_is_offered(command: str) -> None:
         "--authkey-file",
         "--max-message-size",
     ]
-    if command == "cat":
+    if command != "serve":
         wanted.append("--insecure")
     for option in wanted:
         assert option in result.stdout
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("transport", ["tcp", "socketpair"])
+def test_bench_over_tls_and_with_an_authkey(tmp_path: Path, transport: str) -> None:
+    ca = trustme.CA()
+    pem, ca_pem, key = tmp_path / "server.pem", tmp_path / "ca.pem", tmp_path / "secret.key"
+    ca.issue_cert("localhost").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    ca.cert_pem.write_to_path(str(ca_pem))
+    key.write_bytes(b"s" * 32)
+    options = ["--certfile", str(pem), "--cafile", str(ca_pem), "--authkey-file", str(key)]
+    args = [*TINY_BENCH, "--flavour", "SelectStocking", "--transport", transport, *options]
+    result = run_cli("bench", *args)
+    assert result.returncode == 0, result.stderr
+    assert "with TLS and an authkey" in result.stdout
+    assert [row[:2] for row in table_rows(result.stdout)] == [["SelectStocking", transport]]
+
+
+def test_bench_needs_room_for_its_large_messages() -> None:
+    result = run_cli("bench", "--max-message-size", "1K")
+    assert result.returncode == 2
+    assert "--max-message-size must be at least 1048576" in one_line_error(result.stderr)

@@ -43,7 +43,9 @@ __all__ = ["build_parser", "main"]
 _BENCH_EXAMPLES = """\
 examples:
   stockings bench                      every flavour over TCP and a socket pair (~10 s)
-  stockings bench --flavour Stocking --transport tcp --duration 0.5
+  stockings bench --flavour Stocking --transport tcp --duration 0.2
+  stockings bench --transport tcp --certfile cert.pem --keyfile key.pem --insecure
+  stockings bench --authkey-file secret.key
 """
 
 _SERVE_EXAMPLES = """\
@@ -142,6 +144,7 @@ def _add_bench(commands: argparse._SubParsersAction[_Parser]) -> None:
         choices=list(transports()),
         help="only this transport (repeatable; all by default)",
     )
+    add_connection_options(bench, server=False, both_ends=True)
     bench.set_defaults(run=run_bench_command)
 
 

@@ -12,22 +12,32 @@ from __future__ import annotations
 import argparse
 import platform
 import socket
+import ssl
 import statistics
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from . import __version__
-from ._cli_common import CliError, flavours, is_terminal
+from ._cli_common import (
+    CliError,
+    auth_flavour,
+    client_tls,
+    flavours,
+    is_terminal,
+    read_authkey,
+    server_tls,
+)
 from ._errors import StockingError
 from ._stocking import Stocking
 
 __all__ = [
     "BenchResult",
     "BenchmarkFailed",
+    "Ends",
     "Progress",
     "format_table",
     "run_bench",
@@ -97,15 +107,64 @@ class BenchResult:
     rtt_count: int
 
 
-def _open(flavour: type[Stocking], make_pair: Callable[[], Pair]) -> tuple[Stocking, Stocking]:
+@dataclass
+class Ends:
+    """How to make the two ends of a pair beyond the flavour: TLS, authkey, limits.
+
+    Attributes:
+        client_tls: the connecting end's TLS context, or ``None`` for none.
+        server_tls: the accepting end's TLS context (set with ``client_tls``).
+        authkey: the key both ends prove they hold, or ``None``.
+        kwargs: more keyword arguments for both stockings.
+    """
+
+    client_tls: ssl.SSLContext | None = None
+    server_tls: ssl.SSLContext | None = None
+    authkey: bytes | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def make(self, flavour: type[Stocking], sock: socket.socket, server_side: bool) -> Stocking:
+        """One end, as a stocking of ``flavour`` (with the authkey handshake if asked)."""
+        if server_side and self.server_tls is not None:
+            sock = self.server_tls.wrap_socket(
+                sock, server_side=True, do_handshake_on_connect=False
+            )
+        elif not server_side and self.client_tls is not None:
+            sock = self.client_tls.wrap_socket(
+                sock, server_hostname="localhost", do_handshake_on_connect=False
+            )
+        if self.authkey is None:
+            return flavour(sock, **self.kwargs)
+        cls = auth_flavour(flavour)
+        return cls(sock, authkey=self.authkey, server_side=server_side, **self.kwargs)
+
+
+_PLAIN = Ends()
+
+
+def _open(
+    flavour: type[Stocking], make_pair: Callable[[], Pair], ends: Ends = _PLAIN
+) -> tuple[Stocking, Stocking]:
     a, b = make_pair()
-    left = flavour(a)
     try:
-        right = flavour(b)
+        left = ends.make(flavour, a, server_side=False)
+    except BaseException:
+        a.close()
+        b.close()
+        raise
+    try:
+        right = ends.make(flavour, b, server_side=True)
     except BaseException:
         left.close()
         b.close()
         raise
+    if ends.authkey is not None:
+        for stocking in (left, right):
+            if not stocking.wait_handshake(STUCK_AFTER):
+                left.close()
+                right.close()
+                why = stocking.end_exception or "it timed out"
+                raise BenchmarkFailed(f"the authkey handshake failed: {why}")
     return left, right
 
 
@@ -123,6 +182,7 @@ def _stream(
     size: int,
     count: int,
     duration: float,
+    ends: Ends = _PLAIN,
 ) -> tuple[float, int]:
     """Send up to ``count`` messages of ``size`` bytes one way; return (seconds, count).
 
@@ -130,7 +190,7 @@ def _stream(
     sends an empty text message as the end marker: the payloads are bytes,
     so the marker cannot be mistaken for one.
     """
-    left, right = _open(flavour, make_pair)
+    left, right = _open(flavour, make_pair, ends)
     payload = b"x" * size
     sent = 0
     failure: list[BaseException] = []
@@ -174,10 +234,14 @@ def _stream(
 
 
 def _round_trips(
-    flavour: type[Stocking], make_pair: Callable[[], Pair], count: int, duration: float
+    flavour: type[Stocking],
+    make_pair: Callable[[], Pair],
+    count: int,
+    duration: float,
+    ends: Ends = _PLAIN,
 ) -> tuple[float, int]:
     """Time up to ``count`` round trips of a 16-byte message; return (median µs, count)."""
-    left, right = _open(flavour, make_pair)
+    left, right = _open(flavour, make_pair, ends)
 
     def echo() -> None:
         try:
@@ -221,6 +285,7 @@ def run_bench(
     rtt_count: int,
     duration: float,
     progress: Callable[[str], None] | None = None,
+    ends: Ends = _PLAIN,
 ) -> BenchResult:
     """Measure one flavour over one transport.
 
@@ -234,6 +299,7 @@ def run_bench(
         duration: the most seconds each of the three measurements may run;
             a measurement that stops early reports what it did send.
         progress: called with the name of each measurement as it starts.
+        ends: TLS, the authkey and other options for the stockings.
 
     Returns:
         The measured row.
@@ -243,11 +309,11 @@ def run_bench(
     """
     say = progress or (lambda what: None)
     say(f"{SMALL_SIZE} B stream")
-    small_time, small_n = _stream(flavour, make_pair, SMALL_SIZE, small_count, duration)
+    small_time, small_n = _stream(flavour, make_pair, SMALL_SIZE, small_count, duration, ends)
     say("1 MiB stream")
-    large_time, large_n = _stream(flavour, make_pair, LARGE_SIZE, large_count, duration)
+    large_time, large_n = _stream(flavour, make_pair, LARGE_SIZE, large_count, duration, ends)
     say(f"{RTT_SIZE} B round trips")
-    rtt, rtt_n = _round_trips(flavour, make_pair, rtt_count, duration)
+    rtt, rtt_n = _round_trips(flavour, make_pair, rtt_count, duration, ends)
     return BenchResult(
         flavour=flavour.__name__,
         transport=transport,
@@ -349,8 +415,13 @@ def run_bench_command(args: argparse.Namespace) -> int:
     ways = transports()
     chosen = args.flavour or list(available)
     chosen_ways = args.transport or list(ways)
+    extras = [
+        *(["TLS"] if args.tls or args.certfile else []),
+        *(["an authkey"] if args.authkey_file else []),
+    ]
     print(
         f"stockings {__version__} bench: loopback, both ends in this process"
+        f"{' with ' + ' and '.join(extras) if extras else ''}"
         f" (Python {platform.python_version()}, {sys.platform})"
     )
     print(
@@ -359,6 +430,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
         f" each measurement stops after {args.duration:g} s; MB = 10**6 bytes"
     )
     print(flush=True)
+    ends = _ends(args)
     progress = Progress(sys.stderr)
     rows = [(name, way) for name in chosen for way in chosen_ways]
     results = []
@@ -367,7 +439,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
         progress.begin_row("warming up")
         # A short unreported run first, so that the first row does not pay for
         # the interpreter and the caches warming up.
-        _stream(available[name], ways[way], SMALL_SIZE, 2_000, args.duration)
+        _stream(available[name], ways[way], SMALL_SIZE, 2_000, args.duration, ends)
         for number, (name, way) in enumerate(rows, 1):
             progress.begin_row(f"[{number}/{len(rows)}] {name} over {way}")
             results.append(
@@ -380,6 +452,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
                     args.rtt_count,
                     args.duration,
                     progress.show,
+                    ends,
                 )
             )
     except (OSError, StockingError) as exc:
@@ -391,3 +464,22 @@ def run_bench_command(args: argparse.Namespace) -> int:
     trips = sum(r.rtt_count for r in results)
     print(f"\nverified: all {total:,} streamed messages and {trips:,} round trips arrived intact")
     return 0
+
+
+def _ends(args: argparse.Namespace) -> Ends:
+    """The pairs' TLS, authkey and size limit, from the command's options."""
+    ends = Ends(kwargs={"max_message_size": args.max_message_size})
+    limit = args.max_message_size
+    if limit is not None and limit < LARGE_SIZE:
+        raise CliError(f"--max-message-size must be at least {LARGE_SIZE} for the 1 MiB stream", 2)
+    if args.tls or args.certfile or args.cafile or args.keyfile or args.insecure:
+        # One set of options, two ends: the certificate is the accepting
+        # end's, the CAs and --insecure the connecting end's.
+        server_side = argparse.Namespace(**{**vars(args), "tls": True, "cafile": None})
+        client_side = argparse.Namespace(**{**vars(args), "certfile": None, "keyfile": None})
+        client_side.tls = True
+        ends.server_tls = server_tls(server_side)
+        ends.client_tls = client_tls(client_side)
+    if args.authkey_file is not None:
+        ends.authkey = read_authkey(args.authkey_file)
+    return ends

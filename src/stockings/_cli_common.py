@@ -26,6 +26,7 @@ __all__ = [
     "EXIT_USAGE",
     "CliError",
     "add_connection_options",
+    "auth_flavour",
     "client_tls",
     "describe_end",
     "describe_error",
@@ -36,6 +37,7 @@ __all__ = [
     "parse_address",
     "parse_port",
     "parse_size",
+    "read_authkey",
     "server_tls",
     "stdin_fd",
     "stocking_class",
@@ -119,14 +121,24 @@ def parse_size(text: str) -> int | None:
 # ------------------------------------------------------------ common options
 
 
-def add_connection_options(parser: argparse.ArgumentParser, server: bool) -> None:
-    """Add the flavour, TLS, authkey and size-limit options a command shares."""
-    parser.add_argument(
-        "--flavour",
-        choices=list(flavours()),
-        default="Stocking",
-        help="the stocking class to use",
-    )
+def add_connection_options(
+    parser: argparse.ArgumentParser, server: bool, both_ends: bool = False
+) -> None:
+    """Add the flavour, TLS, authkey and size-limit options a command shares.
+
+    Args:
+        parser: the command's parser.
+        server: the options of the accepting end (else of the connecting end).
+        both_ends: the command makes both ends (bench): each option serves
+            the end it is for, and there is no ``--flavour`` (bench has its own).
+    """
+    if not both_ends:
+        parser.add_argument(
+            "--flavour",
+            choices=list(flavours()),
+            default="Stocking",
+            help="the stocking class to use",
+        )
     parser.add_argument(
         "--max-message-size",
         type=parse_size,
@@ -142,7 +154,28 @@ def add_connection_options(parser: argparse.ArgumentParser, server: bool) -> Non
         " this file (its bytes, less one trailing newline)",
     )
     tls = parser.add_argument_group("TLS")
-    if server:
+    if both_ends:
+        tls.add_argument(
+            "--tls", action="store_true", help="speak TLS; needs --certfile (and --keyfile)"
+        )
+        tls.add_argument(
+            "--certfile",
+            metavar="PATH",
+            help="the accepting end's certificate chain (PEM), for the name localhost;"
+            " implies --tls",
+        )
+        tls.add_argument(
+            "--keyfile", metavar="PATH", help="the certificate's private key, if not in --certfile"
+        )
+        tls.add_argument(
+            "--cafile", metavar="PATH", help="the connecting end trusts these CAs (PEM)"
+        )
+        tls.add_argument(
+            "--insecure",
+            action="store_true",
+            help="the connecting end does not check the certificate",
+        )
+    elif server:
         tls.add_argument(
             "--tls", action="store_true", help="speak TLS; needs --certfile (and --keyfile)"
         )
@@ -228,7 +261,7 @@ def server_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
     return context
 
 
-def _read_authkey(path: str) -> bytes:
+def read_authkey(path: str) -> bytes:
     try:
         with open(path, "rb") as file:
             key = file.read()
@@ -252,12 +285,17 @@ def stocking_class(args: argparse.Namespace, server_side: bool) -> tuple[type[St
     kwargs: dict[str, Any] = {"max_message_size": args.max_message_size}
     if args.authkey_file is None:
         return flavour, kwargs
-    kwargs["authkey"] = _read_authkey(args.authkey_file)
+    kwargs["authkey"] = read_authkey(args.authkey_file)
     kwargs["server_side"] = server_side
+    return auth_flavour(flavour), kwargs
+
+
+def auth_flavour(flavour: type[Stocking]) -> type[AuthStocking]:
+    """:class:`AuthStocking` made of the given flavour."""
     if flavour is Stocking:
-        return AuthStocking, kwargs
-    auth_flavour = type(f"Auth{flavour.__name__}", (AuthStocking, flavour), {})
-    return auth_flavour, kwargs
+        return AuthStocking
+    made: type[AuthStocking] = type(f"Auth{flavour.__name__}", (AuthStocking, flavour), {})
+    return made
 
 
 # ------------------------------------------------------------------ messages
