@@ -85,19 +85,19 @@ def _read_input(fd: int, separator: bytes, session: Session) -> None:
     pending = bytearray()
     searched = 0
     while True:
+        error: OSError | None = None
         try:
             # os.read, not sys.stdin: a daemon thread blocked inside a
             # buffered reader's lock would stall the interpreter's exit.
             chunk = os.read(fd, 65536)
         except OSError as exc:
-            session.end_input(None if pending or is_fd_terminal(fd) else exc)
+            # A terminal that went away (EIO) ends the input like Ctrl-D.
+            error = None if is_fd_terminal(fd) else exc
             chunk = b""
-            if not pending:
-                return
         if not chunk:
             if pending:
                 session.add_record(bytes(pending))
-            session.end_input()
+            session.end_input(error)
             return
         pending += chunk
         while True:
