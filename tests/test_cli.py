@@ -14,7 +14,7 @@ import trustme
 
 from cli_helpers import one_line_error, server, terminal
 from conftest import FLAVOURS
-from stockings import _cli, _cli_bench
+from stockings import Stocking, _cli, _cli_bench, _cli_measure
 
 ENV = {**os.environ, "PYTHONIOENCODING": "utf-8"}
 TINY_BENCH = ["--count", "300", "--large-count", "3", "--rtt-count", "5", "--duration", "20"]
@@ -133,9 +133,9 @@ def test_bench_rejects_an_unknown_flavour() -> None:
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("flavour", FLAVOURS, ids=lambda f: f.__name__)
 @pytest.mark.usefixtures("no_leaks")
-def test_run_bench_counts_every_message(flavour: type[_cli_bench.Stocking]) -> None:
-    result = _cli_bench.run_bench(
-        flavour, "socketpair", _cli_bench.transports()["socketpair"], 50, 2, 3, 20
+def test_run_bench_counts_every_message(flavour: type[Stocking]) -> None:
+    result = _cli_measure.run_bench(
+        flavour, "socketpair", _cli_measure.transports()["socketpair"], 50, 2, 3, 20
     )
     assert (result.small_count, result.large_count, result.rtt_count) == (50, 2, 3)
     assert result.flavour == flavour.__name__
@@ -143,8 +143,8 @@ def test_run_bench_counts_every_message(flavour: type[_cli_bench.Stocking]) -> N
 
 
 def test_stream_stops_at_the_duration_and_counts_what_it_sent() -> None:
-    elapsed, count = _cli_bench._stream(
-        _cli_bench.Stocking, _cli_bench.transports()["socketpair"], 10, 10_000_000, 0.001
+    elapsed, count = _cli_measure.stream(
+        Stocking, _cli_measure.transports()["socketpair"], 10, 10_000_000, 0.001
     )
     assert 0 < count < 10_000_000
     assert elapsed > 0
@@ -152,8 +152,10 @@ def test_stream_stops_at_the_duration_and_counts_what_it_sent() -> None:
 
 def test_table_columns_line_up() -> None:
     rows = [
-        _cli_bench.BenchResult("Stocking", "tcp", 123456.7, 12.3, 1000.0, 1048.6, 45.6, 1, 1, 1),
-        _cli_bench.BenchResult("SelectStocking", "socketpair", 1.0, 0.1, 2.0, 2.1, 1234.5, 1, 1, 1),
+        _cli_measure.BenchResult("Stocking", "tcp", 123456.7, 12.3, 1000.0, 1048.6, 45.6, 1, 1, 1),
+        _cli_measure.BenchResult(
+            "SelectStocking", "socketpair", 1.0, 0.1, 2.0, 2.1, 1234.5, 1, 1, 1
+        ),
     ]
     lines = _cli_bench.format_table(rows).splitlines()
     assert len(lines) == 3

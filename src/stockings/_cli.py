@@ -24,7 +24,7 @@ from types import FrameType
 from typing import NoReturn
 
 from . import __version__
-from ._cli_bench import run_bench_command, transports
+from ._cli_bench import run_bench_command
 from ._cli_cat import run_cat
 from ._cli_common import (
     EXIT_USAGE,
@@ -36,6 +36,7 @@ from ._cli_common import (
     parse_address,
     parse_port,
 )
+from ._cli_measure import transports
 from ._cli_serve import run_serve
 
 __all__ = ["build_parser", "main"]
