@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import subprocess
 import sys
-import types
-from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pytest
+import trustme
 
+from cli_helpers import one_line_error, server, terminal
 from conftest import FLAVOURS
-from stockings import _cli
+from stockings import Stocking, _cli, _cli_bench, _cli_measure
 
 ENV = {**os.environ, "PYTHONIOENCODING": "utf-8"}
 TINY_BENCH = ["--count", "300", "--large-count", "3", "--rtt-count", "5", "--duration", "20"]
@@ -61,7 +63,8 @@ def test_version() -> None:
 def test_no_command_is_a_usage_error() -> None:
     result = run_cli()
     assert result.returncode == 2
-    assert "usage:" in result.stderr
+    assert "COMMAND" in one_line_error(result.stderr)
+    assert "stockings --help" in result.stderr
 
 
 def test_unknown_option_is_a_usage_error() -> None:
@@ -130,16 +133,18 @@ def test_bench_rejects_an_unknown_flavour() -> None:
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("flavour", FLAVOURS, ids=lambda f: f.__name__)
 @pytest.mark.usefixtures("no_leaks")
-def test_run_bench_counts_every_message(flavour: type[_cli.Stocking]) -> None:
-    result = _cli.run_bench(flavour, "socketpair", _cli._transports()["socketpair"], 50, 2, 3, 20)
+def test_run_bench_counts_every_message(flavour: type[Stocking]) -> None:
+    result = _cli_measure.run_bench(
+        flavour, "socketpair", _cli_measure.transports()["socketpair"], 50, 2, 3, 20
+    )
     assert (result.small_count, result.large_count, result.rtt_count) == (50, 2, 3)
     assert result.flavour == flavour.__name__
     assert min(result.small_rate, result.large_rate, result.rtt_us) > 0
 
 
 def test_stream_stops_at_the_duration_and_counts_what_it_sent() -> None:
-    elapsed, count = _cli._stream(
-        _cli.Stocking, _cli._transports()["socketpair"], 10, 10_000_000, 0.001
+    elapsed, count = _cli_measure.stream(
+        Stocking, _cli_measure.transports()["socketpair"], 10, 10_000_000, 0.001
     )
     assert 0 < count < 10_000_000
     assert elapsed > 0
@@ -147,100 +152,37 @@ def test_stream_stops_at_the_duration_and_counts_what_it_sent() -> None:
 
 def test_table_columns_line_up() -> None:
     rows = [
-        _cli.BenchResult("Stocking", "tcp", 123456.7, 12.3, 1000.0, 1048.6, 45.6, 1, 1, 1),
-        _cli.BenchResult("SelectStocking", "socketpair", 1.0, 0.1, 2.0, 2.1, 1234.5, 1, 1, 1),
+        _cli_measure.BenchResult("Stocking", "tcp", 123456.7, 12.3, 1000.0, 1048.6, 45.6, 1, 1, 1),
+        _cli_measure.BenchResult(
+            "SelectStocking", "socketpair", 1.0, 0.1, 2.0, 2.1, 1234.5, 1, 1, 1
+        ),
     ]
-    lines = _cli.format_table(rows).splitlines()
+    lines = _cli_bench.format_table(rows).splitlines()
     assert len(lines) == 3
     assert len({len(line) for line in lines}) == 1
     assert lines[1].split()[2] == "123,457"
 
 
-@pytest.fixture
-def fake_compare(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Sequence[str]]]:
-    calls: list[Sequence[str]] = []
-
-    def compare_main(argv: Sequence[str]) -> int:
-        calls.append(list(argv))
-        return 7
-
-    module = types.ModuleType("stockings._compare")
-    module.main = compare_main  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "stockings._compare", module)
-    yield calls
-
-
-def test_bench_compare_hands_over_to_the_comparison(fake_compare: list[Sequence[str]]) -> None:
-    assert _cli.main(["bench", "--compare", "--sizes", "16"]) == 7
-    assert fake_compare == [["--sizes", "16"]]
-
-
-def test_bench_compare_passes_every_other_word_on(fake_compare: list[Sequence[str]]) -> None:
-    assert _cli.main(["bench", "--quick", "--compare", "--help"]) == 7
-    assert fake_compare == [["--quick", "--help"]]
-
-
-def test_bench_compare_has_its_own_help() -> None:
-    result = run_cli("bench", "--compare", "--help")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("usage: stockings bench --compare")
-
-
-def test_bench_compare_says_when_it_is_not_installed(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setitem(sys.modules, "stockings._compare", None)
-    assert _cli.main(["bench", "--compare"]) == 2
-    assert "not available in this install" in capsys.readouterr().err
-
-
-def test_bench_compare_reports_what_it_lacks(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    def missing_dependency(name: str) -> types.ModuleType:
-        raise ModuleNotFoundError("No module named 'resource'", name="resource")
-
-    monkeypatch.setattr(_cli.importlib, "import_module", missing_dependency)
-    assert _cli.main(["bench", "--compare"]) == 2
-    assert "not available here (No module named 'resource')" in capsys.readouterr().err
-
-
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("as_bytes", [False, True], ids=["text", "bytes"])
 def test_serve_and_cat_round_trip(as_bytes: bool) -> None:
-    server = subprocess.Popen(
-        [sys.executable, "-m", "stockings", "serve", "--port", "0", "--once"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        encoding="utf-8",
-        env=ENV,
-    )
-    try:
-        assert server.stdout is not None
-        first = server.stdout.readline()
-        match = re.fullmatch(r"listening on (127\.0\.0\.1:\d+)\n", first)
-        assert match, first
+    with server("--once") as (serve, address):
         lines = ["hello", "wörld", "", "x" * 10_000]
         extra = ["--bytes"] if as_bytes else []
         result = run_cli(
-            "cat",
-            match.group(1),
-            "--expect",
-            str(len(lines)),
-            *extra,
-            stdin="\n".join(lines) + "\n",
+            "cat", address, "--expect", str(len(lines)), *extra, stdin="\n".join(lines) + "\n"
         )
         assert result.returncode == 0, result.stderr
         assert result.stdout.split("\n") == [*lines, ""]
-        out, err = server.communicate(timeout=30)
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.communicate()
-    assert server.returncode == 0, err
-    assert re.search(r"^\+ 127\.0\.0\.1:\d+$", out, re.M), out
-    assert re.search(r"^- 127\.0\.0\.1:\d+ \(peer closed\)$", out, re.M), out
+        assert serve.wait() == 0
+        log = serve.err.until_closed().decode()
+    stamp = r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\]"
+    assert re.search(rf"^{stamp} 127\.0\.0\.1:\d+ connected$", log, re.M), log
+    assert re.search(
+        rf"^{stamp} 127\.0\.0\.1:\d+ left after [\d.]+ s: peer closed \(4 messages in, 4 out\)$",
+        log,
+        re.M,
+    ), log
 
 
 def test_cat_reports_a_refused_connection() -> None:
@@ -250,10 +192,107 @@ def test_cat_reports_a_refused_connection() -> None:
         port = spare.getsockname()[1]
     result = run_cli("cat", f"127.0.0.1:{port}")
     assert result.returncode == 1
-    assert "refused" in result.stderr.lower()
+    assert "refused" in one_line_error(result.stderr).lower()
 
 
 def test_cat_rejects_a_bad_address() -> None:
     result = run_cli("cat", "no-port-here")
     assert result.returncode == 2
-    assert "HOST:PORT" in result.stderr
+    assert "HOST:PORT" in one_line_error(result.stderr)
+
+
+def test_bench_has_no_compare_option() -> None:
+    # The cross-library comparison lives in benchmarks/, outside the package.
+    result = run_cli("bench", "--compare")
+    assert result.returncode == 2
+    assert "--compare" in one_line_error(result.stderr)
+
+
+@pytest.mark.timeout(60)
+def test_bench_shows_no_progress_in_a_pipe() -> None:
+    result = run_cli("bench", *TINY_BENCH, "--flavour", "Stocking", "--transport", "socketpair")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert "\r" not in result.stdout
+
+
+@pytest.mark.timeout(60)
+def test_bench_shows_live_progress_on_a_terminal() -> None:
+    args = ["bench", *TINY_BENCH, "--flavour", "Stocking", "--transport", "socketpair"]
+    with terminal(*args, stdin_tty=False) as term:
+        term.screen.expect(rb"\r\x1b\[K\[1/1\] Stocking over socketpair: ")
+        term.screen.expect(rb"round trips arrived intact")
+        assert term.wait() == 0
+    screen = term.screen.data
+    assert b"100 B stream" in screen and b"1 MiB stream" in screen
+    # The progress line is wiped before the table is printed.
+    assert screen.index(b"flavour ") > screen.rindex(b"\x1b[K")
+
+
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    parser = _cli.build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {name: sub for name, sub in action.choices.items() if name != "send"}
+
+
+@pytest.mark.parametrize("command", ["bench", "serve", "cat"])
+def test_help_has_examples_and_describes_every_option(command: str) -> None:
+    result = run_cli(command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert f"examples:\n  stockings {command}" in result.stdout
+    for action in _subparsers()[command]._actions:
+        assert action.help, f"{command} {action.option_strings or action.dest} has no help"
+
+
+@pytest.mark.parametrize(
+    ("command", "default"),
+    [
+        ("bench", "(default: 0.5)"),
+        ("serve", "(default: 127.0.0.1)"),
+        ("serve", "(default: 8765)"),
+        ("cat", "(default: 10.0)"),
+        ("cat", "(default: 67108864)"),
+    ],
+)
+def test_help_gives_the_defaults(command: str, default: str) -> None:
+    result = run_cli(command, "--help")
+    assert default in " ".join(result.stdout.split())
+
+
+@pytest.mark.parametrize("command", ["bench", "serve", "cat"])
+def test_every_connection_option_is_offered(command: str) -> None:
+    result = run_cli(command, "--help")
+    wanted = [
+        "--tls",
+        "--cafile",
+        "--certfile",
+        "--keyfile",
+        "--authkey-file",
+        "--max-message-size",
+    ]
+    if command != "serve":
+        wanted.append("--insecure")
+    for option in wanted:
+        assert option in result.stdout
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("transport", ["tcp", "socketpair"])
+def test_bench_over_tls_and_with_an_authkey(tmp_path: Path, transport: str) -> None:
+    ca = trustme.CA()
+    pem, ca_pem, key = tmp_path / "server.pem", tmp_path / "ca.pem", tmp_path / "secret.key"
+    ca.issue_cert("localhost").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    ca.cert_pem.write_to_path(str(ca_pem))
+    key.write_bytes(b"s" * 32)
+    options = ["--certfile", str(pem), "--cafile", str(ca_pem), "--authkey-file", str(key)]
+    args = [*TINY_BENCH, "--flavour", "SelectStocking", "--transport", transport, *options]
+    result = run_cli("bench", *args)
+    assert result.returncode == 0, result.stderr
+    assert "with TLS and an authkey" in result.stdout
+    assert [row[:2] for row in table_rows(result.stdout)] == [["SelectStocking", transport]]
+
+
+def test_bench_needs_room_for_its_large_messages() -> None:
+    result = run_cli("bench", "--max-message-size", "1K")
+    assert result.returncode == 2
+    assert "--max-message-size must be at least 1048576" in one_line_error(result.stderr)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stockings import _cli, _compare, _compare_run
+from stockings import _compare, _compare_run
 from stockings._compare import OLD, Result, check_targets, format_table, run_one
 from stockings._compare_peers import NOSPIN
 
@@ -103,15 +103,3 @@ def test_the_table_shows_ratios_and_the_targets_say_met_or_not() -> None:
     assert "1 MiB MB/s vs raw: 0.50 (target >= 0.8): NOT met" in verdicts
     assert "16 B rtt vs zmq: 0.50 (target <= 0.7): met" in verdicts
     assert "100 B msg/s vs mpc: not measured" in verdicts
-
-
-@pytest.mark.timeout(120)
-def test_stockings_bench_compare_runs_from_the_command_line(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    args = ["bench", "--compare", "--quick", "--scale", "0.002", "--systems", "raw"]
-    status = _cli.main([*args, "--cache", str(BENCH_CACHE)])
-    out = capsys.readouterr().out
-    assert status == 0
-    assert "| measure | stockings | raw | x raw |" in out
-    assert "1 MiB MB/s vs raw:" in out

@@ -168,8 +168,8 @@ class AuthStocking(Stocking):
         message = self._read(timeout=max(remaining, 0.0))
         if message is not None:
             return message
-        if self.ended:
-            reason = self.end_reason.value if self.end_reason is not None else "ended"
+        if self.ended or self.peer_closed:
+            reason = self.end_reason.value if self.end_reason is not None else "peer closed"
             raise HandshakeFailed(
                 f"the connection ended ({reason}) while waiting for the peer's {what}"
             )

@@ -425,11 +425,13 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
             except OSError as exc:
                 error = exc
             pending = bool(self._out)
-            if pending and error is None:
-                # Replies written before the peer's FIN still reach it: take
-                # no new writes, flush the queue, then end as PEER_CLOSED.
-                self._closing = True
+            keep_open = self.options.half_close
+            if (pending or keep_open) and error is None:
                 self._peer_eof = True
+                if not keep_open:
+                    # Replies written before the peer's FIN still reach it: take
+                    # no new writes, flush the queue, then end as PEER_CLOSED.
+                    self._closing = True
         try:
             self.decoder.eof()
         except Exception as exc:
@@ -441,6 +443,13 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
             with self._in_lock:
                 # Nothing more can arrive: a waiting read returns None now.
                 self._arrived.notify_all()
+                if keep_open:
+                    # Kept open for replies: a waiting loop must hear of the
+                    # peer's close as it would of an end.
+                    if self._signal is not None:
+                        self._signal.set()
+                    if self._watchers:
+                        self._notify_watchers()
             return
         self._end(EndReason.CLOSED if self._close_requested else EndReason.PEER_CLOSED)
 

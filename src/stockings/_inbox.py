@@ -245,7 +245,7 @@ class InboxMixin:
         with self._in_lock:
             if self._signal is None:
                 self._signal = ReadySignal()
-                if self.ended or (self.inbox and self._signal_inbox):
+                if self.ended or self._half_closed or (self.inbox and self._signal_inbox):
                     self._signal.set()
             return self._signal.fileno()
 
@@ -266,8 +266,16 @@ class InboxMixin:
 
     @property
     def ready(self) -> bool:
-        """True while a message waits to be read (handshake done) or the channel has ended."""
-        return self.ended or bool(self.inbox and self._signal_inbox)
+        """True while a message waits to be read (handshake done) or the channel has ended.
+
+        With ``half_close``, also once the peer has closed its side.
+        """
+        return self.ended or self._half_closed or bool(self.inbox and self._signal_inbox)
+
+    @property
+    def _half_closed(self) -> bool:
+        """The peer closed its side and the channel stays open for replies."""
+        return self._peer_eof and self.options.half_close
 
     def watch(self, callback: Callable[[], None]) -> bool:
         """Call ``callback`` whenever the channel may have become :attr:`ready`.

@@ -228,6 +228,7 @@ class ChannelOptions:
     """The limits one channel enforces; see :class:`stockings.Stocking`."""
 
     __slots__ = (
+        "half_close",
         "idle_timeout",
         "max_message_size",
         "read_high_water",
@@ -246,7 +247,9 @@ class ChannelOptions:
         read_low_water: int | None,
         idle_timeout: float | None = None,
         read_spin: float = 0.0,
+        half_close: bool = False,
     ) -> None:
+        self.half_close = half_close
         if not read_spin >= 0:
             raise ValueError("read_spin must be a number of seconds, 0 or more")
         self.read_spin = read_spin

@@ -111,6 +111,12 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
             the connection is then reset rather than closed, so the peer
             never takes a message cut short for a clean end. ``None``
             waits as long as it takes; ``0`` resets at once.
+        half_close: when the peer closes its side cleanly, keep this side
+            open for replies until :meth:`close` (default false: the
+            stocking ends, as in 1.2.3). ``read`` then returns the messages
+            left and ``None`` after them, :attr:`peer_closed` turns true,
+            and ``fileno()`` and :func:`~stockings.wait` report the
+            stocking ready; ``write`` still sends.
 
     Raises:
         TypeError: ``sock`` is not a ``socket.socket``, or an option is unknown.
@@ -157,6 +163,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         idle_timeout: float | None = None,
         read_spin: float = DEFAULT_READ_SPIN,
         linger: float | None = DEFAULT_LINGER,
+        half_close: bool = False,
     ) -> None:
         #: The wrapped socket.
         self.sock = sock
@@ -185,6 +192,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
             read_low_water,
             idle_timeout,
             read_spin,
+            half_close,
         )
         # Chosen once here, so the plain path never checks for TLS.
         channel_type = TlsChannel if isinstance(sock, ssl.SSLSocket) else Channel
@@ -548,6 +556,16 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
     def ended(self) -> bool:
         """True once the connection is over; received messages may still be unread."""
         return self._channel.ended
+
+    @property
+    def peer_closed(self) -> bool:
+        """True once the peer has closed its side of the connection cleanly.
+
+        Without ``half_close`` the stocking has then ended too; with it, it
+        stays open for replies until :meth:`close`.
+        """
+        channel = self._channel
+        return channel._peer_eof or channel.end_reason is EndReason.PEER_CLOSED
 
     @property
     def end_reason(self) -> EndReason | None:
