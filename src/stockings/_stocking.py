@@ -8,6 +8,7 @@ the camelCase spellings of 1.2.3.
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import selectors
@@ -24,6 +25,7 @@ from ._epoll import EpollSelector, epoll_available
 from ._errors import ConnectionClosed, EndReason, HandshakeFailed, NotReady
 from ._framing import DEFAULT_MAX_MESSAGE_SIZE, Message
 from ._hub import Hub, shared_hub
+from ._log import connection_log
 from ._options import ChannelOptions, connected_peer
 from ._shutdown import abandoned, handshake_finished, handshake_started
 from ._tls import TlsChannel
@@ -198,6 +200,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         channel_type = TlsChannel if isinstance(sock, ssl.SSLSocket) else Channel
         self._channel = channel_type(sock, hub, options)
         self._channel.linger = linger
+        self._channel.peer = peer = self._peer_name()
         # Bound once: write is the hottest call there is.
         self._send = self._channel.send
         self._receive = self._channel.receive
@@ -211,6 +214,8 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         if custom_handshake:
             self._channel.set_signal_inbox(False)
         self._channel.start()
+        if connection_log.isEnabledFor(logging.DEBUG):
+            connection_log.debug("%s: opened (%s)", peer, type(self).__name__, extra={"peer": peer})
         if custom_handshake:
             handshake_started(self._channel)
             self._handshake_thread = threading.Thread(
