@@ -131,6 +131,11 @@ class Protocol:
         return self.state is State.ENDED and not self.inbox
 
     @property
+    def pending_bytes(self) -> int:
+        """Bytes queued here that :meth:`data_to_send` has not handed out yet."""
+        return self._out_bytes
+
+    @property
     def queued_bytes(self) -> int:
         """Bytes written but not yet handed on: here, plus the binding's backlog."""
         return self._out_bytes + self._backlog
@@ -154,8 +159,16 @@ class Protocol:
 
     @property
     def should_release(self) -> bool:
-        """Whether the binding should close the transport and call :meth:`connection_lost`."""
-        return self._reason is not None
+        """Whether the binding should close the transport and call :meth:`connection_lost`.
+
+        After our own clean close (``WRITE_SHUT``) that waits for the peer's
+        end of stream, so that closing the socket with its last bytes unread
+        does not turn our FIN into a reset; :meth:`close_timed_out` ends the
+        wait. A binding that cannot half-close releases at once instead.
+        """
+        if self._reason is None:
+            return False
+        return self.state is State.ENDED or self.peer_eof
 
     @property
     def should_reset(self) -> bool:
@@ -351,8 +364,15 @@ class Protocol:
             self._end(EndReason.ABORTED)
 
     def close_timed_out(self) -> None:
-        """The flush on close ran out of time: end with ``TIMEOUT``."""
-        if self._reason is None:
+        """The close ran out of time: end with ``TIMEOUT``, or stop waiting for the peer.
+
+        While still flushing, the connection ends with ``TIMEOUT`` and a
+        :class:`~stockings.WriteTimeout`; once flushed and shut (``WRITE_SHUT``)
+        it keeps its clean reason and only stops waiting for the peer's end.
+        """
+        if self.state is State.WRITE_SHUT:
+            self.state = State.ENDED
+        elif self._reason is None:
             left = self.queued_bytes
             self._end(
                 EndReason.TIMEOUT,

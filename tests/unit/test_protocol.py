@@ -47,6 +47,7 @@ def shut(protocol: Protocol) -> None:
     """What a binding does once a close has flushed."""
     assert protocol.should_shut_write
     protocol.write_shut()
+    protocol.receive_eof()  # the peer answers our FIN with its own
     assert protocol.should_release
     protocol.connection_lost(None)
 
@@ -157,9 +158,21 @@ def test_close_flushes_then_shuts_then_ends_closed() -> None:
     assert protocol.state is State.WRITE_SHUT
     assert protocol.end_reason is None  # decided, not yet over
     protocol.receive_data(encode("late reply"))  # still taken in after our FIN
+    assert not protocol.should_release  # waits for the peer's FIN
+    protocol.receive_eof()
+    assert protocol.should_release
     protocol.connection_lost(None)
     assert protocol.end_reason is EndReason.CLOSED
     assert drain(protocol) == ["late reply"]
+
+
+def test_close_gives_up_waiting_for_the_peer_fin() -> None:
+    protocol = Protocol(options())
+    protocol.close()
+    protocol.write_shut()
+    protocol.close_timed_out()
+    assert protocol.should_release
+    assert protocol.end_reason is EndReason.CLOSED
 
 
 def test_write_shut_before_the_flush_is_a_bug() -> None:

@@ -1,0 +1,285 @@
+"""The asyncio binding of one connection: a ``Protocol`` driving the sans-IO core.
+
+asyncio calls :class:`Connection` when bytes, the end of the stream or a
+buffer mark arrive; it feeds them to :class:`~stockings._protocol.Protocol`
+and acts on its decisions: pause or resume reading, release waiting writers,
+half-close, close or reset the transport. The rules themselves (end reasons,
+marks, the idle rule, the handshake gate) live only in the protocol.
+
+Writes are not handed to the transport one by one: they gather in the
+protocol and one ``transport.write`` per turn of the loop takes them all
+(or as soon as ``FLUSH_SIZE`` bytes are waiting), so a burst of small
+messages costs one ``send`` instead of one each.
+
+A plain :class:`asyncio.Protocol` rather than a ``BufferedProtocol``: the
+decoder cuts messages out of a ``bytes`` with one slice each, where a reused
+buffer would need a copy per message; the transport's ``recv`` makes the
+``bytes`` anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from collections.abc import Callable
+from typing import Any, cast
+
+from .._errors import EndReason
+from .._options import ChannelOptions
+from .._protocol import Protocol, State
+
+__all__ = ["FLUSH_SIZE", "Connection"]
+
+#: A writer hands what is queued to the transport itself past this many bytes.
+FLUSH_SIZE = 64 * 1024
+#: ``SO_LINGER`` on, zero seconds: closing sends RST.
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+class Connection(asyncio.Protocol):
+    """One connection's binding to asyncio; see the module notes.
+
+    Args:
+        options: the limits in force.
+        gated: hold application messages until :meth:`Protocol.open_gate`.
+        on_made: called with this connection once its transport exists.
+    """
+
+    def __init__(
+        self,
+        options: ChannelOptions,
+        gated: bool,
+        on_made: Callable[[Connection], None] | None = None,
+    ) -> None:
+        self.protocol = Protocol(options, gated=gated)
+        self.options = options
+        self.transport: asyncio.Transport | None = None
+        self.loop = asyncio.get_running_loop()
+        self.on_made = on_made
+        #: Set once the transport is gone and the end is final.
+        self.ended = self.loop.create_future()
+        self._readers: list[asyncio.Future[None]] = []
+        self._writers: list[asyncio.Future[None]] = []
+        self._flush_handle: asyncio.Handle | None = None
+        self._idle_handle: asyncio.TimerHandle | None = None
+        self._close_handle: asyncio.TimerHandle | None = None
+        self._reading = True
+        self._released = False
+        self._half_close = True
+
+    # ------------------------------------------------------------ asyncio's calls
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports quack like asyncio.Transport without deriving from it.
+        self.transport = transport = cast(asyncio.Transport, transport)
+        # Told when the buffer passes the low mark either way, so that
+        # writers blocked above the high mark learn when it is reached.
+        low = self.options.write_low_water
+        transport.set_write_buffer_limits(high=low, low=low)
+        self._half_close = transport.can_write_eof()
+        if self.options.idle_timeout is not None:
+            self._check_idle()
+        if self.on_made is not None:
+            on_made, self.on_made = self.on_made, None
+            on_made(self)
+
+    def data_received(self, data: bytes) -> None:
+        protocol = self.protocol
+        protocol.receive_data(data)
+        if self._readers and (protocol.inbox or protocol.should_release):
+            self._wake(self._readers)
+        if not protocol.reading_wanted or protocol.should_release:
+            self._act()
+
+    def eof_received(self) -> bool:
+        self.protocol.receive_eof()
+        self._wake(self._readers)
+        self._act()
+        # Keep our side open: replies queued before the peer's FIN still go out.
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._released = True
+        self.protocol.connection_lost(exc)
+        for handle in (self._flush_handle, self._idle_handle, self._close_handle):
+            if handle is not None:
+                handle.cancel()
+        self._flush_handle = self._idle_handle = self._close_handle = None
+        self._wake(self._readers)
+        self._wake(self._writers)
+        if not self.ended.done():
+            self.ended.set_result(None)
+        self.transport = None
+
+    def pause_writing(self) -> None:
+        if self.transport is not None:
+            self.protocol.set_backlog(self.transport.get_write_buffer_size())
+
+    def resume_writing(self) -> None:
+        if self.transport is not None:
+            self.protocol.set_backlog(self.transport.get_write_buffer_size())
+        if not self.protocol.writers_blocked:
+            self._wake(self._writers)
+        self._act()
+
+    # ------------------------------------------------------------ from the stocking
+
+    def send(self, message: object, handshake: bool = False) -> bool:
+        """Queue one message; return whether the writer should wait for a drain."""
+        protocol = self.protocol
+        protocol.send(message, handshake=handshake)
+        if protocol.pending_bytes >= FLUSH_SIZE:
+            self.flush()
+        elif self._flush_handle is None:
+            self._flush_handle = self.loop.call_soon(self.flush)
+        return protocol.writers_blocked
+
+    def flush(self) -> None:
+        """Hand everything queued to the transport."""
+        self._flush_handle = None
+        transport = self.transport
+        if transport is None or self._released:
+            return
+        data = self.protocol.data_to_send()
+        if data:
+            transport.write(data)
+            self.protocol.set_backlog(transport.get_write_buffer_size())
+            if not self.protocol.writers_blocked and self._writers:
+                self._wake(self._writers)
+        if self.protocol.state is not State.OPEN:
+            self._act()
+
+    async def wait_readable(self, timeout: float | None, handshake: bool = False) -> bool:
+        """Wait until a message is in or the connection ended; false if ``timeout`` passed."""
+        protocol = self.protocol
+        deadline = None if timeout is None else self.loop.time() + timeout
+        while not protocol.inbox and not protocol.ended:
+            waiter: asyncio.Future[None] = self.loop.create_future()
+            self._readers.append(waiter)
+            try:
+                if deadline is None:
+                    await waiter
+                else:
+                    remaining = deadline - self.loop.time()
+                    if remaining <= 0:
+                        return False
+                    await asyncio.wait_for(waiter, remaining)
+            except asyncio.TimeoutError:
+                return False
+            finally:
+                if waiter in self._readers:
+                    self._readers.remove(waiter)
+        return True
+
+    async def wait_drained(self) -> None:
+        """Wait until writers are no longer blocked (or the connection is closing)."""
+        while self.protocol.writers_blocked and not self._released:
+            waiter: asyncio.Future[None] = self.loop.create_future()
+            self._writers.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._writers:
+                    self._writers.remove(waiter)
+
+    def resume_if_wanted(self) -> None:
+        """After a read: resume reading once the unread messages fell below the low mark."""
+        if not self._reading and self.protocol.reading_wanted and not self._released:
+            self._reading = True
+            if self.transport is not None:
+                self.transport.resume_reading()
+
+    def begin_close(self, timeout: float | None) -> None:
+        """Start a clean close: flush, half-close, wait for the peer, within ``timeout``."""
+        protocol = self.protocol
+        if protocol.close_requested or protocol.ended:
+            return
+        protocol.close()
+        self._wake(self._writers)
+        if timeout is not None and self.transport is not None:
+            self._close_handle = self.loop.call_later(timeout, self._close_timed_out)
+        if self._reading is False and self.transport is not None:
+            # Our own flow control paused reading: the peer's FIN must get through.
+            self._reading = True
+            self.transport.resume_reading()
+        self.flush()
+        self._act()
+
+    def abort(self) -> None:
+        """End now: drop what is queued, reset the connection."""
+        self.protocol.abort()
+        self._act()
+
+    def fail_handshake_now(self) -> None:
+        """Release the transport after the protocol recorded a handshake failure."""
+        self._act()
+
+    # ------------------------------------------------------------ decisions
+
+    def _act(self) -> None:
+        """Do what the protocol's decisions ask for."""
+        protocol = self.protocol
+        transport = self.transport
+        if transport is None or self._released:
+            return
+        if protocol.should_shut_write:
+            if self._half_close:
+                transport.write_eof()
+            protocol.write_shut()
+            self._wake(self._readers)
+            if not self._half_close:
+                protocol.close_timed_out()  # nothing to wait for: no FIN was sent
+        if protocol.should_release:
+            self._release(transport)
+            return
+        if self._reading and not protocol.reading_wanted and not protocol.peer_eof:
+            self._reading = False
+            transport.pause_reading()
+
+    def _release(self, transport: asyncio.Transport) -> None:
+        self._released = True
+        self._wake(self._readers)
+        self._wake(self._writers)
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None
+        if self.protocol.should_reset:
+            sock = transport.get_extra_info("socket")
+            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                except OSError:
+                    pass
+            transport.abort()
+        elif self.protocol.end_reason is EndReason.CLOSED or self.protocol.peer_eof:
+            transport.close()
+        else:
+            # A broken stream or a timeout: what is buffered is not owed to anyone.
+            transport.abort()
+
+    def _close_timed_out(self) -> None:
+        self._close_handle = None
+        self.protocol.close_timed_out()
+        self._act()
+
+    def _check_idle(self) -> None:
+        self._idle_handle = None
+        delay = self.protocol.check_idle(self.loop.time())
+        if delay is None:
+            self._act()
+            return
+        self._idle_handle = self.loop.call_later(delay, self._check_idle)
+
+    @staticmethod
+    def _wake(waiters: list[asyncio.Future[None]]) -> None:
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        waiters.clear()
+
+    def extra(self, name: str, default: Any = None) -> Any:
+        """The transport's ``get_extra_info(name)``, once it exists."""
+        if self.transport is None:
+            return default
+        return self.transport.get_extra_info(name, default)

@@ -1,0 +1,330 @@
+"""The asyncio stocking against itself: messages, hooks, end reasons, options."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from typing import Any
+
+import pytest
+from aio import LOOPS, run, wait_for_condition
+
+import stockings.asyncio as sa
+from stockings import ConnectionClosed, EndReason, HandshakeFailed, MessageTooLarge, NotReady
+
+LOCAL = ("127.0.0.1", 0)
+
+
+async def echo(stocking: sa.Stocking) -> None:
+    async for message in stocking:
+        await stocking.write(message)
+
+
+def test_import_is_a_subpackage() -> None:
+    import stockings
+
+    assert sa.Stocking.__module__ == "stockings.asyncio._stocking"
+    assert "asyncio" in dir(stockings) or hasattr(stockings, "asyncio")
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_echo_every_kind_of_message(loop: str) -> None:
+    messages: list[Any] = ["text", b"\x00bytes", "", b"", "ж" * 5000, b"x" * 300_000]
+
+    async def main() -> None:
+        async with sa.serve(echo, LOCAL) as server:
+            async with await sa.connect(server.address) as stocking:
+                for message in messages:
+                    await stocking.write(message)
+                got = [await stocking.read(timeout=10) for _ in messages]
+                assert got == messages
+                assert [type(m) for m in got] == [type(m) for m in messages]
+                assert stocking.read_nowait() is None
+            assert stocking.end_reason is EndReason.CLOSED
+
+    run(main, loop=loop)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_burst_arrives_in_order(loop: str) -> None:
+    async def main() -> None:
+        async with sa.serve(echo, LOCAL) as server:
+            stocking = await sa.connect(server.address)
+            for i in range(20_000):
+                await stocking.write(b"%d" % i)
+            for i in range(20_000):
+                assert await stocking.read(timeout=10) == b"%d" % i
+            await stocking.close()
+
+    run(main, loop=loop)
+
+
+def test_close_flushes_and_the_peer_sees_a_clean_end() -> None:
+    async def main() -> None:
+        received: list[Any] = []
+        done = asyncio.Event()
+        ends: list[Any] = []
+
+        async def collect(stocking: sa.Stocking) -> None:
+            async for message in stocking:
+                received.append(message)
+            ends.append(stocking.end_reason)
+            done.set()
+
+        async with sa.serve(collect, LOCAL) as server:
+            stocking = await sa.connect(server.address)
+            for i in range(1000):
+                await stocking.write(f"m{i}")
+            await stocking.close()
+            assert stocking.end_reason is EndReason.CLOSED
+            assert stocking.ended and not stocking.active
+            with pytest.raises(ConnectionClosed):
+                await stocking.write("late")
+            assert await stocking.read() is None
+            await asyncio.wait_for(done.wait(), 10)
+        assert received == [f"m{i}" for i in range(1000)]
+        assert ends == [EndReason.PEER_CLOSED]
+
+    run(main)
+
+
+def test_handler_return_closes_and_replies_are_flushed() -> None:
+    async def answer_then_return(stocking: sa.Stocking) -> None:
+        question = await stocking.read()
+        for i in range(100):
+            await stocking.write(f"{question} {i}")
+
+    async def main() -> None:
+        async with sa.serve(answer_then_return, LOCAL) as server:
+            stocking = await sa.connect(server.address)
+            await stocking.write("q")
+            got = [m async for m in stocking]
+            assert got == [f"q {i}" for i in range(100)]
+            assert stocking.end_reason is EndReason.PEER_CLOSED
+            await stocking.close()
+
+    run(main)
+
+
+def test_abort_resets_the_peer() -> None:
+    async def main() -> None:
+        peer_end: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        async def watch(stocking: sa.Stocking) -> None:
+            while await stocking.read() is not None:
+                pass
+            peer_end.set_result(stocking.end_reason)
+
+        async with sa.serve(watch, LOCAL) as server:
+            stocking = await sa.connect(server.address)
+            await stocking.write(b"x" * 100)
+            stocking.abort()
+            assert stocking.end_reason is EndReason.ABORTED
+            await stocking.wait_closed()
+            assert await asyncio.wait_for(peer_end, 10) is EndReason.RESET
+            assert [m async for m in stocking] == []  # an abort ends iteration quietly
+
+    run(main)
+
+
+def test_read_timeout_and_read_nowait() -> None:
+    async def silent(stocking: sa.Stocking) -> None:
+        await stocking.read()
+
+    async def main() -> None:
+        async with sa.serve(silent, LOCAL) as server:
+            stocking = await sa.connect(server.address)
+            assert await stocking.read(timeout=0.05) is None
+            assert stocking.read_nowait() is None
+            assert not stocking.ended
+            await stocking.close()
+
+    run(main)
+
+
+def test_hooks() -> None:
+    class Pairs(sa.Stocking):
+        def pre_write(self, user: str, status: str = "OK") -> str:
+            return f"{user}:{status}"
+
+        def post_read(self, message: Any) -> Any:
+            return tuple(message.split(":"))
+
+    async def main() -> None:
+        async with sa.serve(echo, LOCAL) as server:
+            stocking = await sa.connect(server.address, cls=Pairs)
+            await stocking.write("user", status="ERROR")
+            assert await stocking.read(timeout=10) == ("user", "ERROR")
+            await stocking.write("again")
+            assert stocking.read_nowait() is None or True
+            assert await stocking.read(timeout=10) == ("again", "OK")
+            await stocking.close()
+
+    run(main)
+
+
+class Hello(sa.Stocking):
+    async def handshake(self) -> Any:
+        with pytest.raises(NotReady):
+            await self.write("too early")
+        await self._write("hello from " + ("server" if self.server_side else "client"))
+        return await self._read(timeout=10)
+
+
+def test_custom_handshake_runs_before_any_message() -> None:
+    async def main() -> None:
+        seen: list[Any] = []
+
+        async def handler(stocking: sa.Stocking) -> None:
+            seen.append(stocking.handshake_complete)
+            await echo(stocking)
+
+        async with sa.serve(handler, LOCAL, cls=Hello) as server:
+            stocking = await sa.connect(server.address, cls=Hello)
+            assert stocking.handshake_complete == "hello from server"
+            await stocking.write("app")
+            assert await stocking.read(timeout=10) == "app"
+            await stocking.close()
+        assert seen == ["hello from client"]
+
+    run(main)
+
+
+def test_failed_handshake_raises_from_connect() -> None:
+    class Refuses(sa.Stocking):
+        async def handshake(self) -> bool:
+            return False
+
+    async def never_called(stocking: sa.Stocking) -> None:
+        raise AssertionError("the handler ran after a failed handshake")
+
+    async def main() -> None:
+        async with sa.serve(never_called, LOCAL, cls=Refuses) as server:
+            with pytest.raises(HandshakeFailed, match="false value"):
+                await sa.connect(server.address, cls=Refuses)
+
+    run(main)
+
+
+def test_message_limits() -> None:
+    async def main() -> None:
+        ends: list[Any] = []
+
+        async def strict(stocking: sa.Stocking) -> None:
+            async for _ in stocking:
+                pass
+
+        async def handler(stocking: sa.Stocking) -> None:
+            try:
+                await strict(stocking)
+            except ConnectionClosed:
+                pass
+            ends.append((stocking.end_reason, type(stocking.end_exception)))
+
+        async with sa.serve(handler, LOCAL, max_message_size=100) as server:
+            stocking = await sa.connect(server.address, max_message_size=10)
+            with pytest.raises(MessageTooLarge):
+                await stocking.write(b"x" * 11)
+            await stocking.write(b"x" * 10)
+            big = await sa.connect(server.address)
+            await big.write(b"y" * 101)
+            assert await big.read(timeout=10) is None
+            assert big.end_reason is EndReason.RESET or big.end_reason is EndReason.PEER_CLOSED
+            await stocking.close()
+            await big.close()
+        assert (EndReason.MESSAGE_TOO_LARGE, MessageTooLarge) in ends
+
+    run(main)
+
+
+def test_idle_timeout() -> None:
+    async def main() -> None:
+        async with sa.serve(echo, LOCAL) as server:
+            stocking = await sa.connect(server.address, idle_timeout=0.2)
+            assert await stocking.read() is None
+            assert stocking.end_reason is EndReason.TIMEOUT
+            assert isinstance(stocking.end_exception, TimeoutError)
+
+    run(main)
+
+
+def test_options_are_checked() -> None:
+    async def main() -> None:
+        with pytest.raises(ValueError):
+            sa.serve(echo, LOCAL, write_high_water=10, write_low_water=20)
+        with pytest.raises(ValueError):
+            await sa.connect(("127.0.0.1", 1), idle_timeout=0)
+        with pytest.raises(ValueError):
+            await sa.connect(("127.0.0.1", 1), keepalive=-1)
+
+    run(main)
+
+
+def test_connect_errors_name_the_address() -> None:
+    async def main() -> None:
+        with pytest.raises(ConnectionRefusedError, match=r"127\.0\.0\.1"):
+            async with sa.serve(echo, LOCAL) as server:
+                address = server.address
+            await sa.connect(address)
+
+    run(main)
+
+
+def test_unix_socket_and_keepalive() -> None:
+    async def main() -> None:
+        with tempfile.TemporaryDirectory() as directory:
+            path = os.path.join(directory, "s")
+            async with sa.serve(echo, path) as server:
+                assert server.address == path
+                stocking = await sa.connect(path, keepalive=5)
+                await stocking.write("over unix")
+                assert await stocking.read(timeout=10) == "over unix"
+                await stocking.close()
+
+    run(main)
+
+
+def test_keepalive_and_nodelay_on_tcp() -> None:
+    import socket
+
+    async def main() -> None:
+        async with sa.serve(echo, LOCAL) as server:
+            stocking = await sa.connect(server.address, keepalive=30, nodelay=False)
+            sock = stocking.get_extra_info("socket")
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+            assert not sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            await stocking.close()
+
+    run(main)
+
+
+def test_server_close_ends_handlers() -> None:
+    async def main() -> None:
+        server = sa.serve(echo, LOCAL)
+        await server.start()
+        stockings_ = [await sa.connect(server.address) for _ in range(5)]
+        await wait_for_condition(lambda: len(server.stockings) == 5)
+        server.close()
+        await server.wait_closed()
+        for stocking in stockings_:
+            assert await stocking.read(timeout=10) is None
+            assert stocking.end_reason is EndReason.PEER_CLOSED
+
+    run(main)
+
+
+def test_serve_forever_is_cancellable() -> None:
+    async def main() -> None:
+        async with sa.serve(echo, LOCAL) as server:
+            task = asyncio.ensure_future(server.serve_forever())
+            stocking = await sa.connect(server.address)
+            await stocking.write("x")
+            assert await stocking.read(timeout=10) == "x"
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert await stocking.read(timeout=10) is None
+            await stocking.close()
+
+    run(main)
