@@ -85,10 +85,11 @@ class Server:
     def _factory(self) -> Connection:
         stocking = self._cls(server_side=True, **self._options)
         connection = stocking._connection
-        connection.on_made = lambda _: self._start(stocking)
+        connection.on_made = lambda made: self._start(stocking, made)
         return connection
 
-    def _start(self, stocking: Stocking) -> None:
+    def _start(self, stocking: Stocking, connection: Connection) -> None:
+        stocking._made(connection)
         if self._closing:
             stocking.abort()
             return
