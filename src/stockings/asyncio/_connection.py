@@ -223,9 +223,13 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None or self._released:
             return
-        if protocol.should_shut_write:
-            if self._half_close:
+        if protocol.should_shut_write and self._half_close:
+            try:
                 transport.write_eof()
+            except OSError as exc:
+                # The peer reset first: the close cannot be clean.
+                protocol.fail(exc)
+        if protocol.should_shut_write:
             protocol.write_shut()
             self._wake(self._readers)
             if not self._half_close:
