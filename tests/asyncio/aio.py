@@ -57,11 +57,17 @@ def resource_warnings_fail() -> Iterator[list[str]]:
         sys.unraisablehook = old_hook
 
 
-def run(main: Callable[[], Awaitable[T]], *, loop: str = "asyncio", timeout: float = 30.0) -> T:
-    """Run ``main()`` on a new debug-mode loop; fail on leaked tasks or resources."""
+def run(
+    main: Callable[[], Awaitable[T]],
+    *,
+    loop: str = "asyncio",
+    timeout: float = 30.0,
+    debug: bool = True,
+) -> T:
+    """Run ``main()`` on a new loop, in debug mode; fail on leaked tasks or resources."""
     with resource_warnings_fail() as leaks:
         event_loop = new_loop(loop)
-        event_loop.set_debug(True)
+        event_loop.set_debug(debug)
         # Under a loaded machine a slow callback is no bug: keep the log quiet.
         event_loop.slow_callback_duration = 10.0
         try:
