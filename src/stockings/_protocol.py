@@ -168,7 +168,8 @@ class Protocol:
         """
         if self._reason is None:
             return False
-        return self.state is State.ENDED or self.peer_eof
+        # Nor is it worth waiting for a FIN that our own read pause holds back.
+        return self.state is State.ENDED or self.peer_eof or self._read_paused
 
     @property
     def should_reset(self) -> bool:

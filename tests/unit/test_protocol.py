@@ -175,6 +175,14 @@ def test_close_gives_up_waiting_for_the_peer_fin() -> None:
     assert protocol.end_reason is EndReason.CLOSED
 
 
+def test_close_waits_for_no_fin_that_our_read_pause_holds_back() -> None:
+    protocol = Protocol(options(read_high=1))
+    protocol.receive_data(encode(b"unread"))
+    protocol.close()
+    protocol.write_shut()
+    assert protocol.should_release
+
+
 def test_write_shut_before_the_flush_is_a_bug() -> None:
     protocol = Protocol(options())
     protocol.send("a")

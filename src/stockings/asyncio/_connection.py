@@ -96,8 +96,9 @@ class Connection(asyncio.Protocol):
         self.protocol.receive_eof()
         self._wake(self._readers)
         self._act()
-        # Keep our side open: replies queued before the peer's FIN still go out.
-        return True
+        # Keep our side open: replies queued before the peer's FIN still go
+        # out. (A TLS transport cannot half-close, and says so if asked.)
+        return self._half_close
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._released = True
@@ -199,10 +200,6 @@ class Connection(asyncio.Protocol):
         self._wake(self._writers)
         if timeout is not None and self.transport is not None:
             self._close_handle = self.loop.call_later(timeout, self._close_timed_out)
-        if self._reading is False and self.transport is not None:
-            # Our own flow control paused reading: the peer's FIN must get through.
-            self._reading = True
-            self.transport.resume_reading()
         self.flush()
         self._act()
 
