@@ -121,6 +121,15 @@ class Protocol:
         return self._reason if self.state is State.ENDED else None
 
     @property
+    def decided_reason(self) -> EndReason | None:
+        """The reason the connection ends with, as soon as it is decided.
+
+        Decided at ``WRITE_SHUT`` already, before :attr:`end_reason` reports
+        it at ``ENDED``; never changed once decided.
+        """
+        return self._reason
+
+    @property
     def end_exception(self) -> BaseException | None:
         """The exception behind the end, if any; ``None`` until it ended."""
         return self._exception if self.state is State.ENDED else None

@@ -366,8 +366,8 @@ class Lifecycle(RuleBasedStateMachine):
         if protocol.should_release and not self.released:
             self.released = True
             protocol.connection_lost(None)
-        if protocol.end_reason is not None and not self.reasons:
-            self.reasons.append(protocol.end_reason)
+        if protocol.decided_reason is not None and not self.reasons:
+            self.reasons.append(protocol.decided_reason)
 
     @rule(message=st.one_of(st.binary(max_size=40), st.text(max_size=20)))
     def write(self, message: bytes | str) -> None:
@@ -423,11 +423,13 @@ class Lifecycle(RuleBasedStateMachine):
 
     @invariant()
     def one_reason_for_ever(self) -> None:
-        reason = self.protocol.end_reason
+        reason = self.protocol.decided_reason
         if self.reasons:
             assert reason is self.reasons[0]
         if reason is not None and not self.reasons:
             self.reasons.append(reason)
+        if self.protocol.end_reason is not None:
+            assert self.protocol.end_reason is reason
 
     @invariant()
     def clean_ends_lose_nothing(self) -> None:
@@ -450,5 +452,5 @@ class Lifecycle(RuleBasedStateMachine):
         Decoder(None).feed(bytes(self.wire))
 
 
-Lifecycle.TestCase.settings = settings(max_examples=300, stateful_step_count=30, deadline=None)
+Lifecycle.TestCase.settings = settings(max_examples=600, stateful_step_count=30, deadline=None)
 test_lifecycle = Lifecycle.TestCase
