@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import subprocess
+import sys
 import tempfile
 from typing import Any
 
@@ -21,11 +24,35 @@ async def echo(stocking: sa.Stocking) -> None:
         await stocking.write(message)
 
 
-def test_import_is_a_subpackage() -> None:
-    import stockings
+def test_import_is_a_subpackage_loaded_only_on_demand() -> None:
+    code = (
+        "import sys, stockings; assert 'stockings.asyncio' not in sys.modules; "
+        "import stockings.asyncio; print(stockings.asyncio.Stocking.__name__)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "Stocking"
 
-    assert sa.Stocking.__module__ == "stockings.asyncio._stocking"
-    assert "asyncio" in dir(stockings) or hasattr(stockings, "asyncio")
+
+def test_the_leak_checks_catch_an_open_stocking_and_a_stray_task() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+
+        async def leaves_a_stocking_open() -> None:
+            stocking = await sa.connect(listener.getsockname())
+            await stocking.write("never closed")
+
+        with pytest.raises(AssertionError, match="leaked"):
+            run(leaves_a_stocking_open)
+
+    stray: list[asyncio.Future[None]] = []
+
+    async def leaves_a_task() -> None:
+        stray.append(asyncio.ensure_future(asyncio.sleep(60)))
+
+    with pytest.raises(AssertionError, match="left running"):
+        run(leaves_a_task)
 
 
 @pytest.mark.parametrize("loop", LOOPS)
