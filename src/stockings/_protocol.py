@@ -164,7 +164,7 @@ class Protocol:
     @property
     def should_shut_write(self) -> bool:
         """Whether the binding should now half-close and call :meth:`write_shut`."""
-        return self.state is State.CLOSING and not self._out
+        return self.state is State.CLOSING and not self._out and not self._backlog
 
     @property
     def should_release(self) -> bool:
@@ -351,8 +351,8 @@ class Protocol:
     def write_shut(self) -> None:
         """The binding shut our side of the stream after :attr:`should_shut_write`.
 
-        Bytes it took from :meth:`data_to_send` count as handed on: it must
-        shut the stream only after them (as a transport's ``write_eof`` does).
+        It is asked to only once everything it took from
+        :meth:`data_to_send` has been handed on (:meth:`set_backlog` of 0).
 
         Raises:
             RuntimeError: :attr:`should_shut_write` is false.

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 import pytest
 from aio import LOOPS, run, wait_for_condition
 
 import stockings.asyncio as sa
+from stockings import EndReason, WriteTimeout
 
 LOCAL = ("127.0.0.1", 0)
 MIB = 1 << 20
@@ -79,5 +81,20 @@ def test_writers_wait_at_the_high_mark_and_go_on_at_the_low_one() -> None:
             client.abort()
             await task  # an abort releases the waiting writer
             await client.wait_closed()
+
+    run(main)
+
+
+def test_close_gives_up_on_a_peer_that_never_reads() -> None:
+    async def main() -> None:
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            stocking = await sa.connect(listener.getsockname(), write_high_water=64 * MIB)
+            peer, _ = listener.accept()
+            with peer:
+                for _ in range(40):
+                    await stocking.write(b"x" * MIB)  # far more than the kernel buffers
+                await asyncio.wait_for(stocking.close(timeout=0.5), 10)
+                assert stocking.end_reason is EndReason.TIMEOUT
+                assert isinstance(stocking.end_exception, WriteTimeout)
 
     run(main)

@@ -153,6 +153,8 @@ def test_close_flushes_then_shuts_then_ends_closed() -> None:
     protocol.close()
     assert not protocol.should_shut_write  # "a" still queued
     assert protocol.data_to_send() == encode("a")
+    assert not protocol.should_shut_write  # still in the binding's hands
+    protocol.set_backlog(0)
     assert protocol.should_shut_write
     protocol.write_shut()
     assert protocol.state is State.WRITE_SHUT
@@ -201,6 +203,7 @@ def test_peer_half_close_flushes_replies_then_peer_closed() -> None:
     with pytest.raises(ConnectionClosed):
         protocol.send("more")
     assert protocol.data_to_send() == encode("answer")
+    protocol.set_backlog(0)
     shut(protocol)
     assert protocol.end_reason is EndReason.PEER_CLOSED
 
@@ -211,6 +214,7 @@ def test_close_after_peer_half_close_is_ours() -> None:
     protocol.receive_eof()
     protocol.close()
     protocol.data_to_send()
+    protocol.set_backlog(0)
     shut(protocol)
     assert protocol.end_reason is EndReason.CLOSED
 
@@ -360,6 +364,7 @@ class Lifecycle(RuleBasedStateMachine):
         protocol = self.protocol
         if not self.shut and protocol.state is not State.ENDED:
             self.wire += protocol.data_to_send()
+            protocol.set_backlog(0)  # all of it reached the kernel
         if protocol.should_shut_write:
             protocol.write_shut()
             self.shut = True

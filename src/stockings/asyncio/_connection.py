@@ -67,6 +67,7 @@ class Connection(asyncio.Protocol):
         self._reading = True
         self._released = False
         self._half_close = True
+        self._draining = False
 
     # ------------------------------------------------------------ asyncio's calls
 
@@ -220,6 +221,12 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None or self._released:
             return
+        if protocol.state is State.CLOSING and not self._draining:
+            # Closing: be told when the transport's buffer is empty, not
+            # just below the low mark, so the FIN follows the last byte.
+            self._draining = True
+            transport.set_write_buffer_limits(high=0, low=0)
+            protocol.set_backlog(transport.get_write_buffer_size())
         if protocol.should_shut_write and self._half_close:
             try:
                 transport.write_eof()
