@@ -182,6 +182,50 @@ def test_1_2_3_writes_to_an_async_server(stockings123: Path) -> None:
     run(main)
 
 
+SERVER_123 = """
+import socket, sys
+sys.path.insert(0, sys.argv[1])
+import Stockings, peer123
+listener = socket.create_server(("127.0.0.1", 0))
+print(listener.getsockname()[1], flush=True)
+listener.settimeout(30)
+conn, _ = listener.accept()
+stocking = Stockings.PollStocking(conn)
+peer123._wait(lambda: stocking.handshakeComplete, "the handshake")
+try:
+    peer123._echo(stocking)
+finally:
+    stocking.close()
+print("peer123: ok", flush=True)
+"""
+
+
+def test_async_client_and_a_1_2_3_server(stockings123: Path) -> None:
+    async def main() -> None:
+        env = {**os.environ, "PYTHONPATH": str(stockings123), "PYTHONDONTWRITEBYTECODE": "1"}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            SERVER_123,
+            str(PEER.parent),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert process.stdout is not None
+        port = int(await asyncio.wait_for(process.stdout.readline(), 30))
+        stocking = await sa.connect(("127.0.0.1", port))
+        for message in scripted_messages():
+            await stocking.write(message)
+            reply = await stocking.read(timeout=20)
+            expected = message if len(message) else f"EMPTY {type(message).__name__}"
+            assert reply == expected and type(reply) is type(expected)
+        await stocking.close()
+        await finished_ok(process)
+
+    run(main)
+
+
 # ------------------------------------------------------------------ auth
 
 KEY = secrets.token_bytes(32)
