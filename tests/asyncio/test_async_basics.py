@@ -327,8 +327,7 @@ def test_keepalive_and_nodelay_on_tcp() -> None:
 
 def test_server_close_ends_handlers() -> None:
     async def main() -> None:
-        server = sa.serve(echo, LOCAL)
-        await server.start()
+        server = await sa.serve(echo, LOCAL)
         stockings_ = [await sa.connect(server.address) for _ in range(5)]
         await wait_for_condition(lambda: len(server.stockings) == 5)
         server.close()

@@ -6,12 +6,13 @@ import asyncio
 import logging
 import os
 import ssl as _ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from types import TracebackType
 from typing import Any
 
 from .._client import Address, tcp_address
 from .._errors import HandshakeFailed
+from .._stocking import DEFAULT_CLOSE_TIMEOUT
 from ._connection import Connection
 from ._stocking import Stocking
 
@@ -132,13 +133,14 @@ class Server:
     def close(self) -> None:
         """Stop listening and start closing every connection (flushing what was written).
 
-        Handlers see their stocking end; :meth:`wait_closed` waits for them.
+        Each close is bounded by the default close timeout (10 s). Handlers
+        see their stocking end; :meth:`wait_closed` waits for them to return.
         """
         self._closing = True
         if self._server is not None:
             self._server.close()
         for stocking in list(self._stockings):
-            stocking._connection.begin_close(None)
+            stocking._connection.begin_close(DEFAULT_CLOSE_TIMEOUT)
 
     async def wait_closed(self) -> None:
         """Wait until the listener is closed and every handler task has finished."""
@@ -146,6 +148,14 @@ class Server:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
+
+    def __await__(self) -> Generator[Any, None, Server]:
+        """``server = await serve(...)`` starts listening, as ``async with`` does."""
+        return self._started().__await__()
+
+    async def _started(self) -> Server:
+        await self.start()
+        return self
 
     async def __aenter__(self) -> Server:
         await self.start()

@@ -22,6 +22,7 @@ from typing import Any
 from .._errors import ConnectionClosed, EndReason, HandshakeFailed
 from .._framing import DEFAULT_MAX_MESSAGE_SIZE, Message
 from .._options import ChannelOptions
+from .._protocol import State
 from .._stocking import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_READ_HIGH_WATER,
@@ -263,7 +264,7 @@ class Stocking:
     @property
     def active(self) -> bool:
         """True until the stocking is closing or has ended."""
-        return self._protocol.state.value == "open"
+        return self._protocol.state is State.OPEN
 
     @property
     def ended(self) -> bool:
