@@ -1,41 +1,26 @@
 """One connection's rules, sans I/O: lifecycle, end reasons, flow marks, idle rule, gate.
 
 :class:`Protocol` knows no sockets, threads or clocks. An I/O binding feeds
-it what arrived (:meth:`~Protocol.receive_data`, :meth:`~Protocol.receive_eof`,
-:meth:`~Protocol.connection_lost`), takes whole messages out of it
-(:meth:`~Protocol.next_message`), hands it messages to send
-(:meth:`~Protocol.send`) and writes what :meth:`~Protocol.data_to_send`
-returns. Between calls it looks at the protocol's decisions and acts on them:
-
-- :attr:`~Protocol.reading_wanted`: keep reading, or pause (the peer is
-  ahead of our readers by more than ``read_high_water``, or nothing more can
-  arrive);
-- :attr:`~Protocol.writers_blocked`: writers wait (more than
-  ``write_high_water`` bytes queued) until the queue drops to
-  ``write_low_water``;
-- :attr:`~Protocol.should_shut_write`: a close has flushed everything, so
-  the binding half-closes the transport and calls
-  :meth:`~Protocol.write_shut`;
-- :attr:`~Protocol.should_release`: the connection is over; the binding
-  closes the transport (with a reset after :meth:`~Protocol.abort`, see
-  :attr:`~Protocol.should_reset`) and then calls
-  :meth:`~Protocol.connection_lost`.
+it what arrived (``receive_data``, ``receive_eof``, ``connection_lost``),
+takes whole messages out (``next_message``), hands it messages to send
+(``send``) and writes what ``data_to_send`` returns. After each call it acts
+on the protocol's decisions: ``reading_wanted`` (pause or resume reading),
+``writers_blocked`` (writers wait between the write marks),
+``should_shut_write`` (a close has flushed: half-close, then
+``write_shut``) and ``should_release`` (close the transport, with a reset
+when ``should_reset``, then ``connection_lost``).
 
 The lifecycle is ``OPEN -> CLOSING -> WRITE_SHUT -> ENDED``; any state may
-jump to ``ENDED``. ``CLOSING`` means no new writes: either ``close()`` was
-called here, or the peer half-closed while replies were still queued (they
-are flushed, then the end is ``PEER_CLOSED``). The first reason decided is
-the one the connection ends with; everything later is ignored, so every
-order of events ends in exactly one :class:`~stockings.EndReason`.
-
-Time is the binding's: it calls :meth:`~Protocol.check_idle` with the
-current time and gets back when to call again.
+jump to ``ENDED``. ``CLOSING`` takes no new writes: ``close()`` was called
+here, or the peer half-closed with replies still queued (they are flushed,
+then the end is ``PEER_CLOSED``). The first reason decided is the one the
+connection ends with, whatever happens after. Time is the binding's: it
+calls ``check_idle(now)`` and is told when to call again.
 """
 
 from __future__ import annotations
 
 import enum
-from collections import deque
 
 from ._errors import (
     ConnectionClosed,
@@ -49,6 +34,7 @@ from ._errors import (
 )
 from ._framing import Decoder, Message, encode_header, payload_of
 from ._options import ChannelOptions
+from ._received import Received
 
 __all__ = ["Protocol", "State"]
 
@@ -82,10 +68,9 @@ class Protocol:
     def __init__(self, options: ChannelOptions, *, gated: bool = False) -> None:
         self.options = options
         self.state = State.OPEN
+        self.received = Received(options.read_high_water, options.read_low_water)
         #: The received messages not yet taken by :meth:`next_message`.
-        self.inbox: deque[Message] = deque()
-        #: Sum of ``len()`` of the messages in :attr:`inbox`.
-        self.unread = 0
+        self.inbox = self.received.messages
         #: False while the handshake gate is shut.
         self.gate_open = not gated
         #: True once the peer has ended its side of the stream.
@@ -97,8 +82,6 @@ class Protocol:
         self._out_bytes = 0
         # What the binding has taken from data_to_send but not yet handed on.
         self._backlog = 0
-        self._read_paused = False
-        self._paused_since_check = False
         self._writers_blocked = False
         self._reset = False
         self._heard = False
@@ -140,6 +123,11 @@ class Protocol:
         return self.state is State.ENDED and not self.inbox
 
     @property
+    def unread(self) -> int:
+        """Sum of ``len()`` of the messages in :attr:`inbox`."""
+        return self.received.unread
+
+    @property
     def pending_bytes(self) -> int:
         """Bytes queued here that :meth:`data_to_send` has not handed out yet."""
         return self._out_bytes
@@ -154,7 +142,7 @@ class Protocol:
     @property
     def reading_wanted(self) -> bool:
         """Whether the binding should be reading from the transport now."""
-        return not (self._read_paused or self.peer_eof or self.state is State.ENDED)
+        return not (self.received.paused or self.peer_eof or self.state is State.ENDED)
 
     @property
     def writers_blocked(self) -> bool:
@@ -170,15 +158,14 @@ class Protocol:
     def should_release(self) -> bool:
         """Whether the binding should close the transport and call :meth:`connection_lost`.
 
-        After our own clean close (``WRITE_SHUT``) that waits for the peer's
-        end of stream, so that closing the socket with its last bytes unread
-        does not turn our FIN into a reset; :meth:`close_timed_out` ends the
-        wait. A binding that cannot half-close releases at once instead.
+        After our clean close (``WRITE_SHUT``) it waits for the peer's FIN, so
+        that closing with bytes unread does not turn our FIN into a reset;
+        :meth:`close_timed_out` ends the wait.
         """
         if self._reason is None:
             return False
         # Nor is it worth waiting for a FIN that our own read pause holds back.
-        return self.state is State.ENDED or self.peer_eof or self._read_paused
+        return self.state is State.ENDED or self.peer_eof or self.received.paused
 
     @property
     def should_reset(self) -> bool:
@@ -201,10 +188,7 @@ class Protocol:
             return
         messages = decoder.feed(data)
         if messages:
-            self.inbox.extend(messages)
-            self.unread += sum(map(len, messages))
-            if self.unread > self.options.read_high_water and not self._read_paused:
-                self._read_paused = self._paused_since_check = True
+            self.received.add(messages)
         failure = decoder.failure
         if failure is not None:
             reason = (
@@ -274,14 +258,7 @@ class Protocol:
         """
         if not (self.gate_open or handshake):
             raise NotReady("the handshake has not completed")
-        inbox = self.inbox
-        if not inbox:
-            return None
-        message = inbox.popleft()
-        self.unread -= len(message)
-        if self._read_paused and (not inbox or self.unread <= self.options.read_low_water):
-            self._read_paused = False
-        return message
+        return self.received.take()
 
     # ------------------------------------------------------------ bytes out
 
@@ -405,9 +382,10 @@ class Protocol:
         idle = self.options.idle_timeout
         if idle is None or self._reason is not None:
             return None
-        if self._heard or self._paused_since_check or self._last_heard is None:
+        received = self.received
+        if self._heard or received.paused_since_check or self._last_heard is None:
             self._heard = False
-            self._paused_since_check = self._read_paused
+            received.paused_since_check = received.paused
             self._last_heard = now
         silent = now - self._last_heard
         if silent >= idle:
