@@ -102,6 +102,11 @@ class Connection(asyncio.Protocol):
         return self._half_close
 
     def connection_lost(self, exc: Exception | None) -> None:
+        transport = self.transport
+        if transport is not None and not self._released and not transport.is_closing():
+            # Lost under us (Python 3.10's TLS does so on close_notify): the
+            # transport still counts as open until it is closed.
+            transport.close()
         self._released = True
         self.protocol.connection_lost(exc)
         for handle in (self._flush_handle, self._idle_handle, self._close_handle):

@@ -145,7 +145,11 @@ class Server:
     async def wait_closed(self) -> None:
         """Wait until the listener is closed and every handler task has finished."""
         while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            tasks = list(self._tasks)
+            await asyncio.gather(*tasks, return_exceptions=True)
+            # Their done callbacks may not have run yet: awaiting finished
+            # tasks need not yield to the loop.
+            self._tasks.difference_update(tasks)
         if self._server is not None:
             await self._server.wait_closed()
 
