@@ -6,10 +6,11 @@ and acts on its decisions: pause or resume reading, release waiting writers,
 half-close, close or reset the transport. The rules themselves (end reasons,
 marks, the idle rule, the handshake gate) live only in the protocol.
 
-Writes are not handed to the transport one by one: they gather in the
-protocol and one ``transport.write`` per turn of the loop takes them all
-(or as soon as ``FLUSH_SIZE`` bytes are waiting), so a burst of small
-messages costs one ``send`` instead of one each.
+A lone write goes to the transport at once. Writes in a burst (each within
+``BURST_GAP`` of the one before) gather in the protocol instead, and one
+``transport.write`` at the end of the loop's turn takes them all (or one
+each ``FLUSH_SIZE`` bytes), so a burst of small messages costs one
+``send``, not one each.
 
 A plain :class:`asyncio.Protocol` rather than a ``BufferedProtocol``: the
 decoder cuts messages out of a ``bytes`` with one slice each, where a reused
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+import time
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -29,10 +31,15 @@ from .._errors import EndReason
 from .._options import ChannelOptions
 from .._protocol import Protocol, State
 
-__all__ = ["FLUSH_SIZE", "Connection"]
+__all__ = ["BURST_GAP", "FLUSH_SIZE", "Connection"]
 
 #: A writer hands what is queued to the transport itself past this many bytes.
 FLUSH_SIZE = 64 * 1024
+#: A write this soon (seconds) after the one before is part of a burst: it
+#: waits for the end of the loop's turn to leave with the rest, where a
+#: lone write leaves at once.
+BURST_GAP = 5e-6
+_clock = time.perf_counter
 #: ``SO_LINGER`` on, zero seconds: closing sends RST.
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
@@ -68,6 +75,7 @@ class Connection(asyncio.Protocol):
         self._released = False
         self._half_close = True
         self._draining = False
+        self._last_send = 0.0
 
     # ------------------------------------------------------------ asyncio's calls
 
@@ -136,10 +144,18 @@ class Connection(asyncio.Protocol):
         """Queue one message; return whether the writer should wait for a drain."""
         protocol = self.protocol
         protocol.send(message, handshake=handshake)
-        if protocol.pending_bytes >= FLUSH_SIZE:
+        now = _clock()
+        if self._flush_handle is None:
+            if now - self._last_send > BURST_GAP:
+                # A lone write (a request, a reply): out at once, no extra
+                # turn of the loop on the round trip.
+                self.flush()
+            else:
+                # Part of a burst: gather it for one send this turn.
+                self._flush_handle = self.loop.call_soon(self.flush)
+        elif protocol.pending_bytes >= FLUSH_SIZE:
             self.flush()
-        elif self._flush_handle is None:
-            self._flush_handle = self.loop.call_soon(self.flush)
+        self._last_send = now
         return protocol.writers_blocked
 
     def flush(self) -> None:
