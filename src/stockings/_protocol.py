@@ -32,7 +32,7 @@ from ._errors import (
     WriteTimeout,
     end_reason_for,
 )
-from ._framing import Decoder, Message, encode_header, payload_of
+from ._framing import _SHORT_HEADERS_BYTES, Decoder, Message, encode_header, payload_of
 from ._options import ChannelOptions
 from ._received import Received
 
@@ -78,6 +78,8 @@ class Protocol:
         #: True once ``close()`` (flushing) was asked for here.
         self.close_requested = False
         self._decoder = Decoder(options.max_message_size)
+        limit = options.max_message_size
+        self._limit = limit if limit is not None else 1 << 80
         self._out: list[bytes] = []
         self._out_bytes = 0
         # What the binding has taken from data_to_send but not yet handed on.
@@ -279,12 +281,19 @@ class Protocol:
             raise NotReady("the handshake has not completed")
         if self.state is not State.OPEN:
             raise self._closed_error()
-        payload, is_text = payload_of(message)
-        length = len(payload)
-        limit = self.options.max_message_size
-        if limit is not None and length > limit:
+        if type(message) is bytes and (length := len(message)) < 64:
+            # The commonest write, without the general path's calls.
+            payload: bytes | bytearray | memoryview = message
+            header = _SHORT_HEADERS_BYTES[length]
+        else:
+            payload, is_text = payload_of(message)
+            length = len(payload)
+            header = encode_header(length, is_text)
+        if length > self._limit:
+            limit = self.options.max_message_size
+            assert limit is not None
             raise MessageTooLarge(length, limit)
-        data = encode_header(length, is_text) + payload
+        data = header + payload
         self._out.append(data)
         self._out_bytes += len(data)
         if self._out_bytes + self._backlog > self.options.write_high_water:

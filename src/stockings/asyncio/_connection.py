@@ -71,7 +71,8 @@ class Connection(asyncio.Protocol):
         self._flush_handle: asyncio.Handle | None = None
         self._idle_handle: asyncio.TimerHandle | None = None
         self._close_handle: asyncio.TimerHandle | None = None
-        self._reading = True
+        #: False while reading is paused (by the protocol's read marks).
+        self.reading = True
         self._released = False
         self._half_close = True
         self._draining = False
@@ -208,8 +209,8 @@ class Connection(asyncio.Protocol):
 
     def resume_if_wanted(self) -> None:
         """After a read: resume reading once the unread messages fell below the low mark."""
-        if not self._reading and self.protocol.reading_wanted and not self._released:
-            self._reading = True
+        if not self.reading and self.protocol.reading_wanted and not self._released:
+            self.reading = True
             if self.transport is not None:
                 self.transport.resume_reading()
 
@@ -262,8 +263,8 @@ class Connection(asyncio.Protocol):
         if protocol.should_release:
             self._release(transport)
             return
-        if self._reading and not protocol.reading_wanted and not protocol.peer_eof:
-            self._reading = False
+        if self.reading and not protocol.reading_wanted and not protocol.peer_eof:
+            self.reading = False
             transport.pause_reading()
 
     def _release(self, transport: asyncio.Transport) -> None:

@@ -202,14 +202,16 @@ class Stocking:
         """
         protocol = self._protocol
         message = protocol.next_message()
+        connection = self._connection
         if message is None:
             if protocol.ended:
                 return None
-            await self._connection.wait_readable(timeout)
+            await connection.wait_readable(timeout)
             message = protocol.next_message()
             if message is None:
                 return None
-        self._connection.resume_if_wanted()
+        if not connection.reading:
+            connection.resume_if_wanted()
         return message if self._plain_post_read else self.post_read(message)
 
     def read_nowait(self) -> Any:
