@@ -353,3 +353,28 @@ def test_serve_forever_is_cancellable() -> None:
             await stocking.close()
 
     run(main)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_many_connections_at_once_keep_their_bytes_apart(loop: str) -> None:
+    # Every connection of a loop receives into one shared buffer.
+    def messages(seed: int) -> list[Any]:
+        out: list[Any] = []
+        for i in range(30):
+            size = (seed * 7919 + i * 104729) % 200_000 if i % 5 == 0 else (seed + i) % 300
+            out.append(bytes([seed]) * size if i % 2 else chr(0x400 + seed) * (size // 2))
+        return out
+
+    async def main() -> None:
+        async with sa.serve(echo, LOCAL) as server:
+
+            async def one(seed: int) -> None:
+                async with await sa.connect(server.address) as stocking:
+                    mine = messages(seed)
+                    for message in mine:
+                        await stocking.write(message)
+                    assert [await stocking.read(timeout=20) for _ in mine] == mine
+
+            await asyncio.gather(*(one(seed) for seed in range(1, 21)))
+
+    run(main, loop=loop)

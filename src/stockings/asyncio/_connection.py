@@ -12,10 +12,15 @@ A lone write goes to the transport at once. Writes in a burst (each within
 each ``FLUSH_SIZE`` bytes), so a burst of small messages costs one
 ``send``, not one each.
 
-A plain :class:`asyncio.Protocol` rather than a ``BufferedProtocol``: the
-decoder cuts messages out of a ``bytes`` with one slice each, where a reused
-buffer would need a copy per message; the transport's ``recv`` makes the
-``bytes`` anyway.
+A :class:`asyncio.BufferedProtocol`: the transport receives into a buffer
+that is reused. A plain ``Protocol`` gets a fresh ``bytes`` per receive,
+which the transport allocates at its full receive size (256 KiB) and
+shrinks: for a small message that costs more than the rest of its trip
+through the loop. All connections of a thread share one buffer: a loop
+runs in one thread, a receive is handed to ``buffer_updated`` before the
+next one starts, and the decoder copies out whatever it keeps (one copy of
+a run of small messages, then a slice each), so nothing refers to the
+buffer once ``buffer_updated`` returns.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -33,6 +39,9 @@ from .._protocol import Protocol, State
 
 __all__ = ["BURST_GAP", "FLUSH_SIZE", "Connection"]
 
+#: The receive buffer shared by the connections of a thread, in bytes.
+RECEIVE_SIZE = 256 * 1024
+_shared = threading.local()
 #: A writer hands what is queued to the transport itself past this many bytes.
 FLUSH_SIZE = 64 * 1024
 #: A write this soon (seconds) after the one before is part of a burst: it
@@ -44,7 +53,7 @@ _clock = time.perf_counter
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
 
-class Connection(asyncio.Protocol):
+class Connection(asyncio.BufferedProtocol):
     """One connection's binding to asyncio; see the module notes.
 
     Args:
@@ -94,7 +103,18 @@ class Connection(asyncio.Protocol):
             on_made, self.on_made = self.on_made, None
             on_made(self)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        try:
+            return _shared.view  # type: ignore[no-any-return]
+        except AttributeError:
+            _shared.view = view = memoryview(bytearray(RECEIVE_SIZE))
+            return view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(_shared.view[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
+        """Take in received bytes (``buffer_updated`` passes a view of the buffer)."""
         protocol = self.protocol
         protocol.receive_data(data)
         if self._readers and (protocol.inbox or protocol.should_release):
