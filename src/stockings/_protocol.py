@@ -32,12 +32,15 @@ from ._errors import (
     WriteTimeout,
     end_reason_for,
 )
-from ._framing import _SHORT_HEADERS_BYTES, Decoder, Message, encode_header, payload_of
+from ._framing import Decoder, Message, encode_header, payload_of
 from ._options import ChannelOptions
 from ._received import Received
 
 __all__ = ["Protocol", "State"]
 
+# Headers made once for the commonest writes: small bytes payloads.
+_SMALL = 1024
+_SMALL_BYTES_HEADERS = [encode_header(length, False) for length in range(_SMALL)]
 # Ends that are nobody's handshake failure, even before the gate opened.
 _NOT_HANDSHAKE_ENDS = (EndReason.CLOSED, EndReason.ABORTED, EndReason.HANDSHAKE_FAILED)
 
@@ -281,10 +284,10 @@ class Protocol:
             raise NotReady("the handshake has not completed")
         if self.state is not State.OPEN:
             raise self._closed_error()
-        if type(message) is bytes and (length := len(message)) < 64:
+        if type(message) is bytes and (length := len(message)) < _SMALL:
             # The commonest write, without the general path's calls.
             payload: bytes | bytearray | memoryview = message
-            header = _SHORT_HEADERS_BYTES[length]
+            header = _SMALL_BYTES_HEADERS[length]
         else:
             payload, is_text = payload_of(message)
             length = len(payload)

@@ -378,3 +378,34 @@ def test_many_connections_at_once_keep_their_bytes_apart(loop: str) -> None:
             await asyncio.gather(*(one(seed) for seed in range(1, 21)))
 
     run(main, loop=loop)
+
+
+def test_a_burst_of_writes_leaves_in_a_few_sends_and_a_lone_write_at_once() -> None:
+    async def main() -> None:
+        async with sa.serve(echo, LOCAL) as server:
+            stocking = await sa.connect(server.address)
+            transport = stocking._connection.transport
+            assert transport is not None
+            writes: list[int] = []
+            real_write = transport.write
+
+            def counting_write(data: Any) -> None:
+                writes.append(len(data))
+                real_write(data)
+
+            transport.write = counting_write  # type: ignore[method-assign]
+            await asyncio.sleep(0.01)
+            await stocking.write(b"lone")
+            assert writes == [5]  # sent within the call, not at the end of the turn
+            for i in range(1000):
+                await stocking.write(b"%04d" % i)
+            await asyncio.sleep(0)
+            # The burst went out in a handful of sends (a preempted writer
+            # may split it), not one per message.
+            assert sum(writes) == 5 + 1000 * 5
+            assert len(writes) < 50, len(writes)
+            for _ in range(1001):
+                assert await stocking.read(timeout=10) is not None
+            await stocking.close()
+
+    run(main)

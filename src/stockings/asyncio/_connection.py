@@ -171,6 +171,10 @@ class Connection(asyncio.BufferedProtocol):
                 # A lone write (a request, a reply): out at once, no extra
                 # turn of the loop on the round trip.
                 self.flush()
+                # Counted from the end of the send, or the send's own time
+                # would make the next write of a burst look like a lone one.
+                self._last_send = _clock()
+                return protocol.writers_blocked
             else:
                 # Part of a burst: gather it for one send this turn.
                 self._flush_handle = self.loop.call_soon(self.flush)
