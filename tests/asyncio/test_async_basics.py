@@ -409,3 +409,29 @@ def test_a_burst_of_writes_leaves_in_a_few_sends_and_a_lone_write_at_once() -> N
             await stocking.close()
 
     run(main)
+
+
+def test_a_failing_handler_is_logged_and_ends_only_its_connection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def picky(stocking: sa.Stocking) -> None:
+        async for message in stocking:
+            if message == "boom":
+                raise ValueError("boom")
+            await stocking.write(message)
+
+    async def main() -> None:
+        async with sa.serve(picky, LOCAL) as server:
+            bad = await sa.connect(server.address)
+            good = await sa.connect(server.address)
+            await bad.write("boom")
+            assert await bad.read(timeout=10) is None
+            assert bad.end_reason is EndReason.RESET  # the failed handler's stocking aborts
+            await good.write("fine")
+            assert await good.read(timeout=10) == "fine"
+            await good.close()
+            await bad.close()
+
+    with caplog.at_level("ERROR", logger="stockings.asyncio"):
+        run(main)
+    assert any("handler of the connection" in r.message for r in caplog.records)
