@@ -396,13 +396,13 @@ def test_a_burst_of_writes_leaves_in_a_few_sends_and_a_lone_write_at_once() -> N
             transport.write = counting_write  # type: ignore[method-assign]
             await asyncio.sleep(0.01)
             await stocking.write(b"lone")
-            assert writes == [5]  # sent within the call, not at the end of the turn
+            assert writes == [5], writes  # sent within the call, not at the end of the turn
             for i in range(1000):
                 await stocking.write(b"%04d" % i)
             await asyncio.sleep(0)
             # The burst went out in a handful of sends (a preempted writer
             # may split it), not one per message.
-            assert sum(writes) == 5 + 1000 * 5
+            assert sum(writes) == 5 + 1000 * 5, writes
             assert len(writes) < 50, len(writes)
             for _ in range(1001):
                 assert await stocking.read(timeout=10) is not None

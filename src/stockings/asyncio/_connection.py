@@ -6,11 +6,11 @@ and acts on its decisions: pause or resume reading, release waiting writers,
 half-close, close or reset the transport. The rules themselves (end reasons,
 marks, the idle rule, the handshake gate) live only in the protocol.
 
-A lone write goes to the transport at once. Writes in a burst (each within
-``BURST_GAP`` of the one before) gather in the protocol instead, and one
-``transport.write`` at the end of the loop's turn takes them all (or one
-each ``FLUSH_SIZE`` bytes), so a burst of small messages costs one
-``send``, not one each.
+The first write of each turn of the event loop goes to the transport at
+once; the writes after it in the same turn gather in the protocol and
+leave together at the end of the turn (or every ``FLUSH_SIZE`` bytes, or
+after ``MAX_HOLD``), so a burst of small messages costs two ``send`` calls,
+not one each, and a request or reply costs no extra turn.
 
 A :class:`asyncio.BufferedProtocol`: the transport receives into a buffer
 that is reused. A plain ``Protocol`` gets a fresh ``bytes`` per receive,
@@ -37,17 +37,15 @@ from .._errors import EndReason
 from .._options import ChannelOptions
 from .._protocol import Protocol, State
 
-__all__ = ["BURST_GAP", "FLUSH_SIZE", "Connection"]
+__all__ = ["FLUSH_SIZE", "MAX_HOLD", "Connection"]
 
 #: The receive buffer shared by the connections of a thread, in bytes.
 RECEIVE_SIZE = 256 * 1024
 _shared = threading.local()
 #: A writer hands what is queued to the transport itself past this many bytes.
 FLUSH_SIZE = 64 * 1024
-#: A write this soon (seconds) after the one before is part of a burst: it
-#: waits for the end of the loop's turn to leave with the rest, where a
-#: lone write leaves at once.
-BURST_GAP = 5e-6
+#: The longest (seconds) a write waits for the end of its loop's turn.
+MAX_HOLD = 1e-3
 _clock = time.perf_counter
 #: ``SO_LINGER`` on, zero seconds: closing sends RST.
 _LINGER_RESET = struct.pack("ii", 1, 0)
@@ -85,7 +83,7 @@ class Connection(asyncio.BufferedProtocol):
         self._released = False
         self._half_close = True
         self._draining = False
-        self._last_send = 0.0
+        self._turn_began = 0.0
 
     # ------------------------------------------------------------ asyncio's calls
 
@@ -165,27 +163,24 @@ class Connection(asyncio.BufferedProtocol):
         """Queue one message; return whether the writer should wait for a drain."""
         protocol = self.protocol
         protocol.send(message, handshake=handshake)
-        now = _clock()
         if self._flush_handle is None:
-            if now - self._last_send > BURST_GAP:
-                # A lone write (a request, a reply): out at once, no extra
-                # turn of the loop on the round trip.
-                self.flush()
-                # Counted from the end of the send, or the send's own time
-                # would make the next write of a burst look like a lone one.
-                self._last_send = _clock()
-                return protocol.writers_blocked
-            else:
-                # Part of a burst: gather it for one send this turn.
-                self._flush_handle = self.loop.call_soon(self.flush)
-        elif protocol.pending_bytes >= FLUSH_SIZE:
+            # The first write of this turn of the loop (a request, a reply,
+            # the head of a burst) leaves at once: no extra turn on a round
+            # trip. Later writes of the turn gather for one send at its end.
             self.flush()
-        self._last_send = now
+            self._flush_handle = self.loop.call_soon(self.flush)
+            self._turn_began = _clock()
+        elif protocol.pending_bytes >= FLUSH_SIZE or _clock() - self._turn_began > MAX_HOLD:
+            # A long burst, or a writer that keeps the loop busy: no message
+            # waits behind it for long.
+            self.flush(keep_scheduled=True)
+            self._turn_began = _clock()
         return protocol.writers_blocked
 
-    def flush(self) -> None:
+    def flush(self, keep_scheduled: bool = False) -> None:
         """Hand everything queued to the transport."""
-        self._flush_handle = None
+        if not keep_scheduled:
+            self._flush_handle = None
         transport = self.transport
         if transport is None or self._released:
             return
