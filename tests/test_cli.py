@@ -180,12 +180,6 @@ def test_bench_compare_passes_every_other_word_on(fake_compare: list[Sequence[st
     assert fake_compare == [["--quick", "--help"]]
 
 
-def test_bench_compare_has_its_own_help() -> None:
-    result = run_cli("bench", "--compare", "--help")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("usage: stockings bench --compare")
-
-
 def test_bench_compare_says_when_it_is_not_installed(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

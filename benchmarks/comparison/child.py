@@ -3,21 +3,33 @@
 Each measurement runs :func:`child_main` in two fresh interpreters, one
 serving and one driving, so that each reports its own peak memory for that
 run alone. Both print one line of JSON for the parent: the server its counts
-of messages and bytes, the client its time and the server's answer.
+of messages, bytes and messages unlike what was sent, the client its time and
+the server's answer; both the CPU time (user and system, every thread) they
+spent in the timed part.
+
+The tests: ``stream`` (one client writes ``count`` messages, the server
+reads them), ``tls`` (the same over TLS), ``rtt`` (request, answer, again)
+and ``fanin`` (:mod:`comparison.fanin`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from ._compare_peers import BATCH, Endpoint, StockingsEnd, client_endpoint, server_endpoint
+from .fanin import FAN_IN, serve_fanin
+from .peers import BATCH, Endpoint, StockingsEnd, client_endpoint, server_endpoint
 
-__all__ = ["BATCH_BYTES", "child_main"]
+__all__ = ["BATCH_BYTES", "CORRUPT_ENV", "child_main", "payload_of"]
+
+#: Set in the environment, the client changes one byte of its last message:
+#: the benchmark's own tests check that such a run fails.
+CORRUPT_ENV = "STOCKINGS_BENCH_CORRUPT"
 
 #: Roughly how many bytes one ``write_many`` call of the batch runs carries.
 BATCH_BYTES = 256 * 1024
@@ -34,7 +46,17 @@ def _maxrss_bytes() -> int:
     return rss if sys.platform == "darwin" else rss * 1024
 
 
+def payload_of(size: int) -> bytes:
+    """The message every run of ``size`` bytes sends: not all alike, so a shift shows."""
+    return (bytes(range(256)) * (size // 256 + 1))[:size]
+
+
 def _serve(system: str, test: str, size: int, count: int) -> dict[str, Any]:
+    if test == "fanin":
+        idle = _maxrss_bytes()
+        report = serve_fanin(system, count, payload_of(size), _cpu_seconds)
+        report.update(idle_rss=idle, peak_rss=_maxrss_bytes())
+        return report
     steps = server_endpoint(system, size)
     port = next(steps)
     print(json.dumps({"port": port}), flush=True)
@@ -45,45 +67,103 @@ def _serve(system: str, test: str, size: int, count: int) -> dict[str, Any]:
     flush()
     idle = _maxrss_bytes()
     cpu = _cpu_seconds()
-    received = 0
-    total = 0
+    received = total = bad = 0
+    # Compared as a bytearray: its comparison takes any buffer at memcmp speed.
+    expected = bytearray(payload_of(size))
     if test == "stream" and isinstance(end, StockingsEnd) and system == BATCH:
         read_all = end.stocking.read_all
         while received < count:
             messages = read_all(None)
             if not messages:
                 raise EOFError("the stocking ended")
-            total += sum(map(len, messages))
+            for message in messages:
+                total += len(message)
+                if expected != message:
+                    bad += 1
             received += len(messages)
-        send(f"{received} {total}".encode())
-    elif test == "stream":
+        send(f"{received} {total} {bad}".encode())
+    elif test in ("stream", "tls"):
         while received < count:
-            total += len(recv())
+            message = recv()
+            total += len(message)
+            if expected != message:
+                bad += 1
             received += 1
-        send(f"{received} {total}".encode())
+        send(f"{received} {total} {bad}".encode())
     else:
         while received < count:
             message = recv()
             total += len(message)
+            if expected != message:
+                bad += 1
             received += 1
             send(message)
             flush()
     flush()
+    cpu = _cpu_seconds() - cpu
     recv()  # the client's goodbye: it has all it needs, closing cannot lose data
     end.close()
     return {
         "received": received,
         "bytes": total,
+        "bad": bad,
         "idle_rss": idle,
         "peak_rss": _maxrss_bytes(),
-        "cpu": _cpu_seconds() - cpu,
+        "cpu": cpu,
+    }
+
+
+def _last(payload: bytes) -> bytes:
+    """The last message of a run: the payload, unless a test asked to corrupt it."""
+    if not os.environ.get(CORRUPT_ENV) or not payload:
+        return payload
+    return payload[:-1] + bytes([payload[-1] ^ 1])
+
+
+def _fanin_client(system: str, size: int, count: int, port: int) -> dict[str, Any]:
+    ends = [client_endpoint(system, port, size, kind="dealer") for _ in range(FAN_IN)]
+    payload = payload_of(size)
+    for end in ends:
+        end.send(b"warm-up")
+        end.flush()
+    for end in ends:
+        end.recv()
+    idle = _maxrss_bytes()
+    cpu = _cpu_seconds()
+    sends = [end.send for end in ends]
+    clock = time.perf_counter
+    started = clock()
+    for _ in range(count // FAN_IN):
+        for send in sends:
+            send(payload)
+    for send in sends[: count % FAN_IN]:
+        send(payload)
+    for end in ends:
+        end.flush()
+    answers = {bytes(end.recv()).decode() for end in ends}
+    seconds = clock() - started
+    cpu = _cpu_seconds() - cpu
+    for end in ends:
+        end.send(b"bye")
+        end.flush()
+    for end in ends:
+        end.close()
+    got = answers.pop() if len(answers) == 1 else f"different answers: {sorted(answers)}"
+    return {
+        "seconds": seconds,
+        "answer": got,
+        "idle_rss": idle,
+        "peak_rss": _maxrss_bytes(),
+        "cpu": cpu,
     }
 
 
 def _client(system: str, test: str, size: int, count: int, port: int) -> dict[str, Any]:
+    if test == "fanin":
+        return _fanin_client(system, size, count, port)
     end = client_endpoint(system, port, size)
     recv, send, flush = end.recv, end.send, end.flush
-    payload = b"x" * size
+    payload = payload_of(size)
     send(b"warm-up")
     flush()
     recv()
@@ -103,23 +183,30 @@ def _client(system: str, test: str, size: int, count: int, port: int) -> dict[st
         answer = bytes(recv())
         seconds = clock() - started
         got = answer.decode()
-    elif test == "stream":
+    elif test in ("stream", "tls"):
         started = clock()
-        for _ in range(count):
+        for _ in range(count - 1):
             send(payload)
+        send(_last(payload))
         flush()
         answer = bytes(recv())
         seconds = clock() - started
         got = answer.decode()
     else:
-        echoed = 0
+        echoed = bad = 0
+        expected = bytearray(payload)
+        last = _last(payload)
         started = clock()
-        for _ in range(count):
-            send(payload)
+        for i in range(count):
+            send(payload if i < count - 1 else last)
             flush()
-            echoed += len(recv())
+            message = recv()
+            echoed += len(message)
+            if expected != message:
+                bad += 1
         seconds = clock() - started
-        got = f"{count} {echoed}"
+        got = f"{count} {echoed} {bad}"
+    cpu = _cpu_seconds() - cpu
     send(b"bye")
     flush()
     end.close()
@@ -128,7 +215,7 @@ def _client(system: str, test: str, size: int, count: int, port: int) -> dict[st
         "answer": got,
         "idle_rss": idle,
         "peak_rss": _maxrss_bytes(),
-        "cpu": _cpu_seconds() - cpu,
+        "cpu": cpu,
     }
 
 
