@@ -58,6 +58,7 @@ def serve_fanin(
         return asyncio.run(_serve_asyncio(count, expected, clock))
     makers: dict[str, Callable[[], _Fan]] = {
         "stockings": _StockingsFan,
+        "stockings-base": _StockingsFan,
         "raw": _RawFan,
         "mpc": _MpcFan,
         "zmq": _ZmqFan,

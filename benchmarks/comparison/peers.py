@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = [
+    "BASE",
     "BATCH",
     "NOSPIN",
     "OLD",
@@ -44,6 +45,7 @@ SYSTEMS = (
     "stockings-1.2.3",
     "stockings-batch",
     "stockings-nospin",
+    "stockings-base",
 )
 OLD = "stockings-1.2.3"
 #: stockings again, through its batch calls (``write_many`` / ``read_all``):
@@ -54,6 +56,8 @@ BATCH = "stockings-batch"
 NOSPIN = "stockings-nospin"
 #: The environment variable naming the folder of a TLS run's certificates.
 TLS_ENV = "STOCKINGS_BENCH_TLS"
+#: stockings from another checkout (``--baseline``), measured beside this one.
+BASE = "stockings-base"
 #: Messages this large go to pyzmq with ``copy=False``.
 ZMQ_NOCOPY = 65536
 
@@ -387,7 +391,7 @@ def _socket_endpoint(system: str, sock: socket.socket) -> Endpoint:
         return _RawEnd(sock)
     if system == OLD:
         return _OldEnd(sock)
-    if system in ("stockings", BATCH):
+    if system in ("stockings", BATCH, BASE):
         return StockingsEnd(sock)
     if system == NOSPIN:
         return StockingsEnd(sock, read_spin=0)

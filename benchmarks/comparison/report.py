@@ -22,6 +22,9 @@ Systems:
 - ``stockings-batch`` and ``stockings-nospin``: this library again, through
   ``write_many`` / ``read_all`` (small streams only), and with
   ``read_spin=0`` (round trips only). Not peers: no ratios.
+- ``stockings-base``: stockings imported from another folder
+  (``--baseline``, e.g. the ``src`` of a checkout of the last release),
+  measured in the same run, for before/after ratios.
 
 Tests: ``stream`` (N messages of S bytes one by one, then one answer),
 ``rtt`` (16-byte request/response round trips), ``fanin`` (32 connections
@@ -332,6 +335,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="import stockings from this folder (another checkout's src), not the installed one",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="also measure stockings from this folder (another checkout's src) as stockings-base",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write raw results here")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every message count")
     options = parser.parse_args(args)
@@ -343,13 +352,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if "stockings" not in systems:
         systems.insert(0, "stockings")
+    if options.baseline is not None and "stockings-base" not in systems:
+        systems.insert(1, "stockings-base")
+    if options.baseline is None and "stockings-base" in systems:
+        systems.remove("stockings-base")
     repeat = options.repeat or (1 if options.quick else 3)
     started = time.monotonic()
     results, unavailable = run_compare(
         systems,
         quick=options.quick,
         repeat=repeat,
-        where=Where(old=options.old, lib=options.lib),
+        where=Where(old=options.old, lib=options.lib, baseline=options.baseline),
         progress=lambda line: print(line, file=sys.stderr, flush=True),
         scale=options.scale,
         tests=tests,

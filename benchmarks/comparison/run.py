@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .fanin import FAN_IN
-from .peers import BATCH, NOSPIN, OLD, SYSTEMS, TLS_ENV
+from .peers import BASE, BATCH, NOSPIN, OLD, SYSTEMS, TLS_ENV
 from .result import Result, describe
 
 __all__ = [
@@ -59,10 +59,10 @@ SIZES = (16, 100, 4096, 65536, 1048576)
 RTT_SIZE = 16
 #: Fan-in message size, and the systems with a fan-in server.
 FANIN_SIZE = 100
-FANIN_SYSTEMS = ("stockings", "raw", "mpc", "zmq", "asyncio")
+FANIN_SYSTEMS = ("stockings", "raw", "mpc", "zmq", "asyncio", BASE)
 #: TLS stream sizes, and the systems measured over TLS.
 TLS_SIZES = (100, 1048576)
-TLS_SYSTEMS = ("stockings", "raw")
+TLS_SYSTEMS = ("stockings", "raw", BASE)
 #: How long one child process may run before it is killed and the run failed.
 RUN_TIMEOUT = 60.0
 
@@ -96,11 +96,13 @@ class Where:
         lib: a folder to import ``stockings`` from instead of the installed
             one (another checkout's ``src``), or ``None``.
         tls: the folder of the TLS certificates, or ``None`` (no TLS runs).
+        baseline: the folder ``stockings-base`` imports ``stockings`` from.
     """
 
     old: Path = DEFAULT_OLD
     lib: Path | None = None
     tls: Path | None = None
+    baseline: Path | None = None
 
 
 def _child_command(system: str, where: Where) -> list[str]:
@@ -110,6 +112,8 @@ def _child_command(system: str, where: Where) -> list[str]:
     if system == OLD:
         # 1.2.3 first on the path, so ``import Stockings`` finds it, not ours.
         paths.insert(0, str(where.old.resolve()))
+    if system == BASE and where.baseline is not None:
+        paths.insert(0, str(where.baseline.resolve()))
     code = (
         f"import sys; sys.path[:0] = {paths!r}; "
         "from comparison.child import child_main; child_main(sys.argv[1:])"
@@ -319,6 +323,8 @@ def run_compare(
         unavailable["zmq"] = why
     if OLD in systems and (why := old_unavailable(where.old)):
         unavailable[OLD] = why
+    if BASE in systems and where.baseline is None:
+        unavailable[BASE] = "no --baseline folder given"
     if "tls" in tests and where.tls is None and (why := tls_unavailable()):
         unavailable["tls"] = why
     results: dict[tuple[str, str, int], Result] = {}
@@ -326,7 +332,7 @@ def run_compare(
     with tempfile.TemporaryDirectory(prefix="stockings-bench-") as folder:
         if "tls" not in unavailable and where.tls is None and "tls" in tests:
             make_certificates(Path(folder))
-            where = Where(old=where.old, lib=where.lib, tls=Path(folder))
+            where = Where(old=where.old, lib=where.lib, tls=Path(folder), baseline=where.baseline)
         for _ in range(repeat):
             for system, test, size in plan:
                 count = _count(system, test, size, quick, scale)
