@@ -68,7 +68,7 @@ def test_every_system_delivers_every_message(system: str) -> None:
     "system", [s for s in run.FANIN_SYSTEMS if s != "zmq" or not run.zmq_unavailable()]
 )
 def test_every_fan_in_server_takes_every_message(system: str) -> None:
-    result = run_one(system, "fanin", 100, 32 * 20 + 5)
+    result = run_one(system, "fanin", 100, 2 * 32 * 32 + 5)
     assert result.ok, result.error
     assert result.seconds > 0
     assert _children() == []

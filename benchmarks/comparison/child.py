@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .fanin import FAN_IN, serve_fanin
+from .fanin import FAN_IN, FAN_IN_BURST, serve_fanin
 from .peers import BATCH, Endpoint, StockingsEnd, client_endpoint, server_endpoint
 
 __all__ = ["BATCH_BYTES", "CORRUPT_ENV", "child_main", "payload_of"]
@@ -132,12 +132,14 @@ def _fanin_client(system: str, size: int, count: int, port: int) -> dict[str, An
     cpu = _cpu_seconds()
     sends = [end.send for end in ends]
     clock = time.perf_counter
+    rounds, rest = divmod(count, FAN_IN * FAN_IN_BURST)
     started = clock()
-    for _ in range(count // FAN_IN):
+    for _ in range(rounds):
         for send in sends:
-            send(payload)
-    for send in sends[: count % FAN_IN]:
-        send(payload)
+            for _ in range(FAN_IN_BURST):
+                send(payload)
+    for i in range(rest):
+        sends[i % FAN_IN](payload)
     for end in ends:
         end.flush()
     answers = {bytes(end.recv()).decode() for end in ends}

@@ -14,7 +14,8 @@ waits for its connections in its ordinary way:
 - ``zmq``: one ``ROUTER`` socket that the clients' ``DEALER`` sockets connect to;
 - ``asyncio``: :func:`asyncio.start_server`, a 4-byte prefix and ``readexactly``.
 
-The clients (one process, every connection) use each system's own client,
+The clients (one process, every connection, in bursts of
+:data:`FAN_IN_BURST` messages per connection) use each system's own client,
 except asyncio's, whose wire is the raw loop's: the raw client drives it.
 """
 
@@ -28,10 +29,14 @@ import struct
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["FAN_IN", "serve_fanin"]
+__all__ = ["FAN_IN", "FAN_IN_BURST", "serve_fanin"]
 
 #: Client connections of one fan-in run.
 FAN_IN = 32
+#: The client process writes this many messages on one connection, then on
+#: the next, and so on: bursts that every client can batch, so the clients
+#: outpace the server and the server's rate is what is measured.
+FAN_IN_BURST = 32
 
 _LEN = struct.Struct("!I")
 _BUFFER = 256 * 1024
