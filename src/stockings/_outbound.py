@@ -123,7 +123,7 @@ class OutboundMixin:
                     tail += message
                     queued += _BYTES_FRAMED[size]
                     self._out_bytes = queued
-                    if queued >= WRITER_FLUSH_SIZE and self._use_sendmsg:
+                    if queued >= WRITER_FLUSH_SIZE:
                         self._flush_by_writer()
                     return
             finally:
@@ -171,11 +171,15 @@ class OutboundMixin:
                 if self._out_bytes >= WRITER_FLUSH_SIZE and self._use_sendmsg:
                     self._flush_by_writer()
                 return
-            if self._use_sendmsg and _clock() - self._last_send < BURST_GAP:
+            if (self._use_sendmsg or length < self._small_limit) and (
+                _clock() - self._last_send < BURST_GAP
+            ):
                 # A burst: let the batch build up. The hub sends it as soon
                 # as it runs (at once if this thread blocks, at worst after
                 # one GIL switch interval), or this thread does at
-                # WRITER_FLUSH_SIZE.
+                # WRITER_FLUSH_SIZE. Without sendmsg (TLS) only small
+                # messages batch: one buffer, so one record per send instead
+                # of one per message, where larger ones would be joined.
                 if small:
                     out.append(Batch(header + payload))
                 else:
