@@ -18,6 +18,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Generic
 
+from . import _compat
 from ._channel import DEFAULT_LINGER, Channel
 from ._closing import ClosesOnExit
 from ._epoll import EpollSelector, epoll_available
@@ -43,14 +44,6 @@ DEFAULT_READ_SPIN = 50e-6
 DEFAULT_CLOSE_TIMEOUT = 10.0
 #: Ends that are no handshake's failure, even before a handshake succeeded.
 _LOCAL_OR_HANDSHAKE_ENDS = (EndReason.CLOSED, EndReason.ABORTED, EndReason.HANDSHAKE_FAILED)
-
-# 1.2.3's camelCase names and the names they stand for now. A subclass may
-# override either spelling; both then lead to the override.
-_RENAMED = {
-    "preWrite": "pre_write",
-    "postRead": "post_read",
-    "writeDataQueued": "write_data_queued",
-}
 
 
 class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
@@ -138,11 +131,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        for old, new in _RENAMED.items():
-            if old in cls.__dict__ and new not in cls.__dict__:
-                setattr(cls, new, cls.__dict__[old])
-            elif new in cls.__dict__ and old not in cls.__dict__:
-                setattr(cls, old, cls.__dict__[new])
+        _compat.follow_overrides(cls)
         cls._plain_pre_write = cls.pre_write is Stocking.pre_write
         cls._plain_post_read = cls.post_read is Stocking.post_read
 
@@ -330,15 +319,6 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
     @handshake_complete.setter
     def handshake_complete(self, value: Any) -> None:
         # 1.2.3 kept this as a plain attribute, so code written for it may set it.
-        self._handshake_complete = value
-
-    @property
-    def handshakeComplete(self) -> Any:
-        """1.2.3 spelling of :attr:`handshake_complete`."""
-        return self._handshake_complete
-
-    @handshakeComplete.setter
-    def handshakeComplete(self, value: Any) -> None:
         self._handshake_complete = value
 
     def wait_handshake(self, timeout: float | None = None) -> bool:
@@ -635,10 +615,15 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
     _plain_pre_write: ClassVar[bool] = True
     _plain_post_read: ClassVar[bool] = True
 
-    # 1.2.3 spellings: plain aliases here; __init_subclass__ keeps overrides in step.
-    preWrite = pre_write
-    postRead = post_read
-    writeDataQueued = write_data_queued
+    if TYPE_CHECKING:
+        # The 1.2.3 spellings, declared for type checkers; _compat installs them.
+        preWrite = pre_write
+        postRead = post_read
+        writeDataQueued = write_data_queued
+        handshakeComplete = handshake_complete
+
+
+_compat.install(Stocking)
 
 
 def _no_message(kwargs: dict[str, Any]) -> TypeError:
