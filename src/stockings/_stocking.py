@@ -13,7 +13,6 @@ import select
 import selectors
 import socket
 import ssl
-import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Generic
@@ -24,9 +23,10 @@ from ._closing import ClosesOnExit
 from ._epoll import EpollSelector, epoll_available
 from ._errors import ConnectionClosed, EndReason, HandshakeFailed, NotReady
 from ._framing import DEFAULT_MAX_MESSAGE_SIZE, Message
+from ._handshake import HandshakeThread
 from ._hub import Hub, shared_hub
 from ._options import ChannelOptions, connected_peer
-from ._shutdown import abandoned, handshake_finished, handshake_started
+from ._shutdown import abandoned
 from ._tls import TlsChannel
 from ._typing import Outgoing, ReadT, WriteP
 
@@ -161,7 +161,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         #: How long ``write`` may wait for the outbound queue to drain.
         self.write_timeout = write_timeout
         self._handshake_complete: Any = False
-        self._handshake_thread: threading.Thread | None = None
+        self._handshake_thread: HandshakeThread | None = None
         if linger is not None and not linger >= 0:
             raise ValueError("linger must be None or a number of seconds, 0 or more")
         hub = self._choose_hub(hub, private)
@@ -201,19 +201,10 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
             self._channel.set_signal_inbox(False)
         self._channel.start()
         if custom_handshake:
-            handshake_started(self._channel)
-            self._handshake_thread = threading.Thread(
-                target=self._run_handshake,
-                name=f"stockings-handshake-{self._peer_name()}",
-                daemon=False,
+            self._handshake_thread = HandshakeThread(
+                self, self._channel, f"stockings-handshake-{self._peer_name()}"
             )
-            try:
-                self._handshake_thread.start()
-            except BaseException:
-                # No thread will count it out (the stocking, unreachable now,
-                # is aborted by its finalizer).
-                handshake_finished(self._channel)
-                raise
+            self._handshake_thread.start()
         else:
             # The default handshake has nothing to say: no thread, no wait.
             self._handshake_complete = True
@@ -245,53 +236,6 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         return f"<{type(self).__name__} {self._peer_name()} {state}>"
 
     # -------------------------------------------------------------- handshake
-
-    def _run_handshake(self) -> None:
-        try:
-            self._handshake_and_record()
-        finally:
-            handshake_finished(self._channel)
-
-    def _handshake_and_record(self) -> None:
-        try:
-            result = self.handshake()
-        except HandshakeFailed as exc:
-            # Already says what went wrong: record it as it is.
-            self._fail_handshake(exc)
-            return
-        except BaseException as exc:
-            failure = HandshakeFailed(f"handshake raised {type(exc).__name__}: {exc}")
-            failure.__cause__ = exc
-            self._fail_handshake(failure)
-            return
-        if result:
-            self._handshake_complete = result
-            self._channel.set_signal_inbox(True)
-        else:
-            self._fail_handshake(HandshakeFailed("handshake returned a false value"))
-
-    def _fail_handshake(self, failure: HandshakeFailed) -> None:
-        channel = self._channel
-
-        def relabel() -> bool:
-            # The connection may end under the handshake (say, the peer gave
-            # up first): the stocking never became usable, and the handshake's
-            # failure is the reason that explains it.
-            with channel._in_lock:
-                if not channel.ended:
-                    return False
-                if channel.end_reason is not EndReason.HANDSHAKE_FAILED:
-                    if failure.__cause__ is None and failure.__context__ is None:
-                        failure.__context__ = channel.end_exception
-                    channel.end_reason = EndReason.HANDSHAKE_FAILED
-                    channel.end_exception = failure
-                return True
-
-        if relabel():
-            return
-        channel.hub.call_soon(lambda: channel._end(EndReason.HANDSHAKE_FAILED, failure))
-        channel.wait_ended(None)
-        relabel()
 
     def handshake(self) -> Any:
         """Agree with the peer before any application message; override to customise.
@@ -335,8 +279,8 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
             true); false if it failed or is still running after ``timeout``.
         """
         thread = self._handshake_thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+        if thread is not None:
+            thread.wait(timeout)
         return bool(self._handshake_complete)
 
     # -------------------------------------------------------------- messages
