@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Generic
 
 from . import _compat
-from ._channel import DEFAULT_LINGER, Channel
+from ._channel import DEFAULT_LINGER, Channel, _live_channels
 from ._closing import ClosesOnExit
 from ._epoll import EpollSelector, epoll_available
 from ._errors import ConnectionClosed, EndReason, HandshakeFailed, NotReady
@@ -543,6 +543,37 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         """End the connection now, dropping whatever is still queued to send."""
         self.close(flush=False)
 
+    # ----------------------------------------------------- internal interface
+    # What the library's other layers (Server, Waiter) may ask of a stocking
+    # beyond its public API, so that none of them reaches into its channel.
+
+    @property
+    def _hub(self) -> Hub:
+        """The hub serving this stocking; :meth:`_start_close` runs on its thread."""
+        return self._channel.hub
+
+    @property
+    def _wait_source(self) -> Channel:
+        """What a :class:`~stockings.Waiter` watches: ``ready``, ``watch`` and ``unwatch``."""
+        return self._channel
+
+    def _on_end(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the connection has ended.
+
+        It runs on the hub thread, or at once here if the connection has
+        ended already; it must be quick and must not block.
+        """
+        self._channel.on_end(callback)
+
+    def _start_close(self, timeout: float | None) -> None:
+        """Begin a flushing close, as ``close(timeout)`` does, without waiting for it.
+
+        For the hub thread (:attr:`_hub`) only, where it cannot wait: many
+        stockings started so flush at the same time, and each one's
+        :meth:`close` then only waits for its own end.
+        """
+        self._channel.close(flush=True, timeout=timeout)
+
     if not TYPE_CHECKING:
 
         def __class_getitem__(cls, params):
@@ -577,6 +608,21 @@ def _no_message(kwargs: dict[str, Any]) -> TypeError:
             f"write() takes the message as its one positional argument, not by keyword ({names})"
         )
     return TypeError("write() needs the message to send: write(message)")
+
+
+def discard_socket(sock: socket.socket) -> None:
+    """Close a connected socket whose stocking could not be made.
+
+    A subclass's ``__init__`` may raise after ``Stocking.__init__`` has
+    handed the socket to a hub: then the connection is aborted through its
+    channel, so the hub never watches a descriptor closed under it.
+    Otherwise the socket is simply closed.
+    """
+    for channel in list(_live_channels):
+        if channel.sock is sock:
+            channel.close(flush=False)
+            return
+    sock.close()
 
 
 def check_fd_limit(sock: socket.socket, hub: Hub, what: str) -> None:
