@@ -29,8 +29,8 @@ RENAMED_HOOKS: Final = {
     "writeDataQueued": "write_data_queued",
 }
 
-#: Attributes 1.2.3 named in camelCase, and their names now: plain aliases
-#: (``handshakeComplete`` is the ``handshake_complete`` property, setter and all).
+#: Properties 1.2.3 named in camelCase (as plain attributes), and their names
+#: now. The old name reads and sets what the new one does.
 RENAMED_ATTRIBUTES: Final = {
     "handshakeComplete": "handshake_complete",
 }
@@ -42,8 +42,13 @@ def install(base: type) -> None:
     Args:
         base: the class that defines the new names.
     """
-    for old, new in (*RENAMED_HOOKS.items(), *RENAMED_ATTRIBUTES.items()):
-        setattr(base, old, base.__dict__[new])
+    namespace = base.__dict__
+    for old, new in RENAMED_HOOKS.items():
+        setattr(base, old, namespace[new])
+    for old, new in RENAMED_ATTRIBUTES.items():
+        current: property = namespace[new]
+        alias = property(current.fget, current.fset, doc=f"1.2.3 spelling of :attr:`{new}`.")
+        setattr(base, old, alias)
 
 
 def follow_overrides(cls: type) -> None:
