@@ -415,12 +415,14 @@ class Stocking(ClosesOnExit):
         if not self._handshake_complete:
             raise NotReady("the handshake has not completed")
         receive = self._channel.receive
-        post_read = self.post_read
+        post_read = None if self._plain_post_read else self.post_read
         while True:
             message = receive(None)
             if message is None:
                 break
-            yield post_read(message)
+            # Without an override, no call between the read and the yield
+            # where a signal could land and lose the message.
+            yield message if post_read is None else post_read(message)
         reason = self._channel.end_reason
         if reason is not None and not reason.clean and reason is not EndReason.ABORTED:
             error = ConnectionClosed(f"the stocking ended: {reason.value}", reason)
