@@ -484,7 +484,9 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
             self._end(end_reason_for(error), error)
             return
         self._set_interest()
-        if empty and self._closing:
+        if empty and self._closing and not self._abort_requested:
+            # An abort's own call ends it as ABORTED; a flush it overtook
+            # must not close it cleanly first.
             self._finish_close()
 
     def _begin_close(self, timeout: float | None) -> None:
