@@ -25,7 +25,10 @@ class LazyCondition:
 
     Offers the part of ``threading.Condition`` stockings uses: ``wait``,
     ``wait_for``, ``notify`` and ``notify_all``, each called with the lock
-    held (taken with the lock's own ``with``, not the condition's).
+    held (taken with the lock's own ``with``, not the condition's); and
+    ``register`` / ``forget`` for a waiter that waits with the lock released,
+    which is what code reachable from the main thread does (a signal may
+    interrupt any wait there, and ``wait`` must take the lock back after).
 
     Args:
         lock: the plain lock that guards the state waited on.
