@@ -150,6 +150,9 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
         # What the kernel took from the queue, recorded with the send itself
         # and not yet taken off it (see ``_send_queued``; ``_out_lock``).
         self._sent_record: list[int] = []
+        # True while a thread sends from the queue (``_out_lock`` held); the
+        # lock-free path of ``send`` then leaves the queue alone.
+        self._sending = False
         self._drain_waiters = 0
         self._flush_scheduled = False
         limit = options.max_message_size

@@ -33,6 +33,9 @@ from ._sync import LazyCondition
 
 __all__ = ["ORPHAN_CHECK_INTERVAL", "InboxMixin"]
 
+# What one turn of waiting tells ``receive`` (see ``_wait_once``).
+_GIVE_UP, _DIRECT, _HUB = 0, 1, 2
+
 #: How often a reader blocked without a deadline checks that nobody closed
 #: the socket behind the stocking's back (an epoll hub is not told).
 ORPHAN_CHECK_INTERVAL = 1.0
@@ -96,23 +99,17 @@ class InboxMixin:
         """
         inbox = self.inbox
         deadline = -1.0
-        direct = self._reads_directly
-        # Whether this call counts in ``_readers_waiting`` (``_in_lock``).
-        counted = False
+        direct = True
         while True:
-            if counted and inbox:
-                with self._in_lock:
-                    self._readers_waiting -= 1
-                    counted = False
             if inbox:
-                # Test, peek, then delete: no call between them, so no other
-                # thread and no signal handler comes in between (CPython
-                # runs both only at calls, function starts and loop jumps).
-                # Unlike ``popleft()``, nothing can be raised while the
-                # message is out of the inbox and not yet in our hands.
+                # Test, peek, then pop: nothing runs between them, no other
+                # thread and no signal handler (CPython runs both only at
+                # calls, function starts and loop jumps), and the message is
+                # in hand before ``popleft()`` returns; a bare ``popleft()``
+                # could lose it to an exception raised just after.
                 message = inbox[0]
-                del inbox[0]
                 try:
+                    inbox.popleft()
                     self._consumed += len(message)
                     if self._signal is not None and not inbox:
                         self._clear_if_empty()
@@ -135,58 +132,64 @@ class InboxMixin:
                 return None
             if deadline < 0:
                 deadline = math.inf if timeout is None else time.monotonic() + timeout
-            waiter = None
-            with self._in_lock:
-                if not inbox and self._read_paused:
-                    # All read, so nothing can be over the mark (the counts may
-                    # say otherwise after racing readers): read again before
-                    # waiting. Posted before the flag is cleared, so an
-                    # interrupt between leaves the pause for the next reader.
-                    self.hub.call_soon(self._resume_reading)
-                    self._read_paused = False
-                if not inbox:
-                    if self._signal is not None and not self.ended:
-                        # Readiness a read interrupted after taking the last
-                        # message may have left set.
-                        self._signal.clear()
-                    wait = min(ORPHAN_CHECK_INTERVAL, deadline - time.monotonic())
-                    if (
-                        self.ended
-                        or timeout == 0
-                        or self._close_requested
-                        or self._peer_eof
-                        or wait <= 0
-                    ):
-                        if counted:
-                            self._readers_waiting -= 1
-                        return None
-                    if not counted:
-                        self._readers_waiting += 1
-                        counted = True
-                    if not (direct and not self._direct_reader):
-                        waiter = self._arrived.register()
+                direct = self._reads_directly
+            wait = self._wait_once(timeout == 0, deadline, direct)
+            if wait == _GIVE_UP:
+                return None
+            direct = wait == _DIRECT
+
+    def _wait_once(self, no_wait: bool, deadline: float, direct: bool) -> int:
+        """One turn of waiting for a message (no lock held on entry or exit).
+
+        Returns:
+            ``_GIVE_UP`` when ``receive`` should return ``None``; else
+            ``_DIRECT`` or ``_HUB``: look again, and for the next turn receive
+            directly or wait on the hub.
+        """
+        inbox = self.inbox
+        waiter = None
+        with self._in_lock:
+            if not inbox and self._read_paused:
+                # All read, so nothing can be over the mark (the counts may
+                # say otherwise after racing readers): read again before
+                # waiting. Posted before the flag is cleared, so an
+                # interrupt between leaves the pause for the next reader.
+                self.hub.call_soon(self._resume_reading)
+                self._read_paused = False
             if inbox:
-                continue
-            try:
-                if waiter is None:
-                    direct = self._read_directly(None if deadline == math.inf else deadline)
-                    continue
-                if self._interest_stale:
-                    self._heal_interest()
-                # Wait with no lock held: an interrupted wait has none to take back.
-                try:
-                    notified = waiter.acquire(True, wait)
-                finally:
-                    with self._in_lock:
-                        self._arrived.forget(waiter)
-                if not notified:
-                    with self._in_lock:
-                        self._check_orphaned()
-            except BaseException:
-                if counted:
-                    with self._in_lock:
-                        self._readers_waiting -= 1
-                raise
+                return _DIRECT if direct else _HUB
+            if self._signal is not None and not self.ended:
+                # Readiness a read interrupted after taking the last
+                # message may have left set.
+                self._signal.clear()
+            wait = min(ORPHAN_CHECK_INTERVAL, deadline - time.monotonic())
+            if self.ended or no_wait or self._close_requested or self._peer_eof or wait <= 0:
+                return _GIVE_UP
+            # Counted for the length of this turn (a count an interrupt
+            # leaves too high costs only a spare notify).
+            self._readers_waiting += 1
+            if not (direct and not self._direct_reader):
+                waiter = self._arrived.register()
+        try:
+            if waiter is None:
+                return (
+                    _DIRECT
+                    if self._read_directly(None if deadline == math.inf else deadline)
+                    else _HUB
+                )
+            if self._interest_stale:
+                self._heal_interest()
+            # Wait with no lock held: an interrupted wait has none to take back.
+            notified = waiter.acquire(True, wait)
+        finally:
+            with self._in_lock:
+                self._readers_waiting -= 1
+                if waiter is not None:
+                    self._arrived.forget(waiter)
+        if not notified:
+            with self._in_lock:
+                self._check_orphaned()
+        return _DIRECT if direct else _HUB
 
     def _clear_if_empty(self) -> None:
         """Make ``fileno()`` unreadable if the inbox is empty (the channel still open)."""

@@ -76,6 +76,7 @@ class OutboundMixin:
     _out_bytes: int
     _drain_waiters: int
     _sent_record: list[int]
+    _sending: bool
     _abort_requested: bool
     _flush_scheduled: bool
     _small_limit: int
@@ -112,27 +113,31 @@ class OutboundMixin:
         """
         if type(message) is bytes and (size := len(message)) < self._small_limit:
             # The commonest write of a burst: small bytes joining the batch
-            # at the queue's tail. All it needs is checked here; anything
-            # else takes the general path below. ``with`` rather than bare
-            # acquire/release: a signal may land just after ``acquire()``
-            # returns, outside any ``try``; ``with`` leaves no such gap.
-            with self._out_lock:
-                out = self._out
-                if (
-                    out
-                    and type(tail := out[-1]) is Batch
-                    and self._out_bytes <= self._write_high_water
-                    and not self._closing
-                ):
-                    # One stretch of bytecode without a call: no signal
-                    # handler (and no other thread) runs inside it.
-                    tail += _BYTES_HEADERS[size]
-                    tail += message
-                    queued = self._out_bytes + _BYTES_FRAMED[size]
-                    self._out_bytes = queued
-                    if queued >= WRITER_FLUSH_SIZE and self._use_sendmsg:
-                        self._flush_by_writer()
-                    return
+            # at the queue's tail, without the lock. From the test of
+            # ``_sending`` to the new byte count there is no call, so no
+            # other thread and no signal handler runs in between (CPython
+            # switches threads and runs handlers only at calls, function
+            # starts and loop jumps): the append is atomic, and it never
+            # meets a send or a settle half done (``_send_queued`` sets
+            # ``_sending``). Anything else takes the general path below.
+            out = self._out
+            if (
+                not self._sending
+                and out
+                and (tail := out[-1]).__class__ is Batch
+                and self._out_bytes <= self._write_high_water
+                and not self._closing
+            ):
+                tail += _BYTES_HEADERS[size]
+                tail += message
+                queued = self._out_bytes + _BYTES_FRAMED[size]
+                self._out_bytes = queued
+                if queued >= WRITER_FLUSH_SIZE and self._use_sendmsg:
+                    with self._out_lock:
+                        # The hub may have sent it while this thread waited.
+                        if self._out_bytes >= WRITER_FLUSH_SIZE:
+                            self._flush_by_writer()
+                return
         if type(message) is bytes:
             # The commonest case, without the calls of the general one.
             payload: BytesLike = message
@@ -370,6 +375,16 @@ class OutboundMixin:
         exception between the two leaves the count in ``_sent_record``,
         settled by the next call here: never a byte sent twice or skipped.
         """
+        # The lock-free path of ``send`` keeps off the queue meanwhile: the
+        # kernel may be reading the tail batch, and a settle changes the
+        # head and the count in steps.
+        self._sending = True
+        try:
+            self._send_queued_locked()
+        finally:
+            self._sending = False
+
+    def _send_queued_locked(self) -> None:
         out = self._out
         record = self._sent_record
         if record:
