@@ -310,7 +310,9 @@ class Stocking(ClosesOnExit):
 
         Safe to call from many threads at once: messages never interleave.
         Returns as soon as the message is queued (or sent); the peer's
-        ``read`` returns it whole.
+        ``read`` returns it whole. Interrupted by a signal handler's
+        exception (Ctrl-C), it has queued the message whole or not at all
+        (see ``docs/topics/interrupts.md``).
 
         Raises:
             NotReady: the handshake has not completed.
@@ -333,6 +335,9 @@ class Stocking(ClosesOnExit):
             timeout: ``0`` (the default, as in 1.2.3) returns at once;
                 a positive number waits up to that many seconds; ``None``
                 waits until a message arrives or the stocking ends.
+
+        Interrupted by a signal handler's exception (Ctrl-C), it leaves the
+        message it was taking first in line for the next call.
 
         Returns:
             The message, or ``None`` when none came in time, or when the
