@@ -10,6 +10,11 @@ payloads included), until a message is in the inbox; then it hands the
 socket back. Only the happy path is the reader's: at an end of stream or an
 error it goes back to waiting on the hub, which meets the same state of the
 socket when it reads again and ends the channel as it always does.
+
+On the main thread, where signal handlers run, a reader receives only
+between messages and one receive at a time (``_receive_on_main``), so that
+an exception a handler raises can neither lose received bytes nor leave the
+socket unwatched (``docs/topics/interrupts.md``).
 """
 
 from __future__ import annotations
