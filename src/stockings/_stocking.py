@@ -310,7 +310,9 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
 
         Safe to call from many threads at once: messages never interleave.
         Returns as soon as the message is queued (or sent); the peer's
-        ``read`` returns it whole.
+        ``read`` returns it whole. Interrupted by a signal handler's
+        exception (Ctrl-C), it has queued the message whole or not at all
+        (see ``docs/topics/interrupts.md``).
 
         Raises:
             NotReady: the handshake has not completed.
@@ -340,6 +342,9 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
             timeout: ``0`` (the default, as in 1.2.3) returns at once;
                 a positive number waits up to that many seconds; ``None``
                 waits until a message arrives or the stocking ends.
+
+        Interrupted by a signal handler's exception (Ctrl-C), it leaves the
+        message it was taking first in line for the next call.
 
         Returns:
             The message, or ``None`` when none came in time, or when the
@@ -424,12 +429,15 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         if not self._handshake_complete:
             raise NotReady("the handshake has not completed")
         receive = self._channel.receive
-        post_read = self.post_read
+        post_read = None if self._plain_post_read else self.post_read
         while True:
             message = receive(None)
             if message is None:
                 break
-            yield post_read(message)
+            # Without an override, no call between the read and the yield
+            # where a signal could land and lose the message (so no cast():
+            # without an override, ReadT is what receive returns).
+            yield message if post_read is None else post_read(message)  # type: ignore[misc]
         reason = self._channel.end_reason
         if reason is not None and not reason.clean and reason is not EndReason.ABORTED:
             error = ConnectionClosed(f"the stocking ended: {reason.value}", reason)
