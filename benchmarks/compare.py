@@ -1,7 +1,9 @@
 """Compare stockings with its peers over TCP loopback and print one table.
 
-Usage: ``python benchmarks/compare.py [--quick] [--repeat N] [--systems a,b]``;
-the same as ``stockings bench --compare``. See ``stockings._compare``.
+Usage: ``python benchmarks/compare.py [--quick] [--repeat N] [--systems a,b]
+[--tests stream,rtt,fanin,tls] [--lib PATH]``; see ``--help`` and
+``docs/topics/performance-benchmark.md``. The work is in the ``comparison``
+package next to this file.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from pathlib import Path
 __all__: list[str] = []
 
 if __name__ == "__main__":
-    # Run from a checkout without installing: prefer the source tree.
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-    from stockings._compare import main
+    # The comparison package lives next to this script.
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from comparison.report import main
 
     raise SystemExit(main())

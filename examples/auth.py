@@ -31,7 +31,8 @@ def serve(key: bytes, port: int) -> None:
                     print(f"refused {client.addr}: {client.end_exception}", flush=True)
                     continue
                 for message in client:
-                    client.write(f"authenticated echo: {message}")
+                    text = message if isinstance(message, str) else message.decode(errors="replace")
+                    client.write(f"authenticated echo: {text}")
 
 
 def connect(key: bytes, address: tuple[str, int], messages: list[str]) -> int:

@@ -10,6 +10,7 @@ departures. Try it with two terminals running ``stockings cat``:
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import stockings
 from _common import announce, stop_on_sigterm
@@ -49,7 +50,9 @@ class Room:
 def serve(server: stockings.Server[stockings.Stocking]) -> None:
     """Relay messages between the server's clients until it is closed."""
     room = Room()
-    with stockings.Waiter([server]) as waiter:
+    # The server and its clients wait together; Any, since wait() hands back either.
+    waiter: stockings.Waiter[Any] = stockings.Waiter([server])
+    with waiter:
         while not server.closed:
             for ready in waiter.wait():
                 if ready is server:

@@ -10,6 +10,7 @@ read or when it ended. Stop it with Ctrl-C (or SIGTERM).
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import stockings
 from _common import announce, stop_on_sigterm
@@ -17,7 +18,9 @@ from _common import announce, stop_on_sigterm
 
 def serve(server: stockings.Server[stockings.Stocking]) -> None:
     """Echo every message to its sender until the server is closed."""
-    with stockings.Waiter([server]) as waiter:
+    # The server and its clients wait together; Any, since wait() hands back either.
+    waiter: stockings.Waiter[Any] = stockings.Waiter([server])
+    with waiter:
         while not server.closed:
             for ready in waiter.wait():
                 if ready is server:

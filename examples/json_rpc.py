@@ -22,7 +22,7 @@ import stockings
 from _common import announce, host_port, stop_on_sigterm
 
 
-class JsonStocking(stockings.Stocking):
+class JsonStocking(stockings.Stocking[Any, [Any]]):
     """A stocking whose messages are JSON documents."""
 
     def pre_write(self, obj: Any) -> str:

@@ -56,11 +56,16 @@ def send(address: tuple[str, int], path: Path) -> int:
 
 
 def receive_one(stocking: stockings.Stocking, folder: Path) -> None:
-    header = json.loads(stocking.read(timeout=60))
+    first = stocking.read(timeout=60)
+    if not isinstance(first, str):
+        raise ConnectionError(f"expected the file's description as text, got {first!r:.40}")
+    header = json.loads(first)
     target = folder / Path(header["name"]).name  # never a path from the peer
     digest = hashlib.sha256()
     with target.open("wb") as file:
         while (chunk := stocking.read(timeout=60)) is not None and chunk != b"":
+            if isinstance(chunk, str):
+                raise ConnectionError("expected the file's bytes, got a text message")
             file.write(chunk)
             digest.update(chunk)
     stocking.write(digest.hexdigest())

@@ -200,17 +200,44 @@ def test_idle_timeout_ends_a_silent_peer(flavour: type[Stocking], no_leaks: None
     stocking.close()
 
 
+class IdleWitness:
+    """A stocking whose peer never speaks: it times out once ``idle_timeout`` has passed.
+
+    Made on the same hub as the stocking under test, its end by
+    ``EndReason.TIMEOUT`` proves that the hub's clock has run through that
+    long, without the test guessing how long its own thread sleeps.
+    """
+
+    def __init__(self, idle_timeout: float) -> None:
+        ours, self._peer = tcp_pair()
+        self._stocking = Stocking(ours, idle_timeout=idle_timeout)
+
+    @property
+    def timed_out(self) -> bool:
+        return self._stocking.end_reason is EndReason.TIMEOUT
+
+    def close(self) -> None:
+        self._stocking.close()
+        self._peer.close()
+
+
 def test_idle_timeout_spares_a_peer_that_talks(no_leaks: None) -> None:
     ours, peer = tcp_pair()
     stocking = Stocking(ours, idle_timeout=1.0)
-    with peer:
-        # Talk for three idle periods: a message every 50 ms.
-        for n in range(60):
-            peer.sendall(stockings.encode(str(n)))
-            threading.Event().wait(0.05)
-        assert stocking.active
-        for n in range(60):
-            assert stocking.read(timeout=5) == str(n)
+    # Made after the stocking, with three of its idle periods: once it has
+    # timed out, a stocking whose timer the messages did not restart would
+    # have timed out before it.
+    witness = IdleWitness(3.0)
+    try:
+        with peer:
+            n = 0
+            while not witness.timed_out:
+                peer.sendall(stockings.encode(str(n)))
+                assert stocking.read(timeout=5) == str(n)
+                n += 1
+            assert stocking.active
+    finally:
+        witness.close()
     stocking.close()
     assert stocking.end_reason is EndReason.CLOSED
 
@@ -224,7 +251,12 @@ def test_idle_timeout_spares_a_peer_pushed_back_by_flow_control(no_leaks: None) 
         sender, _ = in_thread(lambda: peer.sendall(message * count))
         # The peer is silent only because we stopped reading: not its fault.
         wait_until(lambda: not stocking._channel._reading)
-        threading.Event().wait(1.0)  # five idle periods of pause
+        # Five idle periods of pause, as the hub's clock counts them.
+        witness = IdleWitness(1.0)
+        try:
+            wait_until(lambda: witness.timed_out)
+        finally:
+            witness.close()
         assert stocking.active
         for _ in range(count):
             assert stocking.read(timeout=10) == b"p" * (16 * KiB)

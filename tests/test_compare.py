@@ -1,17 +1,19 @@
-"""The comparison benchmark's harness: delivery checks, failures, the table."""
+"""The comparison benchmark's harness (benchmarks/comparison): delivery checks, failures, tables."""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
-from stockings import _compare, _compare_run
-from stockings._compare import OLD, Result, check_targets, format_table, run_one
-from stockings._compare_peers import NOSPIN
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-BENCH_CACHE = Path(__file__).resolve().parent.parent / ".bench"
+from comparison import child, report, run
+from comparison.peers import BATCH, NOSPIN, OLD
+from comparison.result import Result
+from comparison.run import Where, run_one
 
 
 def _children() -> list[int]:
@@ -31,12 +33,19 @@ def _children() -> list[int]:
 
 
 def _systems() -> list[str]:
-    systems = ["stockings", _compare.BATCH, NOSPIN, "raw", "mpc"]
-    if not _compare.zmq_unavailable():
+    systems = ["stockings", BATCH, NOSPIN, "raw", "mpc"]
+    if not run.zmq_unavailable():
         systems.append("zmq")
-    if (BENCH_CACHE / "stockings123" / "Stockings" / "__init__.py").exists():
+    if not run.old_unavailable(run.DEFAULT_OLD):
         systems.append(OLD)
     return systems
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("certs")
+    run.make_certificates(folder)
+    return folder
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="counts children through /proc")
@@ -44,62 +53,106 @@ def _systems() -> list[str]:
 @pytest.mark.parametrize("system", _systems())
 def test_every_system_delivers_every_message(system: str) -> None:
     for test, size, count in (("stream", 100, 300), ("stream", 1 << 20, 3), ("rtt", 16, 30)):
-        result = run_one(system, test, size, count, BENCH_CACHE)
+        result = run_one(system, test, size, count)
         assert result.ok, result.error
         assert result.count == count
         assert result.seconds > 0
+        assert result.cpu > 0
         assert "client_cpu" in result.extra
+    assert _children() == []
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="counts children through /proc")
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    "system", [s for s in run.FANIN_SYSTEMS if s != "zmq" or not run.zmq_unavailable()]
+)
+def test_every_fan_in_server_takes_every_message(system: str) -> None:
+    result = run_one(system, "fanin", 100, 2 * 32 * 32 + 5)
+    assert result.ok, result.error
+    assert result.seconds > 0
+    assert _children() == []
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="counts children through /proc")
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("system", run.TLS_SYSTEMS)
+def test_tls_runs_deliver_every_message(system: str, certificates: Path) -> None:
+    for size, count in ((100, 200), (1 << 20, 2)):
+        result = run_one(system, "tls", size, count, Where(tls=certificates))
+        assert result.ok, result.error
     assert _children() == []
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="counts children through /proc")
 @pytest.mark.timeout(60)
 def test_a_broken_run_is_a_failure_and_leaves_no_children() -> None:
-    result = run_one("no-such-system", "stream", 100, 10, BENCH_CACHE)
+    result = run_one("no-such-system", "stream", 100, 10)
     assert not result.ok
     assert result.seconds == 0
     assert _children() == []
 
 
+@pytest.mark.timeout(60)
+def test_a_corrupted_message_fails_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The client sends one message changed in its last byte: same count, same bytes.
+    monkeypatch.setenv(child.CORRUPT_ENV, "1")
+    for test in ("stream", "rtt"):
+        result = run_one("raw", test, 100, 50)
+        assert not result.ok
+        assert "got 50 5000 1 (count, bytes, corrupt), sent 50 5000 0" in result.error
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="counts children through /proc")
 @pytest.mark.timeout(60)
 def test_a_stuck_run_is_killed_after_the_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_compare_run, "RUN_TIMEOUT", 1.0)
+    monkeypatch.setattr(run, "RUN_TIMEOUT", 1.0)
     # Far more than one second's worth of messages.
-    result = run_one("raw", "rtt", 16, 10_000_000, BENCH_CACHE)
+    result = run_one("raw", "rtt", 16, 10_000_000)
     assert not result.ok
     assert "timed out" in result.error
     assert _children() == []
 
 
-def _result(system: str, test: str, size: int, seconds: float, count: int = 1000) -> Result:
-    return Result(system, test, size, count, seconds=seconds, client_rss=1 << 20)
+def _result(system: str, test: str, size: int, seconds: float, cpu: float = 1.0) -> Result:
+    return Result(system, test, size, 1000, seconds=seconds, cpu=cpu, client_rss=1 << 20)
 
 
-def test_the_table_shows_ratios_and_the_targets_say_met_or_not() -> None:
+def test_the_table_shows_rates_cpu_and_ratios_and_the_targets_say_met_or_not() -> None:
     results = {}
-    for size in _compare.SIZES:
+    for size in run.SIZES:
         results[("stockings", "stream", size)] = _result("stockings", "stream", size, 1.0)
-        results[("zmq", "stream", size)] = _result("zmq", "stream", size, 2.0)
+        results[("zmq", "stream", size)] = _result("zmq", "stream", size, 2.0, cpu=2.0)
         results[("raw", "stream", size)] = _result("raw", "stream", size, 0.5)
     results[("stockings", "rtt", 16)] = _result("stockings", "rtt", 16, 0.03)
-    results[("zmq", "rtt", 16)] = _result("zmq", "rtt", 16, 0.06)
+    results[("mpc", "rtt", 16)] = _result("mpc", "rtt", 16, 0.06, cpu=0.5)
     results[(NOSPIN, "rtt", 16)] = _result(NOSPIN, "rtt", 16, 0.045)
+    results[("stockings", "fanin", 100)] = _result("stockings", "fanin", 100, 1.0)
+    results[("raw", "fanin", 100)] = _result("raw", "fanin", 100, 0.5)
     failed = Result("mpc", "stream", 100, 10, error="delivery check failed")
     results[("mpc", "stream", 100)] = failed
-    table = format_table(results, {OLD: "pip failed"})
-    row = "| stream 100 B, msg/s | 1,000 | 2,000 | failed | 500 | n/a | 0.50 | n/a | 2.00 |"
-    assert row in table
-    assert "| rtt 16 B, us | 30 | n/a | n/a | 60 | 45 | n/a | n/a | 0.50 |" in table
-    assert f"{OLD}: unavailable: pip failed" in table
-    # Not a peer: a column but no ratio column, and a line of its own.
-    assert "x stockings-nospin" not in table
-    assert (
-        f"{NOSPIN} (read_spin=0, a read that waits sleeps at once): rtt 45 us, x zmq 0.75." in table
-    )
-    assert "mpc stream 100 B: failed: delivery check failed" in table
-    verdicts = "\n".join(check_targets(results))
-    assert "100 B msg/s vs zmq: 2.00 (target >= 1.0): met" in verdicts
-    assert "1 MiB MB/s vs raw: 0.50 (target >= 0.8): NOT met" in verdicts
-    assert "16 B rtt vs zmq: 0.50 (target <= 0.7): met" in verdicts
-    assert "100 B msg/s vs mpc: not measured" in verdicts
+    table = report.format_table(results, {OLD: "not found"})
+    assert "| stream 100 B | zmq | 500 |  | 2000.00 | 2.00 | 0.50 |" in table
+    assert "| stream 100 B | mpc | failed |" in table
+    assert "| rtt 16 B | mpc | 60.0 |  | 500.00 | 0.50 | 2.00 |" in table
+    assert "| fan-in 32 x 100 B | raw | 2,000 |  | 1000.00 | 0.50 | 1.00 |" in table
+    assert f"{OLD}: unavailable: not found" in table
+    assert "FAILED: mpc stream 100 B: delivery check failed" in table
+    verdicts = report.format_targets(report.check_targets(results))
+    assert "| 100 B stream / zmq | 2.00 | >= 1.5 | yes |" in verdicts
+    assert "| 1 MiB stream / raw | 0.50 | >= 0.9 | **no** |" in verdicts
+    assert "| 16 B rtt time / mpc | 0.50 | <= 0.5 | yes |" in verdicts
+    assert "| 16 B rtt CPU per round trip / mpc | 2.00 | <= 1 | **no** |" in verdicts
+    assert "| 100 B stream CPU per message / zmq | 0.50 | <= 0.8 | yes |" in verdicts
+    assert "| fan-in / raw | 0.50 | >= 0.6 | **no** |" in verdicts
+    assert "| fan-in / zmq | not measured | >= 2 |  |" in verdicts
+
+
+@pytest.mark.timeout(120)
+def test_the_command_runs_and_fails_on_a_failed_run(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--quick", "--scale", "0.002", "--systems", "raw", "--tests", "stream"]
+    assert report.main(args) == 0
+    out = capsys.readouterr().out
+    assert "| measure | system | msg/s (rtt: us) | MB/s | CPU us/msg | x rate | x CPU |" in out
+    assert "| 1 MiB stream / raw |" in out
+    assert report.main(["--systems", "nothing"]) == 2

@@ -9,6 +9,9 @@ that path still ends the stocking the documented way.
 
 from __future__ import annotations
 
+import bisect
+import functools
+import itertools
 import random
 import socket
 import struct
@@ -389,6 +392,10 @@ def test_a_socket_closed_behind_the_stocking_before_a_read_ends_it(
         stocking.close()
 
 
+#: How long a 1.2.3-style reader pauses after a read() that found nothing.
+POLL_INTERVAL_OF_A_1_2_3_READER = 0.0005
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_readers_with_mixed_timeouts_get_a_mixed_stream_whole(
     make_pair: Callable[[], tuple[socket.socket, socket.socket]], seed: int, no_leaks: None
@@ -410,7 +417,13 @@ def test_readers_with_mixed_timeouts_get_a_mixed_stream_whole(
             elif stocking.ended:
                 return
             elif timeout == 0:
-                threading.Event().wait(0.0005)  # a 1.2.3-style polling reader
+                # A 1.2.3-style reader polls read() at its own pace: the pause
+                # between polls is the behaviour under test, and ``done`` is
+                # what ends the loop.
+                done.wait(POLL_INTERVAL_OF_A_1_2_3_READER)
+
+    def taken_at_least(count: int) -> bool:
+        return sum(map(len, got)) >= count
 
     readers = [
         threading.Thread(target=read_into, args=(got[0], 0), daemon=True),
@@ -420,16 +433,19 @@ def test_readers_with_mixed_timeouts_get_a_mixed_stream_whole(
     for reader in readers:
         reader.start()
     with theirs:
-        stream = b"".join(map(stockings.encode, messages))
+        encoded = [stockings.encode(message) for message in messages]
+        stream = b"".join(encoded)
+        ends = list(itertools.accumulate(map(len, encoded)))
         at = 0
         while at < len(stream):
-            # Pieces of any size, now and then a pause: readers find the
-            # socket idle, busy, and mid-message.
+            # Pieces of any size, now and then a pause until the readers have
+            # taken every whole message sent so far: they find the socket
+            # busy, and idle, often mid-message.
             step = rng.choice([1, 7, 4096, 65536, 500_000])
             theirs.sendall(stream[at : at + step])
             at += step
             if rng.random() < 0.1:
-                threading.Event().wait(rng.choice([0, 0.0005, 0.003]))
+                wait_until(functools.partial(taken_at_least, bisect.bisect_right(ends, at)))
         wait_until(lambda: sum(map(len, got)) == len(messages))
         done.set()
         stocking.close()  # wakes the reader that waits for good

@@ -133,6 +133,45 @@ def test_writer_blocks_at_the_mark_until_the_reader_catches_up(
     reader.close()
 
 
+@pytest.mark.parametrize("flavour", FLAVOURS, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("how", ["abort", "close"])
+def test_a_writer_blocked_at_the_mark_is_told_how_the_stocking_ended(
+    flavour: type[Stocking], how: str, no_leaks: None
+) -> None:
+    a, b = tcp_pair()
+    small_buffers(a, b)
+    writer = flavour(a, write_high_water=64 * KiB)
+    reader = flavour(b, read_high_water=64 * KiB)
+    errors: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            while True:
+                writer.write(b"w" * (16 * KiB))
+        except stockings.ConnectionClosed as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(daemon=True, target=produce)
+    thread.start()
+    wait_until(lambda: writer._channel._drain_waiters == 1)
+    if how == "abort":
+        writer.abort()
+    else:
+        writer.close(timeout=0.5)
+    thread.join(10)
+    assert not thread.is_alive()
+    [error] = errors
+    assert isinstance(error, stockings.ConnectionClosed)
+    if how == "abort":
+        # An abort drops data: a writer checking ``reason.clean`` must see so.
+        assert error.reason is EndReason.ABORTED
+        assert not error.reason.clean
+    else:
+        # Closing (or its flush timing out) ends it too, and says so.
+        assert error.reason in (EndReason.CLOSED, EndReason.TIMEOUT)
+    reader.close()
+
+
 # ------------------------------------------------------------------- inbound
 
 

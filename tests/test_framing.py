@@ -6,6 +6,7 @@ No sockets here: bytes go into a ``Decoder`` and messages come out.
 from __future__ import annotations
 
 import array
+import pickle
 import tracemalloc
 
 import pytest
@@ -153,6 +154,20 @@ def test_encode_non_contiguous_and_multidimensional_memoryviews() -> None:
     assert encode(strided) == b"\xc4aceg"
     matrix = memoryview(bytes(range(6))).cast("B", (2, 3))
     assert encode(matrix) == b"\xc6" + bytes(range(6))
+
+
+def test_encode_any_contiguous_buffer_as_its_raw_bytes() -> None:
+    numbers = array.array("i", [1, -2, 3, 1 << 30])
+    raw = numbers.tobytes()
+    assert encode(numbers) == encode_header(len(raw), False) + raw
+    assert encode(array.array("d")) == encode_header(0, False)
+    assert encode(pickle.PickleBuffer(b"abc")) == b"\xc3abc"
+
+
+def test_encode_refuses_a_non_contiguous_buffer_clearly() -> None:
+    strided = pickle.PickleBuffer(memoryview(b"abcdefgh")[::2])
+    with pytest.raises(TypeError, match="C-contiguous"):
+        encode(strided)
 
 
 @pytest.mark.parametrize("bad", [None, 1, 1.5, ["a"], {"a": 1}, object(), ("a",)])

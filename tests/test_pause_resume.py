@@ -1,14 +1,21 @@
 """Inbound flow control never leaves a drained stocking paused.
 
-Reads take no lock, so the count of unread bytes can overstate what is
-really unread (readers racing each other may lose an addition). A reader
-that empties the inbox and then waits with ``stockings.wait()`` (or on
-``fileno()``) must still see the messages the pause held back.
+Reads without ``fileno()`` take no lock, so the count of unread bytes can
+overstate what is really unread: two readers racing through
+``_consumed += len(message)`` may lose one's addition. A reader that empties
+the inbox and then waits with ``stockings.wait()`` (or on ``fileno()``) must
+still see the messages the pause held back.
 """
 
 from __future__ import annotations
 
+import dis
 import socket
+import sys
+import threading
+import types
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from tests.conftest import wait_until
@@ -17,10 +24,45 @@ import stockings
 
 MESSAGE = b"m" * 8192
 COUNT = 40
+#: Reads that land while the first reader is held mid-update: their bytes
+#: are the addition it loses, more than the low-water mark (16 KiB here).
+OVERTAKING_READS = 3
+
+_Tracer = Callable[[types.FrameType, str, Any], Any]
+
+
+def hold_before_storing(
+    code: types.CodeType, attribute: str, reached: threading.Event, release: threading.Event
+) -> _Tracer:
+    """A ``sys.settrace`` function that holds its thread just before ``code`` stores ``attribute``.
+
+    The thread has then computed the attribute's new value but not stored it,
+    which is where a thread switch loses another thread's update.
+    """
+    stores = {
+        instruction.offset
+        for instruction in dis.get_instructions(code)
+        if instruction.opname == "STORE_ATTR" and instruction.argval == attribute
+    }
+    assert stores, f"{code.co_name} no longer stores {attribute}: rewrite this test"
+
+    def in_code(frame: types.FrameType, event: str, arg: Any) -> _Tracer | None:
+        if event == "opcode" and frame.f_lasti in stores and not reached.is_set():
+            reached.set()
+            release.wait(10)
+        return in_code
+
+    def on_call(frame: types.FrameType, event: str, arg: Any) -> _Tracer | None:
+        if frame.f_code is not code:
+            return None
+        frame.f_trace_opcodes = True
+        return in_code
+
+    return on_call
 
 
 @pytest.mark.timeout(20)
-def test_draining_the_inbox_resumes_reading_even_when_counts_overstate() -> None:
+def test_draining_the_inbox_resumes_reading_after_racing_readers_lost_a_count() -> None:
     a, b = socket.socketpair()
     with (
         stockings.Stocking(a) as sender,
@@ -30,9 +72,36 @@ def test_draining_the_inbox_resumes_reading_even_when_counts_overstate() -> None
             sender.write(MESSAGE)
         channel = receiver._channel
         wait_until(lambda: channel._read_paused)
-        # What a lost update by a racing reader looks like.
-        channel._consumed -= 10**6
-        received = 0
+
+        # The real race, made to happen every time: one reader is held
+        # between computing its new count and storing it while another
+        # reads; its store then wipes out the other's reads from the count.
+        reached, release = threading.Event(), threading.Event()
+        tracer = hold_before_storing(type(channel).receive.__code__, "_consumed", reached, release)
+        held: list[object] = []
+
+        def held_reader() -> None:
+            sys.settrace(tracer)
+            try:
+                held.append(receiver.read())
+            finally:
+                sys.settrace(None)
+
+        thread = threading.Thread(target=held_reader, name="held-reader", daemon=True)
+        thread.start()
+        try:
+            assert reached.wait(10), "the held reader never reached its store"
+            for _ in range(OVERTAKING_READS):
+                assert receiver.read() == MESSAGE
+        finally:
+            release.set()
+            thread.join(10)
+        assert held == [MESSAGE]
+        received = 1 + OVERTAKING_READS
+        assert channel._delivered - channel._consumed > len(channel.inbox) * len(MESSAGE), (
+            "the race did not overstate the count"
+        )
+
         while True:
             # Read exactly what is in the inbox: one more read() would resume
             # by another path and hide the bug.

@@ -8,6 +8,7 @@ sizes, bursts both ways, concurrent writers, ``read`` timeouts, iteration,
 from __future__ import annotations
 
 import array
+import pickle
 import select
 import socket
 import threading
@@ -166,6 +167,33 @@ def test_bytes_likes_arrive_as_their_raw_bytes(pair: tuple[Any, Any]) -> None:
     buffer[:] = b"changed"  # the message was taken when written
     left.write(memoryview(b"abcdef")[::2])
     assert read_n(right, 3) == [numbers.tobytes(), b"mutable", b"ace"]
+
+
+def test_any_contiguous_buffer_is_sent_as_its_bytes(pair: tuple[Any, Any]) -> None:
+    left, right = pair
+    numbers = array.array("i", [1, -1, 1 << 20])
+    big = array.array("q", range(20_000))  # 160 KB: the large-payload path
+    left.write(numbers)
+    left.write(big)
+    left.write_many([numbers, array.array("h", [7]), b"end"])
+    expected = [
+        numbers.tobytes(),
+        big.tobytes(),
+        numbers.tobytes(),
+        array.array("h", [7]).tobytes(),
+    ]
+    assert read_n(right, 5) == [*expected, b"end"]
+
+
+def test_a_non_contiguous_buffer_is_refused_and_nothing_sent(pair: tuple[Any, Any]) -> None:
+    left, right = pair
+    strided = pickle.PickleBuffer(memoryview(b"abcdefgh")[::2])
+    with pytest.raises(TypeError, match="C-contiguous"):
+        left.write(strided)
+    with pytest.raises(TypeError, match="C-contiguous"):
+        left.write_many([b"first", strided])
+    left.write(b"after")
+    assert right.read(timeout=10) == b"after"
 
 
 def test_writing_over_the_size_limit_raises_and_sends_nothing(make_pair: PairMaker) -> None:

@@ -32,7 +32,7 @@ class Assembly:
     system and faulting it back in, page by page, for every message.
     """
 
-    __slots__ = ("buffer", "have", "size", "spares", "view")
+    __slots__ = ("buffer", "have", "payload", "size", "spares", "view")
 
     def __init__(self, buffer: bytearray, size: int, spares: deque[bytearray]) -> None:
         self.buffer = buffer
@@ -40,15 +40,24 @@ class Assembly:
         self.size = size
         self.have = 0
         self.spares = spares
+        self.payload: bytes | None = None
 
     def __len__(self) -> int:
         return self.size
 
     def finish(self) -> bytes:
-        """The payload as ``bytes``; the buffer goes back to the spares."""
-        view = self.view
-        payload = bytes(view[: self.size])
-        view.release()
+        """The payload as ``bytes``; the buffer goes back to the spares.
+
+        May be called again after an interrupt anywhere in it (a read puts
+        the assembly back then): it returns the same payload.
+        """
+        payload = self.payload
+        if payload is not None:
+            return payload
+        payload = bytes(self.view[: self.size])
+        # Kept before the view goes, so a second call never reads a released view.
+        self.payload = payload
+        self.view.release()
         if len(self.buffer) <= SPARE_BUFFER_MAX and len(self.spares) < SPARE_BUFFERS:
             self.spares.append(self.buffer)
         return payload

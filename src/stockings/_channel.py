@@ -159,6 +159,12 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
         self._drained = LazyCondition(self._out_lock)
         self._out: deque[BytesLike] = deque()
         self._out_bytes = 0
+        # What the kernel took from the queue, recorded with the send itself
+        # and not yet taken off it (see ``_send_queued``; ``_out_lock``).
+        self._sent_record: list[int] = []
+        # True while a thread sends from the queue (``_out_lock`` held); the
+        # lock-free path of ``send`` then leaves the queue alone.
+        self._sending = False
         self._drain_waiters = 0
         self._flush_scheduled = False
         limit = options.max_message_size
@@ -174,6 +180,10 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
         self._spare_buffers: deque[bytearray] = deque()
         self._closing = False
         self._close_requested = False
+        self._abort_requested = False
+        # Whether close() has asked the hub to end the channel; set once it
+        # has, so a close() interrupted before that asks again.
+        self._close_posted = False
         self._close_timer: Timer | None = None
         # Idle detection (hub thread only): the timer is set only with idle_timeout.
         self._idle_timer: Timer | None = None
@@ -193,6 +203,12 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
         # what is unread; the hub counts exactly before it pauses reading.
         self._delivered = 0
         self._consumed = 0
+        # How many times messages were put in the inbox: a reader that was
+        # interrupted after receiving tells by it whether they got there.
+        self._deliveries = 0
+        # The hub must watch the socket for reading again, and a direct
+        # reader interrupted while handing it back may not have made it so.
+        self._interest_stale = False
         # The size of the last message delivered: the next is likely alike.
         self._last_size = 0
         self._read_paused = False
@@ -257,6 +273,10 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
         if isinstance(selector, EpollSelector):
             # Registered once; from then on one epoll_ctl per change.
             if self._watched_fd >= 0:
+                # Unknown until watch() returns: a change interrupted by a
+                # signal handler (a direct reader on the main thread) is
+                # then made again by the next call, not taken as done.
+                self._events = -1
                 selector.watch(self._watched_fd, events)
             elif events:
                 self._watched_fd = selector.register(self.sock, events, self).fd
@@ -374,8 +394,10 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
 
     def _end_from(self, direct: bool, reason: EndReason, exc: BaseException) -> None:
         if direct:
-            self._end_pending = True
+            # Posted first: the flag stops the hub receiving, so it must
+            # never be set without the end on its way.
             self.hub.call_soon(functools.partial(self._end, reason, exc))
+            self._end_pending = True
         else:
             self._end(reason, exc)
 
@@ -486,7 +508,9 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
             self._end(end_reason_for(error), error)
             return
         self._set_interest()
-        if empty and self._closing:
+        if empty and self._closing and not self._abort_requested:
+            # An abort's own call ends it as ABORTED; a flush it overtook
+            # must not close it cleanly first.
             self._finish_close()
 
     def _begin_close(self, timeout: float | None) -> None:
@@ -572,6 +596,7 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
                     pass
             self.sock.close()
             self._out.clear()
+            self._sent_record.clear()
             self._out_bytes = 0
             self._drained.notify_all()
         with self._in_lock:
@@ -616,9 +641,11 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
         if self.ended:
             return
         with self._out_lock:
-            first = not self._close_requested
             self._close_requested = True
             self._closing = True
+            if not flush:
+                # A write that gives up now says the stocking was aborted.
+                self._abort_requested = True
             # A write blocked at the high-water mark gives up now: its
             # message was not written before close(), so it is not flushed.
             self._drained.notify_all()
@@ -628,12 +655,15 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
         with self._interest_lock:
             if self._direct_reader and self._direct_wake is not None:
                 self._direct_wake.set()
-        if first and self._started:
+        if not self._close_posted and self._started:
+            # Posted, then marked: a close() interrupted in between posts
+            # again when called again (the hub ends a channel only once).
             if flush:
                 self.hub.call_soon(lambda: self._begin_close(timeout))
             else:
                 self.hub.call_soon(lambda: self._end(EndReason.ABORTED))
-        elif first:
+            self._close_posted = True
+        elif not self._started:
             self._end_unstarted(EndReason.CLOSED if flush else EndReason.ABORTED)
         elif not flush:
             self.hub.call_soon(lambda: self._end(EndReason.ABORTED))
@@ -670,6 +700,7 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
             self._direct_wake.close()
             self._direct_wake = None
         self._out.clear()
+        self._sent_record.clear()
         self._out_bytes = 0
         self._drain_waiters = 0
         self._readers_waiting = 0

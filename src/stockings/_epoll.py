@@ -118,7 +118,9 @@ class EpollSelector(selectors.BaseSelector):
                 self._epoll.register(fd, _kernel_mask(events))
             else:
                 self._epoll.modify(fd, _kernel_mask(events))
-        except BaseException:
+        except OSError:
+            # Only a failed epoll_ctl is undone: an exception a signal
+            # handler raises once it returned must not undo a change made.
             self._watched[fd] = current
             raise
 

@@ -79,11 +79,15 @@ def encode_header(length: int, is_text: bool) -> bytes:
 def payload_of(message: object) -> tuple[BytesLike, bool]:
     """Return ``(payload, is_text)`` for a message the caller wants to send.
 
-    ``str`` travels as UTF-8 text; ``bytes``, ``bytearray`` and ``memoryview``
-    travel as bytes (a memoryview is flattened to its raw bytes).
+    ``str`` travels as UTF-8 text; any other object with the buffer
+    protocol (``bytes``, ``bytearray``, ``memoryview``, ``array.array``...)
+    travels as bytes: the raw bytes of its memory, so lengths count bytes
+    whatever the item format. A ``memoryview`` that is not C-contiguous is
+    flattened to its items in order; any other non-contiguous buffer is
+    refused, since which bytes it stands for is the caller's choice.
 
     Raises:
-        TypeError: for any other type.
+        TypeError: for any other type, or a non-contiguous buffer.
     """
     if isinstance(message, str):
         return message.encode("utf-8"), True
@@ -92,7 +96,20 @@ def payload_of(message: object) -> tuple[BytesLike, bool]:
     if isinstance(message, memoryview):
         # Lengths on the wire count bytes, whatever the view's item format.
         return (message.cast("B") if message.c_contiguous else message.tobytes()), False
-    raise TypeError(f"a stockings message is str or bytes-like, not {type(message).__name__}")
+    try:
+        view = memoryview(message)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"a stockings message is str or bytes-like, not {type(message).__name__}"
+        ) from None
+    if not view.c_contiguous:
+        view.release()
+        raise TypeError(
+            f"a stockings message must be a C-contiguous buffer; this "
+            f"{type(message).__name__} is not: send a contiguous copy, such as "
+            f"memoryview(message).tobytes()"
+        )
+    return view.cast("B"), False
 
 
 def encode(message: object) -> bytes:

@@ -175,8 +175,10 @@ class Hub:
         next attaches; connections only post callbacks while attached.
         """
         with self._lock:
-            self._calls.append(callback)
+            # Wake first: a signal handler's exception between the two then
+            # leaves a spare wake-up, never a call that waits for the next one.
             self._wake_locked()
+            self._calls.append(callback)
 
     def call_soon_unlocked(self, callback: Callable[[], None]) -> None:
         """Like :meth:`call_soon`, but without taking any lock.

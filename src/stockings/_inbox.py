@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import math
 import socket
 import time
 from collections import deque
@@ -22,7 +23,7 @@ from threading import Lock
 from typing import TYPE_CHECKING
 
 from ._buffers import Assembly
-from ._common import _report
+from ._common import _LIVE, _report
 from ._errors import EndReason
 from ._framing import Message
 from ._hub import Hub
@@ -31,6 +32,9 @@ from ._signal import ReadySignal
 from ._sync import LazyCondition
 
 __all__ = ["ORPHAN_CHECK_INTERVAL", "InboxMixin"]
+
+# What one turn of waiting tells ``receive`` (see ``_wait_once``).
+_GIVE_UP, _DIRECT, _HUB = 0, 1, 2
 
 #: How often a reader blocked without a deadline checks that nobody closed
 #: the socket behind the stocking's back (an epoll hub is not told).
@@ -47,6 +51,10 @@ class InboxMixin:
     inbox: deque[Message | Assembly]
     ended: bool
     _in_lock: Lock
+    _interest_lock: Lock
+    _interest_state: int
+    _interest_stale: bool
+    _deliveries: int
     _arrived: LazyCondition
     _delivered: int
     _last_size: int
@@ -72,9 +80,14 @@ class InboxMixin:
 
         # DirectReadMixin's.
         def _read_directly(self, deadline: float | None) -> bool: ...
+        def _apply_interest_for_reader(self) -> bool: ...
 
     def receive(self, timeout: float | None = 0.0) -> Message | None:
         """Take the next message from the inbox.
+
+        A signal handler's exception (``KeyboardInterrupt``) may come out of
+        this call at any point; the message it was taking then stays first
+        in the inbox, for the next call (see ``docs/topics/interrupts.md``).
 
         Args:
             timeout: 0 returns at once; a positive number waits up to that many
@@ -85,49 +98,111 @@ class InboxMixin:
             ended and its inbox is empty.
         """
         inbox = self.inbox
-        if self._signal is None:
-            # The fast path, without the lock: popleft is atomic, and with no
-            # fileno() there is no readiness to keep in step with the inbox.
-            try:
-                message = inbox.popleft()
-            except IndexError:
-                if timeout == 0 and not self._read_paused:
-                    return None
-            else:
-                self._consumed += len(message)
-                if self._read_paused:
-                    self._resume_if_drained()
-                if isinstance(message, Assembly):
-                    return message.finish()
-                return message
-        elif not inbox and timeout == 0:
-            return None
-        resume = False
+        deadline = -1.0
+        direct = True
+        while True:
+            if inbox:
+                # Test, peek, then pop: nothing runs between them, no other
+                # thread and no signal handler (CPython runs both only at
+                # calls, function starts and loop jumps), and the message is
+                # in hand before ``popleft()`` returns; a bare ``popleft()``
+                # could lose it to an exception raised just after.
+                message = inbox[0]
+                try:
+                    inbox.popleft()
+                    self._consumed += len(message)
+                    if self._signal is not None and not inbox:
+                        self._clear_if_empty()
+                    if self._read_paused:
+                        self._resume_if_drained()
+                    if isinstance(message, Assembly):
+                        return message.finish()
+                    return message
+                except BaseException:
+                    # Interrupted (or worse) before the message reached the
+                    # caller: it goes back where it was, first in line.
+                    inbox.appendleft(message)
+                    self._after_give_back()
+                    raise
+            if timeout == 0 and not self._read_paused:
+                if self._signal is not None and self._signal.is_set:
+                    self._clear_if_empty()
+                if self._interest_stale:
+                    self._heal_interest()
+                return None
+            if deadline < 0:
+                deadline = math.inf if timeout is None else time.monotonic() + timeout
+                direct = self._reads_directly
+            wait = self._wait_once(timeout == 0, deadline, direct)
+            if wait == _GIVE_UP:
+                return None
+            direct = wait == _DIRECT
+
+    def _wait_once(self, no_wait: bool, deadline: float, direct: bool) -> int:
+        """One turn of waiting for a message (no lock held on entry or exit).
+
+        Returns:
+            ``_GIVE_UP`` when ``receive`` should return ``None``; else
+            ``_DIRECT`` or ``_HUB``: look again, and for the next turn receive
+            directly or wait on the hub.
+        """
+        inbox = self.inbox
+        waiter = None
         with self._in_lock:
             if not inbox and self._read_paused:
                 # All read, so nothing can be over the mark (the counts may
-                # say otherwise after racing readers): read again before waiting.
-                self._read_paused = False
+                # say otherwise after racing readers): read again before
+                # waiting. Posted before the flag is cleared, so an
+                # interrupt between leaves the pause for the next reader.
                 self.hub.call_soon(self._resume_reading)
-            if not inbox:
-                if self.ended or timeout == 0:
-                    return None
-                self._wait_for_message(timeout)
-                if not inbox:
-                    return None
-            message = inbox.popleft()
-            self._consumed += len(message)
-            unread = self._delivered - self._consumed
-            if self._read_paused and unread <= self.options.read_low_water:
                 self._read_paused = False
-                resume = True
-            if not inbox and self._signal is not None and not self.ended:
+            if inbox:
+                return _DIRECT if direct else _HUB
+            if self._signal is not None and not self.ended:
+                # Readiness a read interrupted after taking the last
+                # message may have left set.
                 self._signal.clear()
-        if resume:
-            self.hub.call_soon(self._resume_reading)
-        if isinstance(message, Assembly):
-            return message.finish()
-        return message
+            wait = min(ORPHAN_CHECK_INTERVAL, deadline - time.monotonic())
+            if self.ended or no_wait or self._close_requested or self._peer_eof or wait <= 0:
+                return _GIVE_UP
+            # Counted for the length of this turn (a count an interrupt
+            # leaves too high costs only a spare notify).
+            self._readers_waiting += 1
+            if not (direct and not self._direct_reader):
+                waiter = self._arrived.register()
+        try:
+            if waiter is None:
+                return (
+                    _DIRECT
+                    if self._read_directly(None if deadline == math.inf else deadline)
+                    else _HUB
+                )
+            if self._interest_stale:
+                self._heal_interest()
+            # Wait with no lock held: an interrupted wait has none to take back.
+            notified = waiter.acquire(True, wait)
+        finally:
+            with self._in_lock:
+                self._readers_waiting -= 1
+                if waiter is not None:
+                    self._arrived.forget(waiter)
+        if not notified:
+            with self._in_lock:
+                self._check_orphaned()
+        return _DIRECT if direct else _HUB
+
+    def _clear_if_empty(self) -> None:
+        """Make ``fileno()`` unreadable if the inbox is empty (the channel still open)."""
+        with self._in_lock:
+            if not self.inbox and not self.ended and self._signal is not None:
+                self._signal.clear()
+
+    def _after_give_back(self) -> None:
+        """A read put messages back: ``fileno()`` must say so again."""
+        if self._signal is not None:
+            with self._in_lock:
+                if self._signal is not None and self.inbox and self._signal_inbox:
+                    self._signal.set()
 
     def receive_all(self, timeout: float | None = 0.0) -> list[Message]:
         """Take every message waiting in the inbox, waiting for the first as ``receive`` does.
@@ -139,9 +214,15 @@ class InboxMixin:
         if first is None:
             return []
         messages = [first]
-        receive = self.receive
-        while (message := receive(0)) is not None:
-            messages.append(message)
+        try:
+            receive = self.receive
+            while (message := receive(0)) is not None:
+                messages.append(message)
+        except BaseException:
+            # Interrupted: what was taken goes back, in order, first in line.
+            self.inbox.extendleft(messages[::-1])
+            self._after_give_back()
+            raise
         return messages
 
     def _resume_if_drained(self) -> None:
@@ -153,40 +234,30 @@ class InboxMixin:
             # and then waits on wait() or fileno() would wait forever.
             if self.inbox and self._delivered - self._consumed > self.options.read_low_water:
                 return
+            # Posted before the flag is cleared (see ``receive``).
+            self.hub.call_soon(self._resume_reading)
             self._read_paused = False
-        self.hub.call_soon(self._resume_reading)
 
-    def _wait_for_message(self, timeout: float | None) -> None:
-        """Wait until the inbox has a message or the channel is done (``_in_lock`` held)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        direct = self._reads_directly
-        self._readers_waiting += 1
-        try:
-            while not (self.inbox or self.ended or self._close_requested or self._peer_eof):
-                wait = ORPHAN_CHECK_INTERVAL
-                if deadline is not None:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return
-                    wait = min(wait, remaining)
-                if direct and not self._direct_reader:
-                    self._in_lock.release()
-                    try:
-                        direct = self._read_directly(deadline)
-                    finally:
-                        self._in_lock.acquire()
-                    continue
-                if not self._arrived.wait(wait):
-                    self._check_orphaned()
-        finally:
-            self._readers_waiting -= 1
+    def _heal_interest(self) -> None:
+        """Make the hub watch the socket again after an interrupted hand-back (``_direct``)."""
+        with self._interest_lock:
+            if (
+                self._interest_state == _LIVE
+                and not self._direct_reader
+                and self._apply_interest_for_reader()
+            ):
+                self._interest_stale = False
 
     def _deliver(self, messages: Sequence[Message | Assembly], direct: bool = False) -> None:
         size = sum(map(len, messages))
         self._last_size = len(messages[-1])
         with self._in_lock:
-            self.inbox.extend(messages)
+            # The messages, their size and the count of deliveries in one
+            # step, without a call (``+=``, not ``extend``): a direct reader
+            # interrupted on the main thread relies on it (``_direct``).
+            self.inbox += messages
             self._delivered += size
+            self._deliveries += 1
             if self._readers_waiting:
                 self._arrived.notify_all()
             if self._signal is not None and self._signal_inbox:
@@ -232,8 +303,24 @@ class InboxMixin:
 
     def wait_ended(self, timeout: float | None) -> bool:
         """Wait until the channel has ended; return whether it has."""
-        with self._in_lock:
-            return self._arrived.wait_for(lambda: self.ended, timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._in_lock:
+                if self.ended:
+                    return True
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                waiter = self._arrived.register()
+            # Outside the lock, as in ``receive``.
+            try:
+                if remaining is None:
+                    waiter.acquire()
+                else:
+                    waiter.acquire(True, remaining)
+            finally:
+                with self._in_lock:
+                    self._arrived.forget(waiter)
 
     @property
     def unread_bytes(self) -> int:

@@ -13,15 +13,17 @@ guards every use of the socket for sending.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import socket
 import ssl
 import time
+from _thread import LockType
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import islice
 from threading import Lock
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._buffers import Batch
 from ._common import LARGE_PAYLOAD
@@ -73,6 +75,9 @@ class OutboundMixin:
     _out: deque[BytesLike]
     _out_bytes: int
     _drain_waiters: int
+    _sent_record: list[int]
+    _sending: bool
+    _abort_requested: bool
     _flush_scheduled: bool
     _small_limit: int
     _write_high_water: int
@@ -90,6 +95,10 @@ class OutboundMixin:
     def send(self, message: object, timeout: float | None = None) -> None:
         """Queue ``message`` whole, or send it at once if nothing is queued.
 
+        A signal handler's exception (``KeyboardInterrupt``) may come out of
+        this call at any point: the message is then either queued whole, to
+        be sent like any other, or not at all (see ``docs/topics/interrupts.md``).
+
         Args:
             message: ``str`` or bytes-like.
             timeout: how long to wait for the outbound queue to drain below
@@ -104,30 +113,31 @@ class OutboundMixin:
         """
         if type(message) is bytes and (size := len(message)) < self._small_limit:
             # The commonest write of a burst: small bytes joining the batch
-            # at the queue's tail. All it needs is checked here; anything
-            # else takes the general path below.
-            # acquire/release rather than ``with``: a third of this path's
-            # cost went to the context manager's calls.
-            lock = self._out_lock
-            lock.acquire()
-            try:
-                out = self._out
-                queued = self._out_bytes
-                if (
-                    out
-                    and type(tail := out[-1]) is Batch
-                    and queued <= self._write_high_water
-                    and not self._closing
-                ):
-                    tail += _BYTES_HEADERS[size]
-                    tail += message
-                    queued += _BYTES_FRAMED[size]
-                    self._out_bytes = queued
-                    if queued >= WRITER_FLUSH_SIZE and self._use_sendmsg:
-                        self._flush_by_writer()
-                    return
-            finally:
-                lock.release()
+            # at the queue's tail, without the lock. From the test of
+            # ``_sending`` to the new byte count there is no call, so no
+            # other thread and no signal handler runs in between (CPython
+            # switches threads and runs handlers only at calls, function
+            # starts and loop jumps): the append is atomic, and it never
+            # meets a send or a settle half done (``_send_queued`` sets
+            # ``_sending``). Anything else takes the general path below.
+            out = self._out
+            if (
+                not self._sending
+                and out
+                and (tail := out[-1]).__class__ is Batch
+                and self._out_bytes <= self._write_high_water
+                and not self._closing
+            ):
+                tail += _BYTES_HEADERS[size]
+                tail += message
+                queued = self._out_bytes + _BYTES_FRAMED[size]
+                self._out_bytes = queued
+                if queued >= WRITER_FLUSH_SIZE and self._use_sendmsg:
+                    with self._out_lock:
+                        # The hub may have sent it while this thread waited.
+                        if self._out_bytes >= WRITER_FLUSH_SIZE:
+                            self._flush_by_writer()
+                return
         if type(message) is bytes:
             # The commonest case, without the calls of the general one.
             payload: BytesLike = message
@@ -140,79 +150,116 @@ class OutboundMixin:
         limit = self.options.max_message_size
         if limit is not None and length > limit:
             raise MessageTooLarge(length, limit)
-        small = length < LARGE_PAYLOAD
-        if small:
-            parts: list[BytesLike] = []
+        if length < LARGE_PAYLOAD:
+            parts: list[BytesLike] = [Batch(header + payload)]
         else:
             if not isinstance(payload, bytes):
                 # The caller may change a mutable buffer once write returns.
                 payload = bytes(payload)
             parts = [header, payload]
         total = len(header) + length
-        with self._out_lock:
-            if self._closing:
-                raise self._closed_error()
-            if self._out_bytes > self.options.write_high_water and not self.hub.in_hub_thread():
-                self._wait_for_drain(timeout)
-            out = self._out
-            # Keep this test on the queue itself: a TLS channel parks an
-            # empty marker in it to hold writes back during its handshake.
-            if out:
-                if not small:
-                    out.extend(parts)
-                elif type(tail := out[-1]) is Batch:
-                    # Small messages join the batch at the tail: no object
-                    # per message, and one buffer for the kernel.
-                    tail += header
-                    tail += payload
-                else:
-                    out.append(Batch(header + payload))
-                self._out_bytes += total
-                if self._out_bytes >= WRITER_FLUSH_SIZE and self._use_sendmsg:
-                    self._flush_by_writer()
-                return
-            if self._use_sendmsg and _clock() - self._last_send < BURST_GAP:
-                # A burst: let the batch build up. The hub sends it as soon
-                # as it runs (at once if this thread blocks, at worst after
-                # one GIL switch interval), or this thread does at
-                # WRITER_FLUSH_SIZE.
-                if small:
-                    out.append(Batch(header + payload))
-                else:
-                    out.extend(parts)
-                self._out_bytes += total
-                if not self._flush_scheduled:
-                    self._flush_scheduled = True
-                    self.hub.call_soon(self._flush_from_hub)
-                return
-            if small:
-                parts = [header + payload]
-            try:
-                if len(parts) == 1:
-                    sent = self.sock.send(parts[0])
-                elif self._use_sendmsg:
-                    sent = self.sock.sendmsg(parts)
-                else:
-                    sent = self.sock.send(header)
-                    if sent == len(header):
-                        try:
-                            sent += self.sock.send(parts[1])
-                        except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError):
-                            # The header went out: count it, or it would be sent twice.
-                            pass
-            except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
-                sent = 0
-            except OSError as exc:
-                raise self._lost_while_writing(exc) from exc
-            self._last_send = _clock()
-            if sent == total:
-                return
-            self._out.extend(parts)
+        mark = self.options.write_high_water
+        deadline = -1.0
+        while True:
+            with self._out_lock:
+                if self._closing:
+                    raise self._closed_error()
+                if self._out_bytes <= mark or self.hub.in_hub_thread():
+                    self._enqueue(parts, total)
+                    return
+                # Over the high-water mark: wait until below the low one.
+                mark = self.options.write_low_water
+                if deadline < 0:
+                    deadline = math.inf if timeout is None else time.monotonic() + timeout
+                waiter = self._drain_waiter(deadline, timeout)
+            self._wait_outside(waiter, deadline)
+
+    def _enqueue(self, parts: list[BytesLike], total: int) -> None:
+        """Queue a message's parts, or send them at once (``_out_lock`` held).
+
+        Every change to the queue goes with its byte count in one stretch
+        of bytecode without a call (``+=`` on the deque, not ``append``),
+        so a signal handler's exception lands before or after it, never
+        between the two.
+        """
+        out = self._out
+        # Keep this test on the queue itself: a TLS channel parks an
+        # empty marker in it to hold writes back during its handshake.
+        if out:
+            if len(parts) == 1 and type(tail := out[-1]) is Batch:
+                # Small messages join the batch at the tail: no object
+                # per message, and one buffer for the kernel.
+                tail += parts[0]
+            else:
+                out += parts
             self._out_bytes += total
-            self._consume(sent)
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                self.hub.call_soon(self._flush_from_hub)
+            if self._out_bytes >= WRITER_FLUSH_SIZE and self._use_sendmsg:
+                self._flush_by_writer()
+            return
+        batches = self._use_sendmsg or total < self._small_limit
+        if batches and _clock() - self._last_send < BURST_GAP:
+            # A burst: let the batch build up. The hub sends it as soon as
+            # it runs (at once if this thread blocks, at worst after one GIL
+            # switch interval), or this thread does at WRITER_FLUSH_SIZE.
+            # Without sendmsg (TLS) only small messages batch:
+            # one buffer, so one record per send instead of one per
+            # message, where larger ones would be joined.
+            # The flush is asked for before the message is queued, so an
+            # interrupt in between costs a useless flush, never a stuck one.
+            self._schedule_flush()
+            out += parts
+            self._out_bytes += total
+            return
+        out += parts
+        self._out_bytes += total
+        try:
+            self._send_queued()
+        except OSError as exc:
+            raise self._lost_while_writing(exc) from exc
+        except BaseException:
+            # Interrupted: the message is queued; the hub sends the rest.
+            if self._out:
+                self._schedule_flush()
+            raise
+        self._last_send = _clock()
+        if self._out:
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        """Have the hub flush the queue (``_out_lock`` held).
+
+        The call is posted before the flag is set: an interrupt between the
+        two leaves one flush too many, which costs nothing.
+        """
+        if not self._flush_scheduled:
+            self.hub.call_soon(self._flush_from_hub)
+            self._flush_scheduled = True
+
+    def _drain_waiter(self, deadline: float, timeout: float | None) -> LockType:
+        """Register a writer waiting for the queue to drain (``_out_lock`` held)."""
+        if deadline - time.monotonic() <= 0:
+            raise WriteTimeout(
+                f"outbound queue still held {self._out_bytes} bytes after {timeout} s"
+            )
+        waiter = self._drained.register()
+        self._drain_waiters += 1
+        return waiter
+
+    def _wait_outside(self, waiter: LockType, deadline: float) -> None:
+        """Wait on a drain waiter with no lock held; then unregister it.
+
+        Waiting outside ``_out_lock`` means an interrupted wait has no lock
+        to take back, so it cannot leave one held or released twice.
+        """
+        try:
+            if deadline == math.inf:
+                waiter.acquire()
+            else:
+                waiter.acquire(True, max(0.0, deadline - time.monotonic()))
+        finally:
+            with self._out_lock:
+                self._drained.forget(waiter)
+                self._drain_waiters -= 1
 
     def _lost_while_writing(self, exc: OSError) -> ConnectionClosed:
         """A send from a writer's thread failed (``_out_lock`` held).
@@ -231,11 +278,14 @@ class OutboundMixin:
             self._send_queued()
         except OSError as exc:
             raise self._lost_while_writing(exc) from exc
+        except BaseException:
+            if self._out:
+                self._schedule_flush()
+            raise
         self._last_send = _clock()
-        if self._out and not self._flush_scheduled:
+        if self._out:
             # The kernel is full: the hub sends the rest when it can.
-            self._flush_scheduled = True
-            self.hub.call_soon(self._flush_from_hub)
+            self._schedule_flush()
 
     def send_many(self, messages: Iterable[object], timeout: float | None = None) -> None:
         """Queue several messages as one batch, in order, and send it at once.
@@ -285,41 +335,32 @@ class OutboundMixin:
             total += len(batch)
         if not items:
             return
-        with self._out_lock:
-            if self._closing:
-                raise self._closed_error()
-            if self._out_bytes > self.options.write_high_water and not self.hub.in_hub_thread():
-                self._wait_for_drain(timeout)
-            self._out.extend(items)
-            self._out_bytes += total
-            if self._use_sendmsg:
-                self._flush_by_writer()
-            elif not self._flush_scheduled:
-                self._flush_scheduled = True
-                self.hub.call_soon(self._flush_from_hub)
-
-    def _wait_for_drain(self, timeout: float | None) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        self._drain_waiters += 1
-        try:
-            while self._out_bytes > self.options.write_low_water and not self._closing:
-                if deadline is None:
-                    self._drained.wait()
-                else:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise WriteTimeout(
-                            f"outbound queue still held {self._out_bytes} bytes after {timeout} s"
-                        )
-                    self._drained.wait(remaining)
-        finally:
-            self._drain_waiters -= 1
-        if self._closing:
-            raise self._closed_error()
+        mark = self.options.write_high_water
+        deadline = -1.0
+        while True:
+            with self._out_lock:
+                if self._closing:
+                    raise self._closed_error()
+                if self._out_bytes <= mark or self.hub.in_hub_thread():
+                    if not self._use_sendmsg:
+                        self._schedule_flush()
+                    # The whole batch and its count in one step (see ``_enqueue``).
+                    self._out += items
+                    self._out_bytes += total
+                    if self._use_sendmsg:
+                        self._flush_by_writer()
+                    return
+                mark = self.options.write_low_water
+                if deadline < 0:
+                    deadline = math.inf if timeout is None else time.monotonic() + timeout
+                waiter = self._drain_waiter(deadline, timeout)
+            self._wait_outside(waiter, deadline)
 
     def _closed_error(self) -> ConnectionClosed:
         reason = self.end_reason
         if reason is None:
+            if self._abort_requested:
+                return ConnectionClosed("the stocking was aborted", EndReason.ABORTED)
             if self._peer_eof and not self._close_requested:
                 return ConnectionClosed(
                     "the peer closed its side; flushing the last replies", EndReason.PEER_CLOSED
@@ -330,51 +371,91 @@ class OutboundMixin:
         return error
 
     def _send_queued(self) -> None:
-        """Send from the queue until it is empty or the kernel is full (``_out_lock`` held)."""
+        """Send from the queue until it is empty or the kernel is full (``_out_lock`` held).
+
+        What the kernel took is recorded by ``list.extend`` inside the same
+        C call as the send (``map`` over one argument), before any signal
+        handler can run; :meth:`_settle` then takes it off the queue. An
+        exception between the two leaves the count in ``_sent_record``,
+        settled by the next call here: never a byte sent twice or skipped.
+        """
+        # The lock-free path of ``send`` keeps off the queue meanwhile: the
+        # kernel may be reading the tail batch, and a settle changes the
+        # head and the count in steps.
+        self._sending = True
+        try:
+            self._send_queued_locked()
+        finally:
+            self._sending = False
+
+    def _send_queued_locked(self) -> None:
         out = self._out
+        record = self._sent_record
+        if record:
+            self._settle()
         sock = self.sock
+        call: Callable[..., int]
+        arguments: tuple[Any, ...]
         while out:
+            if len(out) == 1:
+                attempted = len(out[0])
+                call, arguments = sock.send, (out[0],)
+            elif self._use_sendmsg:
+                buffers = list(islice(out, MAX_IOVECS))
+                attempted = sum(map(len, buffers))
+                call, arguments = sock.sendmsg, (buffers,)
+            else:
+                joined = self._join_head()
+                attempted = len(joined)
+                call, arguments = sock.send, (joined,)
             try:
-                if len(out) == 1:
-                    attempted = len(out[0])
-                    sent = sock.send(out[0])
-                elif self._use_sendmsg:
-                    buffers = list(islice(out, MAX_IOVECS))
-                    attempted = sum(map(len, buffers))
-                    sent = sock.sendmsg(buffers)
-                else:
-                    joined = self._join_head()
-                    attempted = len(joined)
-                    sent = sock.send(joined)
+                record.extend(map(call, arguments))  # type: ignore[arg-type]
             except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
                 return
-            self._consume(sent)
+            sent = record[0]
+            self._settle()
             if sent < attempted:
                 return
 
     def _join_head(self) -> bytes:
-        out = self._out
+        """The first queued buffers joined, up to about ``JOIN_SIZE`` (the queue is left as is)."""
         parts: list[BytesLike] = []
         size = 0
-        while out and size < JOIN_SIZE:
-            part = out.popleft()
+        for part in self._out:
             parts.append(part)
             size += len(part)
-        joined = b"".join(parts)
-        out.appendleft(joined)
-        return joined
+            if size >= JOIN_SIZE:
+                break
+        return b"".join(parts)
 
-    def _consume(self, sent: int) -> None:
+    def _settle(self) -> None:
+        """Take what the kernel accepted (``_sent_record``) off the queue (``_out_lock`` held).
+
+        Each step changes the queue, the byte count and the record together
+        in one stretch of bytecode without a call, so an interrupt between
+        steps leaves them in step, and the next call carries on.
+        """
+        record = self._sent_record
         out = self._out
-        self._out_bytes -= sent
-        while sent:
+        while record:
+            sent = record[0]
+            if not sent:
+                del record[0]
+                continue
             head = out[0]
-            if sent >= len(head):
-                out.popleft()
-                sent -= len(head)
+            size = len(head)
+            if sent >= size:
+                del out[0]
+                self._out_bytes -= size
+                if sent == size:
+                    del record[0]
+                else:
+                    record[0] = sent - size
             else:
-                out[0] = memoryview(head)[sent:]
-                sent = 0
+                rest = memoryview(head)[sent:]
+                out[0] = rest
+                self._out_bytes -= sent
+                del record[0]
         if self._drain_waiters and self._out_bytes <= self.options.write_low_water:
             self._drained.notify_all()
 

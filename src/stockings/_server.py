@@ -25,17 +25,16 @@ import stat
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar, overload
 
-from ._channel import _live_channels
 from ._client import Address, SocketAddress, describe_address, resolve_address
 from ._closing import ClosesOnExit
 from ._hub import Hub, shared_hub
 from ._hub_faults import fd_limit_of
 from ._log import server_log
 from ._options import check_options
-from ._stocking import DEFAULT_CLOSE_TIMEOUT, Stocking
+from ._stocking import DEFAULT_CLOSE_TIMEOUT, Stocking, discard_socket
 
 __all__ = ["DEFAULT_BACKLOG", "Server"]
 
@@ -400,12 +399,12 @@ class Server(ClosesOnExit, Generic[_S]):
                 conn = self._ssl.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
             stocking: _S = self._cls(conn, **self._kwargs)
         except OSError as exc:
-            _discard(conn)
+            discard_socket(conn)
             if exc.errno in (errno.ENOTCONN, errno.ECONNRESET, errno.EINVAL):
                 return None
             raise
         except BaseException:
-            _discard(conn)
+            discard_socket(conn)
             raise
         with self._lock:
             if self._closed and self._close_clients:
@@ -420,7 +419,7 @@ class Server(ClosesOnExit, Generic[_S]):
         if server_log.isEnabledFor(logging.DEBUG):
             peer = stocking._peer_name()
             server_log.debug("%s: accepted %s", self._label, peer, extra={"peer": peer})
-        stocking._channel.on_end(lambda: self._forget(stocking))
+        stocking._on_end(lambda: self._forget(stocking))
         return stocking
 
     def _forget(self, stocking: _S) -> None:
@@ -524,34 +523,19 @@ class Server(ClosesOnExit, Generic[_S]):
                 pass
 
 
-def _discard(conn: socket.socket) -> None:
-    """Close a connection whose stocking could not be made.
-
-    A subclass's ``__init__`` may raise after ``Stocking.__init__`` has
-    handed the socket to a hub: then the connection is aborted through its
-    channel, so the hub never watches a descriptor closed under it.
-    """
-    for channel in list(_live_channels):
-        if channel.sock is conn:
-            channel.close(flush=False)
-            return
-    conn.close()
-
-
-def _close_all(clients: list[Any], timeout: float | None) -> None:
+def _close_all(clients: Sequence[Stocking[Any, ...]], timeout: float | None) -> None:
     """Close many stockings at once rather than one after the other."""
-    by_hub: dict[Hub, list[Any]] = {}
+    by_hub: dict[Hub, list[Stocking[Any, ...]]] = {}
     for stocking in clients:
-        channel = stocking._channel
-        by_hub.setdefault(channel.hub, []).append(channel)
-    for hub, channels in by_hub.items():
-        # On the hub thread close() only starts the flush, so every client
+        by_hub.setdefault(stocking._hub, []).append(stocking)
+    for hub, group in by_hub.items():
+        # On the hub thread a close only starts the flush, so every client
         # flushes at the same time; below we wait for them one by one.
-        hub.call_soon(functools.partial(_begin_closes, channels, timeout))
+        hub.call_soon(functools.partial(_start_closes, group, timeout))
     for stocking in clients:
         stocking.close(timeout=timeout)
 
 
-def _begin_closes(channels: list[Any], timeout: float | None) -> None:
-    for channel in channels:
-        channel.close(flush=True, timeout=timeout)
+def _start_closes(stockings: list[Stocking[Any, ...]], timeout: float | None) -> None:
+    for stocking in stockings:
+        stocking._start_close(timeout)

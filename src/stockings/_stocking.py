@@ -14,20 +14,21 @@ import select
 import selectors
 import socket
 import ssl
-import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Generic
 
-from ._channel import DEFAULT_LINGER, Channel
+from . import _compat
+from ._channel import DEFAULT_LINGER, Channel, _live_channels
 from ._closing import ClosesOnExit
 from ._epoll import EpollSelector, epoll_available
 from ._errors import ConnectionClosed, EndReason, HandshakeFailed, NotReady
 from ._framing import DEFAULT_MAX_MESSAGE_SIZE, Message
+from ._handshake import HandshakeThread
 from ._hub import Hub, shared_hub
 from ._log import connection_log
 from ._options import ChannelOptions, connected_peer
-from ._shutdown import abandoned, handshake_finished, handshake_started
+from ._shutdown import abandoned
 from ._tls import TlsChannel
 from ._typing import Outgoing, ReadT, WriteP
 
@@ -45,14 +46,6 @@ DEFAULT_READ_SPIN = 50e-6
 DEFAULT_CLOSE_TIMEOUT = 10.0
 #: Ends that are no handshake's failure, even before a handshake succeeded.
 _LOCAL_OR_HANDSHAKE_ENDS = (EndReason.CLOSED, EndReason.ABORTED, EndReason.HANDSHAKE_FAILED)
-
-# 1.2.3's camelCase names and the names they stand for now. A subclass may
-# override either spelling; both then lead to the override.
-_RENAMED = {
-    "preWrite": "pre_write",
-    "postRead": "post_read",
-    "writeDataQueued": "write_data_queued",
-}
 
 
 class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
@@ -140,11 +133,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        for old, new in _RENAMED.items():
-            if old in cls.__dict__ and new not in cls.__dict__:
-                setattr(cls, new, cls.__dict__[old])
-            elif new in cls.__dict__ and old not in cls.__dict__:
-                setattr(cls, old, cls.__dict__[new])
+        _compat.follow_overrides(cls)
         cls._plain_pre_write = cls.pre_write is Stocking.pre_write
         cls._plain_post_read = cls.post_read is Stocking.post_read
 
@@ -174,7 +163,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         #: How long ``write`` may wait for the outbound queue to drain.
         self.write_timeout = write_timeout
         self._handshake_complete: Any = False
-        self._handshake_thread: threading.Thread | None = None
+        self._handshake_thread: HandshakeThread | None = None
         if linger is not None and not linger >= 0:
             raise ValueError("linger must be None or a number of seconds, 0 or more")
         hub = self._choose_hub(hub, private)
@@ -217,19 +206,10 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         if connection_log.isEnabledFor(logging.DEBUG):
             connection_log.debug("%s: opened (%s)", peer, type(self).__name__, extra={"peer": peer})
         if custom_handshake:
-            handshake_started(self._channel)
-            self._handshake_thread = threading.Thread(
-                target=self._run_handshake,
-                name=f"stockings-handshake-{self._peer_name()}",
-                daemon=False,
+            self._handshake_thread = HandshakeThread(
+                self, self._channel, f"stockings-handshake-{self._peer_name()}"
             )
-            try:
-                self._handshake_thread.start()
-            except BaseException:
-                # No thread will count it out (the stocking, unreachable now,
-                # is aborted by its finalizer).
-                handshake_finished(self._channel)
-                raise
+            self._handshake_thread.start()
         else:
             # The default handshake has nothing to say: no thread, no wait.
             self._handshake_complete = True
@@ -262,53 +242,6 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
 
     # -------------------------------------------------------------- handshake
 
-    def _run_handshake(self) -> None:
-        try:
-            self._handshake_and_record()
-        finally:
-            handshake_finished(self._channel)
-
-    def _handshake_and_record(self) -> None:
-        try:
-            result = self.handshake()
-        except HandshakeFailed as exc:
-            # Already says what went wrong: record it as it is.
-            self._fail_handshake(exc)
-            return
-        except BaseException as exc:
-            failure = HandshakeFailed(f"handshake raised {type(exc).__name__}: {exc}")
-            failure.__cause__ = exc
-            self._fail_handshake(failure)
-            return
-        if result:
-            self._handshake_complete = result
-            self._channel.set_signal_inbox(True)
-        else:
-            self._fail_handshake(HandshakeFailed("handshake returned a false value"))
-
-    def _fail_handshake(self, failure: HandshakeFailed) -> None:
-        channel = self._channel
-
-        def relabel() -> bool:
-            # The connection may end under the handshake (say, the peer gave
-            # up first): the stocking never became usable, and the handshake's
-            # failure is the reason that explains it.
-            with channel._in_lock:
-                if not channel.ended:
-                    return False
-                if channel.end_reason is not EndReason.HANDSHAKE_FAILED:
-                    if failure.__cause__ is None and failure.__context__ is None:
-                        failure.__context__ = channel.end_exception
-                    channel.end_reason = EndReason.HANDSHAKE_FAILED
-                    channel.end_exception = failure
-                return True
-
-        if relabel():
-            return
-        channel.hub.call_soon(lambda: channel._end(EndReason.HANDSHAKE_FAILED, failure))
-        channel.wait_ended(None)
-        relabel()
-
     def handshake(self) -> Any:
         """Agree with the peer before any application message; override to customise.
 
@@ -337,15 +270,6 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         # 1.2.3 kept this as a plain attribute, so code written for it may set it.
         self._handshake_complete = value
 
-    @property
-    def handshakeComplete(self) -> Any:
-        """1.2.3 spelling of :attr:`handshake_complete`."""
-        return self._handshake_complete
-
-    @handshakeComplete.setter
-    def handshakeComplete(self, value: Any) -> None:
-        self._handshake_complete = value
-
     def wait_handshake(self, timeout: float | None = None) -> bool:
         """Wait for a custom handshake to finish; return whether it succeeded.
 
@@ -360,8 +284,8 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
             true); false if it failed or is still running after ``timeout``.
         """
         thread = self._handshake_thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+        if thread is not None:
+            thread.wait(timeout)
         return bool(self._handshake_complete)
 
     # -------------------------------------------------------------- messages
@@ -391,7 +315,9 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
 
         Safe to call from many threads at once: messages never interleave.
         Returns as soon as the message is queued (or sent); the peer's
-        ``read`` returns it whole.
+        ``read`` returns it whole. Interrupted by a signal handler's
+        exception (Ctrl-C), it has queued the message whole or not at all
+        (see ``docs/topics/interrupts.md``).
 
         Raises:
             NotReady: the handshake has not completed.
@@ -421,6 +347,9 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
             timeout: ``0`` (the default, as in 1.2.3) returns at once;
                 a positive number waits up to that many seconds; ``None``
                 waits until a message arrives or the stocking ends.
+
+        Interrupted by a signal handler's exception (Ctrl-C), it leaves the
+        message it was taking first in line for the next call.
 
         Returns:
             The message, or ``None`` when none came in time, or when the
@@ -505,12 +434,15 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         if not self._handshake_complete:
             raise NotReady("the handshake has not completed")
         receive = self._channel.receive
-        post_read = self.post_read
+        post_read = None if self._plain_post_read else self.post_read
         while True:
             message = receive(None)
             if message is None:
                 break
-            yield post_read(message)
+            # Without an override, no call between the read and the yield
+            # where a signal could land and lose the message (so no cast():
+            # without an override, ReadT is what receive returns).
+            yield message if post_read is None else post_read(message)  # type: ignore[misc]
         reason = self._channel.end_reason
         if reason is not None and not reason.clean and reason is not EndReason.ABORTED:
             error = ConnectionClosed(f"the stocking ended: {reason.value}", reason)
@@ -624,6 +556,37 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         """End the connection now, dropping whatever is still queued to send."""
         self.close(flush=False)
 
+    # ----------------------------------------------------- internal interface
+    # What the library's other layers (Server, Waiter) may ask of a stocking
+    # beyond its public API, so that none of them reaches into its channel.
+
+    @property
+    def _hub(self) -> Hub:
+        """The hub serving this stocking; :meth:`_start_close` runs on its thread."""
+        return self._channel.hub
+
+    @property
+    def _wait_source(self) -> Channel:
+        """What a :class:`~stockings.Waiter` watches: ``ready``, ``watch`` and ``unwatch``."""
+        return self._channel
+
+    def _on_end(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the connection has ended.
+
+        It runs on the hub thread, or at once here if the connection has
+        ended already; it must be quick and must not block.
+        """
+        self._channel.on_end(callback)
+
+    def _start_close(self, timeout: float | None) -> None:
+        """Begin a flushing close, as ``close(timeout)`` does, without waiting for it.
+
+        For the hub thread (:attr:`_hub`) only, where it cannot wait: many
+        stockings started so flush at the same time, and each one's
+        :meth:`close` then only waits for its own end.
+        """
+        self._channel.close(flush=True, timeout=timeout)
+
     if not TYPE_CHECKING:
 
         def __class_getitem__(cls, params):
@@ -640,10 +603,15 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
     _plain_pre_write: ClassVar[bool] = True
     _plain_post_read: ClassVar[bool] = True
 
-    # 1.2.3 spellings: plain aliases here; __init_subclass__ keeps overrides in step.
-    preWrite = pre_write
-    postRead = post_read
-    writeDataQueued = write_data_queued
+    if TYPE_CHECKING:
+        # The 1.2.3 spellings, declared for type checkers; _compat installs them.
+        preWrite = pre_write
+        postRead = post_read
+        writeDataQueued = write_data_queued
+        handshakeComplete = handshake_complete
+
+
+_compat.install(Stocking)
 
 
 def _no_message(kwargs: dict[str, Any]) -> TypeError:
@@ -653,6 +621,21 @@ def _no_message(kwargs: dict[str, Any]) -> TypeError:
             f"write() takes the message as its one positional argument, not by keyword ({names})"
         )
     return TypeError("write() needs the message to send: write(message)")
+
+
+def discard_socket(sock: socket.socket) -> None:
+    """Close a connected socket whose stocking could not be made.
+
+    A subclass's ``__init__`` may raise after ``Stocking.__init__`` has
+    handed the socket to a hub: then the connection is aborted through its
+    channel, so the hub never watches a descriptor closed under it.
+    Otherwise the socket is simply closed.
+    """
+    for channel in list(_live_channels):
+        if channel.sock is sock:
+            channel.close(flush=False)
+            return
+    sock.close()
 
 
 def check_fd_limit(sock: socket.socket, hub: Hub, what: str) -> None:

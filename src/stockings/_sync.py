@@ -25,7 +25,10 @@ class LazyCondition:
 
     Offers the part of ``threading.Condition`` stockings uses: ``wait``,
     ``wait_for``, ``notify`` and ``notify_all``, each called with the lock
-    held (taken with the lock's own ``with``, not the condition's).
+    held (taken with the lock's own ``with``, not the condition's); and
+    ``register`` / ``forget`` for a waiter that waits with the lock released,
+    which is what code reachable from the main thread does (a signal may
+    interrupt any wait there, and ``wait`` must take the lock back after).
 
     Args:
         lock: the plain lock that guards the state waited on.
@@ -45,14 +48,12 @@ class LazyCondition:
         """
         # A fresh lock per wait, taken once here and released by notify: the
         # second acquire below blocks until then.
-        waiter = allocate_lock()
-        waiter.acquire()
-        if self._waiters is None:
-            self._waiters = []
-        self._waiters.append(waiter)
-        self._lock.release()
+        waiter = self.register()
         notified = False
         try:
+            # Inside the try: an interrupt just after the release still
+            # takes the lock back below, so the caller's ``with`` stays right.
+            self._lock.release()
             if timeout is None:
                 notified = waiter.acquire()
             elif timeout > 0:
@@ -63,10 +64,35 @@ class LazyCondition:
         finally:
             self._lock.acquire()
             if not notified:
-                try:
-                    self._waiters.remove(waiter)
-                except ValueError:
-                    pass  # notified between the timeout and taking the lock back
+                # Notified between the timeout and taking the lock back, or not.
+                self.forget(waiter)
+
+    def register(self) -> LockType:
+        """Add a waiter (lock held) for a caller that waits with the lock released.
+
+        The caller releases the lock (leaves its ``with`` block), then waits
+        with ``acquire(True, timeout)`` on the lock returned, which a notify
+        releases; :meth:`forget` it (lock held) if it stopped waiting early.
+        Waiting outside the lock means a signal that interrupts the wait
+        finds no lock to take back: see ``docs/topics/interrupts.md``.
+        """
+        waiter = allocate_lock()
+        waiter.acquire()
+        if self._waiters is None:
+            self._waiters = [waiter]
+        else:
+            # In-place concatenation rather than append: no call, so no
+            # signal handler runs between the change and the next line.
+            self._waiters += (waiter,)
+        return waiter
+
+    def forget(self, waiter: LockType) -> None:
+        """Drop a waiter that stopped waiting before a notify (lock held)."""
+        if self._waiters:
+            try:
+                self._waiters.remove(waiter)
+            except ValueError:
+                pass  # notified meanwhile
 
     def wait_for(self, predicate: Callable[[], _T], timeout: float | None = None) -> _T:
         """Wait until ``predicate()`` is true or ``timeout`` runs out; return its last value."""

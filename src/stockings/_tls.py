@@ -34,6 +34,7 @@ import logging
 import selectors
 import socket
 import ssl
+import threading
 import time
 
 from ._channel import Channel
@@ -164,6 +165,12 @@ class TlsChannel(Channel):
 
     def _send_queued(self) -> None:
         if self._handshaking:
+            return
+        if threading.get_ident() == threading.main_thread().ident:
+            # ``SSLSocket.send`` checks for signals once OpenSSL has taken the
+            # bytes, so on the main thread a signal handler's exception can
+            # hide a write that happened: the next try would send it again.
+            # The main thread only queues; the hub sends (``_enqueue`` asks it).
             return
         super()._send_queued()
 

@@ -62,9 +62,10 @@ else:
 
 
 def _source_of(obj: object) -> _Source | None:
-    """The readiness source behind ``obj``, or ``None`` if it has none."""
-    if isinstance(obj, Stocking):
-        return obj._channel
+    """The readiness source behind ``obj``, or ``None`` if it has none.
+
+    Stockings and servers name theirs ``_wait_source``.
+    """
     source: _Source | None = getattr(obj, "_wait_source", None)
     return source
 

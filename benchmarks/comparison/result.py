@@ -1,7 +1,8 @@
 """What one measurement of the comparison benchmark produced, and its one-line name.
 
-Shared by the orchestration, which fills a :class:`Result` per run and reports
-progress with :func:`describe`, and by the report, which tabulates them.
+Shared by the orchestration (:mod:`comparison.run`), which fills a
+:class:`Result` per run and reports progress with :func:`describe`, and by
+the report, which tabulates them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ class Result:
     size: int
     count: int
     seconds: float = 0.0
+    #: CPU seconds (user + system) of both processes in the timed part.
+    cpu: float = 0.0
     client_rss: int = 0
     server_rss: int = 0
     error: str = ""
@@ -42,6 +45,11 @@ class Result:
         return self.rate * self.size / 1e6
 
     @property
+    def cpu_us(self) -> float:
+        """CPU microseconds (both processes) per message, or per round trip."""
+        return self.cpu / self.count * 1e6 if self.count else 0.0
+
+    @property
     def rtt_us(self) -> float:
         """Mean round trip in microseconds (rtt)."""
         return self.seconds / self.count * 1e6 if self.count else 0.0
@@ -59,9 +67,10 @@ def describe(result: Result) -> str:
     what = f"{result.system:16} {result.test:6} {size_name(result.size):>6} x{result.count}"
     if not result.ok:
         return f"{what}: FAILED: {result.error}"
+    cpu = f", CPU {result.cpu_us:.2f} us/msg"
     if result.test == "rtt":
-        return f"{what}: {result.rtt_us:.1f} us"
-    return f"{what}: {result.rate:,.0f} msg/s {result.mbps:,.1f} MB/s"
+        return f"{what}: {result.rtt_us:.1f} us{cpu}"
+    return f"{what}: {result.rate:,.0f} msg/s {result.mbps:,.1f} MB/s{cpu}"
 
 
 def size_name(size: int) -> str:

@@ -3,31 +3,36 @@
 Every system (stockings, a hand-written framed socket,
 :mod:`multiprocessing.connection`, pyzmq and Stockings 1.2.3) is wrapped in an
 :class:`Endpoint` offering ``send(bytes)``, a blocking ``recv()``, ``flush()``
-and ``close()``, so that the drivers in :mod:`stockings._compare_child` run the
+and ``close()``, so that the drivers in :mod:`comparison.child` run the
 very same loop for every system. :func:`server_endpoint` and
 :func:`client_endpoint` say how each system listens and connects over TCP
-loopback.
+loopback, plain or (stockings and raw only) over TLS.
 """
 
 from __future__ import annotations
 
+import os
 import selectors
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = [
+    "BASE",
     "BATCH",
     "NOSPIN",
     "OLD",
     "SYSTEMS",
+    "TLS_ENV",
     "ZMQ_NOCOPY",
     "Endpoint",
     "StockingsEnd",
     "client_endpoint",
     "server_endpoint",
+    "tls_contexts",
 ]
 
 #: The systems compared, in table order; ``stockings`` is the one measured.
@@ -36,9 +41,11 @@ SYSTEMS = (
     "raw",
     "mpc",
     "zmq",
+    "asyncio",
     "stockings-1.2.3",
     "stockings-batch",
     "stockings-nospin",
+    "stockings-base",
 )
 OLD = "stockings-1.2.3"
 #: stockings again, through its batch calls (``write_many`` / ``read_all``):
@@ -47,6 +54,10 @@ BATCH = "stockings-batch"
 #: stockings again with ``read_spin=0``: a waiting read sleeps at once, as a
 #: blocking socket does. Shown for round trips, beside the default.
 NOSPIN = "stockings-nospin"
+#: The environment variable naming the folder of a TLS run's certificates.
+TLS_ENV = "STOCKINGS_BENCH_TLS"
+#: stockings from another checkout (``--baseline``), measured beside this one.
+BASE = "stockings-base"
 #: Messages this large go to pyzmq with ``copy=False``.
 ZMQ_NOCOPY = 65536
 
@@ -277,13 +288,31 @@ class _OldEnd(Endpoint):
         self.stocking.close()
 
 
-def server_endpoint(system: str, size: int) -> Iterator[Any]:
+def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext] | None:
+    """The server and client TLS contexts of this run, or ``None`` for plain TCP.
+
+    The parent makes a throwaway CA and a certificate for ``localhost``
+    (:func:`comparison.tls.make_certificates`) and names their folder in
+    :data:`TLS_ENV`; both children load them from there.
+    """
+    folder = os.environ.get(TLS_ENV)
+    if not folder:
+        return None
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(os.path.join(folder, "server.pem"))
+    client = ssl.create_default_context(cafile=os.path.join(folder, "ca.pem"))
+    return server, client
+
+
+def server_endpoint(system: str, size: int, kind: str = "pair") -> Iterator[Any]:
     """Listen for one connection of ``system``; a generator in two steps.
 
     Args:
         system: one of :data:`SYSTEMS`.
         size: the message size of the run (pyzmq copies below
             :data:`ZMQ_NOCOPY` only).
+        kind: ``"pair"``; only the fan-in server (:mod:`comparison.fanin`)
+            listens otherwise.
 
     Returns:
         A generator yielding the port to announce to the client, then, once
@@ -308,16 +337,23 @@ def server_endpoint(system: str, size: int) -> Iterator[Any]:
     else:
         listener, port = _listen_tcp()
         yield port
-        yield _socket_endpoint(system, _accept(listener))
+        sock = _accept(listener)
+        tls = tls_contexts()
+        if tls is not None:
+            # stockings handshakes in the background; the raw loop blocks for it.
+            blocking = system == "raw"
+            sock = tls[0].wrap_socket(sock, server_side=True, do_handshake_on_connect=blocking)
+        yield _socket_endpoint(system, sock)
 
 
-def client_endpoint(system: str, port: int, size: int) -> Endpoint:
+def client_endpoint(system: str, port: int, size: int, kind: str = "pair") -> Endpoint:
     """Connect to the server of ``system`` listening on loopback ``port``.
 
     Args:
         system: one of :data:`SYSTEMS`.
         port: the port the server announced.
         size: the message size of the run.
+        kind: ``"pair"``, or ``"dealer"`` for pyzmq's side of a fan-in.
 
     Returns:
         The connected :class:`Endpoint`.
@@ -333,10 +369,20 @@ def client_endpoint(system: str, port: int, size: int) -> Endpoint:
         import zmq
 
         context = zmq.Context()
-        zsock = context.socket(zmq.PAIR)
+        zsock = context.socket(zmq.DEALER if kind == "dealer" else zmq.PAIR)
         zsock.connect(f"tcp://127.0.0.1:{port}")
         return _ZmqEnd(zsock, context, size)
-    return _socket_endpoint(system, _connect_tcp(port))
+    sock = _connect_tcp(port)
+    tls = tls_contexts()
+    if tls is not None:
+        blocking = system == "raw"
+        sock = tls[1].wrap_socket(
+            sock, server_hostname="localhost", do_handshake_on_connect=blocking
+        )
+    if system == "asyncio":
+        # The asyncio server's wire is the raw loop's: its client is the raw one.
+        return _RawEnd(sock)
+    return _socket_endpoint(system, sock)
 
 
 def _socket_endpoint(system: str, sock: socket.socket) -> Endpoint:
@@ -345,7 +391,7 @@ def _socket_endpoint(system: str, sock: socket.socket) -> Endpoint:
         return _RawEnd(sock)
     if system == OLD:
         return _OldEnd(sock)
-    if system in ("stockings", BATCH):
+    if system in ("stockings", BATCH, BASE):
         return StockingsEnd(sock)
     if system == NOSPIN:
         return StockingsEnd(sock, read_spin=0)

@@ -1,0 +1,119 @@
+"""A custom handshake, run on a thread of its own.
+
+A :class:`~stockings.Stocking` whose class overrides ``handshake()`` runs it
+here, on a non-daemon thread as in 1.2.3, while the hub already serves the
+connection (the handshake talks to the peer with ``_write`` / ``_read``).
+Until the handshake returns a true value the stocking refuses ``read`` and
+``write``, and its readiness (``fileno()``, :func:`~stockings.wait`) stays
+quiet; a false value, an exception, or the connection ending first ends the
+stocking with ``EndReason.HANDSHAKE_FAILED``.
+
+While it runs, the thread is counted in :mod:`stockings._shutdown`, which
+ends the stocking if the interpreter exits first, so that the thread does
+not hold the exit.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from ._errors import EndReason, HandshakeFailed
+from ._shutdown import handshake_finished, handshake_started
+
+if TYPE_CHECKING:
+    from ._channel import Channel
+    from ._stocking import Stocking
+
+__all__ = ["HandshakeThread"]
+
+
+class HandshakeThread(threading.Thread):
+    """Runs ``stocking.handshake()`` once and records how it went.
+
+    On success the value it returned becomes the stocking's
+    ``handshake_complete`` and the channel starts signalling readiness; on
+    failure the connection ends with ``EndReason.HANDSHAKE_FAILED`` and a
+    :class:`HandshakeFailed` that says why. The thread never ends with an
+    unreported exception: what ``handshake()`` raises becomes the failure's
+    cause.
+
+    Args:
+        stocking: the stocking whose ``handshake()`` to run.
+        channel: its channel, already started, with readiness signals off.
+        name: the thread's name.
+    """
+
+    def __init__(self, stocking: Stocking[Any, ...], channel: Channel, name: str) -> None:
+        super().__init__(name=name, daemon=False)
+        self._stocking = stocking
+        self._channel = channel
+
+    def start(self) -> None:
+        """Start the thread, counted in for the interpreter's exit while it runs."""
+        handshake_started(self._channel)
+        try:
+            super().start()
+        except BaseException:
+            # No thread will count it out (the stocking, unreachable now,
+            # is aborted by its finalizer).
+            handshake_finished(self._channel)
+            raise
+
+    def run(self) -> None:
+        try:
+            self._handshake_and_record()
+        finally:
+            handshake_finished(self._channel)
+            # The stocking holds this thread: drop the cycle once done.
+            del self._stocking
+
+    def wait(self, timeout: float | None) -> None:
+        """Wait up to ``timeout`` seconds (``None``: no bound) for the handshake to finish.
+
+        Returns at once when called from the handshake itself.
+        """
+        if self is not threading.current_thread():
+            self.join(timeout)
+
+    def _handshake_and_record(self) -> None:
+        stocking = self._stocking
+        try:
+            result = stocking.handshake()
+        except HandshakeFailed as exc:
+            # Already says what went wrong: record it as it is.
+            self._fail(exc)
+            return
+        except BaseException as exc:
+            failure = HandshakeFailed(f"handshake raised {type(exc).__name__}: {exc}")
+            failure.__cause__ = exc
+            self._fail(failure)
+            return
+        if result:
+            stocking._handshake_complete = result
+            self._channel.set_signal_inbox(True)
+        else:
+            self._fail(HandshakeFailed("handshake returned a false value"))
+
+    def _fail(self, failure: HandshakeFailed) -> None:
+        channel = self._channel
+
+        def relabel() -> bool:
+            # The connection may end under the handshake (say, the peer gave
+            # up first): the stocking never became usable, and the handshake's
+            # failure is the reason that explains it.
+            with channel._in_lock:
+                if not channel.ended:
+                    return False
+                if channel.end_reason is not EndReason.HANDSHAKE_FAILED:
+                    if failure.__cause__ is None and failure.__context__ is None:
+                        failure.__context__ = channel.end_exception
+                    channel.end_reason = EndReason.HANDSHAKE_FAILED
+                    channel.end_exception = failure
+                return True
+
+        if relabel():
+            return
+        channel.hub.call_soon(lambda: channel._end(EndReason.HANDSHAKE_FAILED, failure))
+        channel.wait_ended(None)
+        relabel()

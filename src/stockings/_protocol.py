@@ -1,0 +1,454 @@
+"""One connection's rules, sans I/O: lifecycle, end reasons, flow marks, idle rule, gate.
+
+:class:`Protocol` knows no sockets, threads or clocks. An I/O binding feeds
+it what arrived (``receive_data``, ``receive_eof``, ``connection_lost``),
+takes whole messages out (``next_message``), hands it messages to send
+(``send``) and writes what ``data_to_send`` returns. After each call it acts
+on the protocol's decisions: ``reading_wanted`` (pause or resume reading),
+``writers_blocked`` (writers wait between the write marks),
+``should_shut_write`` (a close has flushed: half-close, then
+``write_shut``) and ``should_release`` (close the transport, with a reset
+when ``should_reset``, then ``connection_lost``).
+
+The lifecycle is ``OPEN -> CLOSING -> WRITE_SHUT -> ENDED``; any state may
+jump to ``ENDED``. ``CLOSING`` takes no new writes: ``close()`` was called
+here, or the peer half-closed with replies still queued (they are flushed,
+then the end is ``PEER_CLOSED``). The first reason decided is the one the
+connection ends with, whatever happens after. Time is the binding's: it
+calls ``check_idle(now)`` and is told when to call again.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from ._errors import (
+    ConnectionClosed,
+    EndReason,
+    HandshakeFailed,
+    IncompleteMessage,
+    MessageTooLarge,
+    NotReady,
+    WriteTimeout,
+    end_reason_for,
+)
+from ._framing import Decoder, Message, encode_header, payload_of
+from ._options import ChannelOptions
+from ._received import Received
+
+__all__ = ["Protocol", "State"]
+
+# Headers made once for the commonest writes: small bytes payloads.
+_SMALL = 1024
+_SMALL_BYTES_HEADERS = [encode_header(length, False) for length in range(_SMALL)]
+# Ends that are nobody's handshake failure, even before the gate opened.
+_NOT_HANDSHAKE_ENDS = (EndReason.CLOSED, EndReason.ABORTED, EndReason.HANDSHAKE_FAILED)
+
+
+class State(enum.Enum):
+    """Where a connection is in its life."""
+
+    #: Messages flow both ways.
+    OPEN = "open"
+    #: No new writes; what is queued is being flushed.
+    CLOSING = "closing"
+    #: Everything was flushed and our side of the stream shut; the end is decided.
+    WRITE_SHUT = "write-shut"
+    #: Over; ``end_reason`` says why.
+    ENDED = "ended"
+
+
+class Protocol:
+    """The rules of one stockings connection, driven by an I/O binding.
+
+    Args:
+        options: the limits in force (validated by
+            :class:`~stockings._options.ChannelOptions`).
+        gated: true when a handshake must succeed before any application
+            message is read or written (see :meth:`open_gate`).
+    """
+
+    def __init__(self, options: ChannelOptions, *, gated: bool = False) -> None:
+        self.options = options
+        self.state = State.OPEN
+        self.received = Received(options.read_high_water, options.read_low_water)
+        #: The received messages not yet taken by :meth:`next_message`.
+        self.inbox = self.received.messages
+        #: False while the handshake gate is shut.
+        self.gate_open = not gated
+        #: True once the peer has ended its side of the stream.
+        self.peer_eof = False
+        #: True once ``close()`` (flushing) was asked for here.
+        self.close_requested = False
+        self._decoder = Decoder(options.max_message_size)
+        limit = options.max_message_size
+        self._limit = limit if limit is not None else 1 << 80
+        self._out: list[bytes] = []
+        self._out_bytes = 0
+        # What the binding has taken from data_to_send but not yet handed on.
+        self._backlog = 0
+        self._writers_blocked = False
+        self._reset = False
+        self._heard = False
+        self._last_heard: float | None = None
+        self._reason: EndReason | None = None
+        self._exception: BaseException | None = None
+        # The end that cut a handshake short, until the handshake says how.
+        self._relabelled = False
+
+    # ------------------------------------------------------------ state
+
+    @property
+    def ended(self) -> bool:
+        """True once the connection is over (messages may still be unread)."""
+        return self.state is State.ENDED
+
+    @property
+    def end_reason(self) -> EndReason | None:
+        """Why the connection ended; ``None`` until it has."""
+        return self._reason if self.state is State.ENDED else None
+
+    @property
+    def decided_reason(self) -> EndReason | None:
+        """The reason the connection ends with, as soon as it is decided.
+
+        Decided at ``WRITE_SHUT`` already, before :attr:`end_reason` reports
+        it at ``ENDED``; never changed once decided.
+        """
+        return self._reason
+
+    @property
+    def end_exception(self) -> BaseException | None:
+        """The exception behind the end, if any; ``None`` until it ended."""
+        return self._exception if self.state is State.ENDED else None
+
+    @property
+    def finished(self) -> bool:
+        """True once the connection ended and every received message was taken."""
+        return self.state is State.ENDED and not self.inbox
+
+    @property
+    def unread(self) -> int:
+        """Sum of ``len()`` of the messages in :attr:`inbox`."""
+        return self.received.unread
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes queued here that :meth:`data_to_send` has not handed out yet."""
+        return self._out_bytes
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes written but not yet handed on: here, plus the binding's backlog."""
+        return self._out_bytes + self._backlog
+
+    # ------------------------------------------------------------ decisions
+
+    @property
+    def reading_wanted(self) -> bool:
+        """Whether the binding should be reading from the transport now."""
+        return not (self.received.paused or self.peer_eof or self.state is State.ENDED)
+
+    @property
+    def writers_blocked(self) -> bool:
+        """Whether writers should wait for the queue to drain (never once ended or closing)."""
+        return self._writers_blocked and self.state is State.OPEN
+
+    @property
+    def should_shut_write(self) -> bool:
+        """Whether the binding should now half-close and call :meth:`write_shut`."""
+        return self.state is State.CLOSING and not self._out and not self._backlog
+
+    @property
+    def should_release(self) -> bool:
+        """Whether the binding should close the transport and call :meth:`connection_lost`.
+
+        After our clean close (``WRITE_SHUT``) it waits for the peer's FIN, so
+        that closing with bytes unread does not turn our FIN into a reset;
+        :meth:`close_timed_out` ends the wait.
+        """
+        if self._reason is None:
+            return False
+        # Nor is it worth waiting for a FIN that our own read pause holds back.
+        return self.state is State.ENDED or self.peer_eof or self.received.paused
+
+    @property
+    def should_reset(self) -> bool:
+        """Whether the transport should be closed with a reset rather than a FIN."""
+        return self._reset
+
+    # ------------------------------------------------------------ bytes in
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Take in bytes from the peer; whole messages land in :attr:`inbox`.
+
+        A break of the wire format ends the connection (``PROTOCOL_ERROR``
+        or ``MESSAGE_TOO_LARGE``) after every message before it was kept.
+        """
+        if self._reason is not None and self.state is not State.WRITE_SHUT:
+            return
+        self._heard = True
+        decoder = self._decoder
+        if decoder.failure is not None:
+            return
+        messages = decoder.feed(data)
+        if messages:
+            self.received.add(messages)
+        failure = decoder.failure
+        if failure is not None:
+            reason = (
+                EndReason.MESSAGE_TOO_LARGE
+                if isinstance(failure, MessageTooLarge)
+                else EndReason.PROTOCOL_ERROR
+            )
+            self._end(reason, failure)
+
+    def receive_eof(self) -> None:
+        """The peer shut its side of the stream.
+
+        Between messages this is a clean end (``PEER_CLOSED``), unless
+        replies are still queued: those are flushed first (the peer may still
+        read). Inside a message it is a ``PROTOCOL_ERROR``.
+        """
+        if self.peer_eof:
+            return
+        self.peer_eof = True
+        if self._reason is not None:
+            return
+        try:
+            self._decoder.eof()
+        except IncompleteMessage as exc:
+            self._end(EndReason.PROTOCOL_ERROR, exc)
+            return
+        if self.state is State.OPEN:
+            if self._out or self._backlog:
+                self.state = State.CLOSING
+            else:
+                self._end(EndReason.PEER_CLOSED)
+        # CLOSING: the flush goes on; write_shut() picks the reason.
+
+    def connection_lost(self, exc: BaseException | None = None) -> None:
+        """The transport is gone: after :attr:`should_release`, or from under us.
+
+        Args:
+            exc: the error that broke it, or ``None`` for a plain end of stream.
+        """
+        if self._reason is None:
+            if exc is not None:
+                self._end(end_reason_for(exc), exc)
+            elif self._out:
+                left = self._out_bytes
+                self._end(
+                    EndReason.RESET,
+                    ConnectionResetError(f"the connection was lost with {left} bytes unsent"),
+                )
+            elif not self.peer_eof:
+                self.receive_eof()
+            if self._reason is None:
+                self._end(EndReason.CLOSED if self.close_requested else EndReason.PEER_CLOSED)
+        self.state = State.ENDED
+        self._out.clear()
+        self._out_bytes = self._backlog = 0
+
+    # ------------------------------------------------------------ messages out
+
+    def next_message(self, *, handshake: bool = False) -> Message | None:
+        """Take the oldest received message, or ``None`` if there is none.
+
+        Args:
+            handshake: true for the handshake's own reads, which pass the gate.
+
+        Raises:
+            NotReady: the handshake gate is still shut.
+        """
+        if not (self.gate_open or handshake):
+            raise NotReady("the handshake has not completed")
+        return self.received.take()
+
+    # ------------------------------------------------------------ bytes out
+
+    def send(self, message: object, *, handshake: bool = False) -> int:
+        """Queue one whole message; return how many bytes it takes on the wire.
+
+        Args:
+            message: ``str`` or bytes-like.
+            handshake: true for the handshake's own writes, which pass the gate.
+
+        Raises:
+            NotReady: the handshake gate is still shut.
+            TypeError: ``message`` is neither ``str`` nor bytes-like.
+            MessageTooLarge: ``message`` is over ``max_message_size``.
+            ConnectionClosed: the connection is closing or has ended.
+        """
+        if not (self.gate_open or handshake):
+            raise NotReady("the handshake has not completed")
+        if self.state is not State.OPEN:
+            raise self._closed_error()
+        if type(message) is bytes and (length := len(message)) < _SMALL:
+            # The commonest write, without the general path's calls.
+            payload: bytes | bytearray | memoryview = message
+            header = _SMALL_BYTES_HEADERS[length]
+        else:
+            payload, is_text = payload_of(message)
+            length = len(payload)
+            header = encode_header(length, is_text)
+        if length > self._limit:
+            limit = self.options.max_message_size
+            assert limit is not None
+            raise MessageTooLarge(length, limit)
+        data = header + payload
+        self._out.append(data)
+        self._out_bytes += len(data)
+        if self._out_bytes + self._backlog > self.options.write_high_water:
+            self._writers_blocked = True
+        return len(data)
+
+    def data_to_send(self) -> bytes:
+        """Take every queued byte, in order, for the binding to write.
+
+        The binding reports what it could not hand on yet with
+        :meth:`set_backlog`; it counts against the write marks.
+        """
+        out = self._out
+        if not out:
+            return b""
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        self._backlog += self._out_bytes
+        self._out_bytes = 0
+        return data
+
+    def set_backlog(self, size: int) -> None:
+        """The binding now holds ``size`` written bytes it has not handed on."""
+        self._backlog = size
+        queued = self._out_bytes + size
+        if queued > self.options.write_high_water:
+            self._writers_blocked = True
+        elif queued <= self.options.write_low_water:
+            self._writers_blocked = False
+
+    # ------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Ask for a clean end: no new writes; flush, then shut the stream."""
+        if self._reason is not None:
+            return
+        self.close_requested = True
+        if self.state is State.OPEN:
+            self.state = State.CLOSING
+
+    def write_shut(self) -> None:
+        """The binding shut our side of the stream after :attr:`should_shut_write`.
+
+        It is asked to only once everything it took from
+        :meth:`data_to_send` has been handed on (:meth:`set_backlog` of 0).
+
+        Raises:
+            RuntimeError: :attr:`should_shut_write` is false.
+        """
+        if self._reason is not None:
+            return
+        if not self.should_shut_write:
+            raise RuntimeError("write_shut() before the close has flushed")
+        # A peer that half-closed first, whose replies we flushed, closed it.
+        peer_first = self.peer_eof and not self.close_requested
+        self._decide(
+            EndReason.PEER_CLOSED if peer_first else EndReason.CLOSED, None, State.WRITE_SHUT
+        )
+
+    def abort(self) -> None:
+        """End now, dropping what is queued; the peer sees a reset."""
+        if self._reason is None:
+            self._reset = True
+            self._end(EndReason.ABORTED)
+
+    def close_timed_out(self) -> None:
+        """The close ran out of time: end with ``TIMEOUT``, or stop waiting for the peer.
+
+        While still flushing, the connection ends with ``TIMEOUT`` and a
+        :class:`~stockings.WriteTimeout`; once flushed and shut (``WRITE_SHUT``)
+        it keeps its clean reason and only stops waiting for the peer's end.
+        """
+        if self.state is State.WRITE_SHUT:
+            self.state = State.ENDED
+        elif self._reason is None:
+            left = self.queued_bytes
+            self._end(
+                EndReason.TIMEOUT,
+                WriteTimeout(f"close() gave up flushing with {left} bytes still unsent"),
+            )
+
+    def fail(self, exc: BaseException) -> None:
+        """The transport failed with ``exc``: end with the reason it stands for."""
+        self._end(end_reason_for(exc), exc)
+
+    def check_idle(self, now: float) -> float | None:
+        """Apply the idle rule at time ``now``; return seconds until the next check.
+
+        Silence is counted from the last check that saw data arrive, or that
+        found reading paused by our own flow control (that silence is ours,
+        not the peer's). Returns ``None`` when there is nothing to check:
+        no ``idle_timeout``, or the connection ended (possibly by this call,
+        with ``TIMEOUT``).
+        """
+        idle = self.options.idle_timeout
+        if idle is None or self._reason is not None:
+            return None
+        received = self.received
+        if self._heard or received.paused_since_check or self._last_heard is None:
+            self._heard = False
+            received.paused_since_check = received.paused
+            self._last_heard = now
+        silent = now - self._last_heard
+        if silent >= idle:
+            self._end(
+                EndReason.TIMEOUT,
+                TimeoutError(f"nothing received from the peer for {silent:.3g} s"),
+            )
+            return None
+        return idle - silent
+
+    def open_gate(self) -> None:
+        """The handshake succeeded: application messages may flow."""
+        self.gate_open = True
+
+    def handshake_failed(self, failure: HandshakeFailed) -> None:
+        """The handshake failed: end with ``HANDSHAKE_FAILED`` (or relabel the end)."""
+        if self._reason is None:
+            self._end(EndReason.HANDSHAKE_FAILED, failure)
+        elif self._relabelled:
+            # The handshake says precisely what the end during it broke.
+            if failure.__cause__ is None and failure.__context__ is None:
+                failure.__context__ = self._exception
+            self._relabelled = False
+            self._exception = failure
+
+    # ------------------------------------------------------------ internals
+
+    def _end(self, reason: EndReason, exc: BaseException | None = None) -> None:
+        if self._reason is not None:
+            return
+        self._decide(reason, exc)
+
+    def _decide(
+        self, reason: EndReason, exc: BaseException | None, state: State = State.ENDED
+    ) -> None:
+        if not self.gate_open and reason not in _NOT_HANDSHAKE_ENDS:
+            # The connection never became usable: the handshake is what failed.
+            failure = HandshakeFailed(f"the connection ended during the handshake ({reason.value})")
+            failure.__cause__ = exc
+            self._relabelled = True
+            reason, exc = EndReason.HANDSHAKE_FAILED, failure
+        self._reason = reason
+        self._exception = exc
+        self.state = state
+        if state is State.ENDED:
+            # Whatever is still queued here will never be sent.
+            self._out.clear()
+            self._out_bytes = 0
+        self._writers_blocked = False
+
+    def _closed_error(self) -> ConnectionClosed:
+        if self._reason is not None:
+            return ConnectionClosed(f"the stocking has ended ({self._reason.value})", self._reason)
+        return ConnectionClosed("the stocking is closing")
