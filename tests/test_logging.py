@@ -8,14 +8,16 @@ import ssl
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import trustme
 
 import stockings
-from conftest import wait_until
+from conftest import FLAVOURS, wait_until
 from stockings import EndReason, Hub, Server, Stocking
+
+PairMaker = Callable[[], tuple[socket.socket, socket.socket]]
 
 
 @pytest.fixture
@@ -74,8 +76,8 @@ def test_debug_records_a_connection_opening_and_ending(
     debug = records(debug_log, "stockings.connection", logging.DEBUG)
     messages = [r.getMessage() for r in debug]
     assert sum("opened (Stocking)" in m for m in messages) == 2
-    assert any(m.endswith("ended: closed") for m in messages)
-    assert any(m.endswith("ended: peer closed") for m in messages)
+    assert any("ended: closed;" in m for m in messages)
+    assert any("ended: peer closed;" in m for m in messages)
     assert all(hasattr(r, "peer") for r in debug)
 
 
@@ -157,3 +159,79 @@ def test_an_error_on_a_hub_thread_is_logged_with_its_traceback(
     assert error.exc_info is not None
     assert isinstance(error.exc_info[1], ZeroDivisionError)
     assert error.exc_info[2] is not None
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS, ids=lambda f: f.__name__)
+def test_counters_count_messages_and_bytes_both_ways(
+    flavour: type[Stocking], make_pair: PairMaker
+) -> None:
+    a, b = make_pair()
+    left, right = flavour(a), flavour(b)
+    try:
+        assert (left.messages_sent, left.bytes_sent) == (0, 0)
+        assert (right.messages_received, right.bytes_received) == (0, 0)
+        big = b"x" * (3 * 1024 * 1024)
+        messages: list[str | bytes] = ["", "hello", b"\x00" * 100, big]
+        for message in messages:
+            left.write(message)
+        left.write_many(["one", b"two"])
+        messages += ["one", b"two"]
+        wire = sum(len(stockings.encode(m)) for m in messages)
+        got = [right.read(timeout=10) for _ in messages]
+        assert got == messages
+        wait_until(lambda: left.bytes_sent == wire)
+        assert left.messages_sent == len(messages)
+        assert right.messages_received == len(messages)
+        assert right.bytes_received == wire
+        # The other way round too, and nothing counted twice.
+        right.write("back")
+        assert left.read(timeout=5) == "back"
+        wait_until(lambda: right.bytes_sent == len(stockings.encode("back")))
+        assert (left.messages_received, left.bytes_received) == (1, 5)
+        assert (right.messages_sent, left.messages_sent) == (1, len(messages))
+    finally:
+        left.close()
+        right.close()
+
+
+def test_the_end_record_carries_the_counters(debug_log: pytest.LogCaptureFixture) -> None:
+    a, b = socket.socketpair()
+    left, right = Stocking(a), Stocking(b)
+    left.write("four")
+    assert right.read(timeout=5) == "four"
+    left.close()
+    assert right.read(timeout=5) is None
+    right.close()
+    ends = [
+        r.getMessage()
+        for r in records(debug_log, "stockings.connection", logging.DEBUG)
+        if "ended:" in r.getMessage()
+    ]
+    assert any(m.endswith("in: 0 messages, 0 bytes; out: 1 messages, 5 bytes") for m in ends)
+    assert any(m.endswith("in: 1 messages, 5 bytes; out: 0 messages, 0 bytes") for m in ends)
+
+
+def test_counters_over_tls() -> None:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    with Server(("127.0.0.1", 0), ssl=server_context) as server:
+        client = stockings.connect(
+            server.address, ssl=client_context, server_hostname="localhost", timeout=5
+        )
+        served = server.accept(timeout=5)
+        assert served is not None
+        try:
+            for _ in range(100):
+                client.write(b"0123456789")
+            for _ in range(100):
+                assert served.read(timeout=5) == b"0123456789"
+            # Plaintext bytes: the stream as written, not the TLS records.
+            wait_until(lambda: client.bytes_sent == 1100)
+            assert served.bytes_received == 1100
+            assert (client.messages_sent, served.messages_received) == (100, 100)
+        finally:
+            client.close()
+            served.close()

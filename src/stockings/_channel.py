@@ -178,6 +178,14 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
         # A large payload being received into a buffer of its own (hub thread).
         self._assembly: Assembly | None = None
         self._spare_buffers: deque[bytearray] = deque()
+        # What went through, for anyone to read at any time: messages written
+        # and delivered, and bytes of the message stream (headers included,
+        # TLS excluded) the kernel took and gave. Each is changed by one
+        # thread at a time, in the same step as the state it counts.
+        self.messages_sent = 0
+        self.messages_received = 0
+        self.bytes_sent = 0
+        self.bytes_received = 0
         self._closing = False
         self._close_requested = False
         self._abort_requested = False
@@ -368,6 +376,7 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
             self._end_from(direct, end_reason_for(exc), exc)
             return _STOPPED
         self._filled = received == room
+        self.bytes_received += received
         if not received:
             if direct:
                 # The end of the stream stays readable: the hub meets it next.
@@ -622,7 +631,15 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
         if connection_log.isEnabledFor(logging.DEBUG):
             detail = f" ({exc!r})" if exc is not None else ""
             connection_log.debug(
-                "%s: ended: %s%s", self.peer, reason.value, detail, extra={"peer": self.peer}
+                "%s: ended: %s%s; in: %d messages, %d bytes; out: %d messages, %d bytes",
+                self.peer,
+                reason.value,
+                detail,
+                self.messages_received,
+                self.bytes_received,
+                self.messages_sent,
+                self.bytes_sent,
+                extra={"peer": self.peer},
             )
         for callback in callbacks:
             try:

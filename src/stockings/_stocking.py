@@ -480,6 +480,36 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         self._channel.linger = value
 
     @property
+    def messages_sent(self) -> int:
+        """How many messages ``write`` (and ``write_many``) accepted to send.
+
+        Counted when the message is queued: it goes out unless the
+        connection ends first (``queued_bytes`` tells how much has not).
+        """
+        return self._channel.messages_sent
+
+    @property
+    def messages_received(self) -> int:
+        """How many whole messages arrived (read or still waiting to be read)."""
+        return self._channel.messages_received
+
+    @property
+    def bytes_sent(self) -> int:
+        """How many bytes of the message stream the kernel took, headers included.
+
+        Over TLS, the bytes before encryption.
+        """
+        return self._channel.bytes_sent
+
+    @property
+    def bytes_received(self) -> int:
+        """How many bytes of the message stream arrived, headers included.
+
+        Over TLS, the bytes after decryption.
+        """
+        return self._channel.bytes_received
+
+    @property
     def unread_bytes(self) -> int:
         """How much received data waits to be read (bytes, or characters for text)."""
         return self._channel.unread_bytes
