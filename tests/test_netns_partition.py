@@ -78,7 +78,7 @@ def connect(host: NetnsHost, **options: object) -> Stocking:
     return stockings.connect((host.address, PEER_PORT), timeout=10, **options)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("writing", [False], ids=["quiet"])
+@pytest.mark.parametrize("writing", [False, True], ids=["quiet", "writing"])
 def test_keepalive_ends_a_partitioned_stocking_with_timeout(host: NetnsHost, writing: bool) -> None:
     host.peer("echo", "Stocking")
     with connect(host, keepalive=KEEPALIVE) as stocking:
