@@ -3,8 +3,8 @@
 It listens on PEER_PORT, says ``ready`` on stdout, then serves in one of two modes:
 
 - ``echo FLAVOUR``: every connection gets back each message it sends, until it ends.
-- ``mixed FLAVOUR COUNT SEED``: one connection; it sends COUNT mixed messages
-  made from SEED while it receives COUNT messages, then prints
+- ``mixed FLAVOUR COUNT SEED LARGE_EVERY``: one connection; it sends COUNT
+  mixed messages made from SEED while it receives COUNT messages, then prints
   ``digest SENT RECEIVED`` (the checksums of both streams) and waits for the
   other end to close.
 
@@ -26,7 +26,7 @@ from collections.abc import Iterator
 
 import stockings
 
-__all__ = ["PEER_PORT", "StreamDigest", "mixed_messages"]
+__all__ = ["PEER_PORT", "StreamDigest", "mixed_messages", "send_mixed"]
 
 PEER_PORT = 7213
 MIB = 1024 * 1024
@@ -35,11 +35,11 @@ _BYTES_BLOCK = random.Random(213).randbytes(4 * MIB)
 _TEXT_BLOCK = ("stockings sends whole messages é € 𝄞 " * (4 * MIB // 36 + 1))[: 4 * MIB]
 
 
-def mixed_messages(seed: int, count: int) -> Iterator[str | bytes]:
+def mixed_messages(seed: int, count: int, large_every: int = 20_000) -> Iterator[str | bytes]:
     """``count`` messages from 0 B to 4 MiB, text and bytes, the same for the same seed.
 
     Most are small, as in real traffic; one in a hundred is up to 32 KiB and
-    one in twenty thousand from 1 MiB to 4 MiB, the first of them exactly
+    one in ``large_every`` from 1 MiB to 4 MiB, the first of them exactly
     4 MiB. The first message is empty. About 40 MB for 100,000 messages.
     """
     rng = random.Random(seed)
@@ -47,7 +47,7 @@ def mixed_messages(seed: int, count: int) -> Iterator[str | bytes]:
     for index in range(count):
         if index == 0:
             size = 0
-        elif index % 20_000 == 10_000:
+        elif index % large_every == large_every // 2:
             size = 4 * MIB if large == 0 else rng.randint(MIB, 4 * MIB)
             large += 1
         elif rng.random() < 0.01:
@@ -83,16 +83,21 @@ class StreamDigest:
         return f"{self.count}:{self._hash.hexdigest()}"
 
 
-def _send_all(stocking: stockings.Stocking, seed: int, count: int, digest: StreamDigest) -> None:
-    for message in mixed_messages(seed, count):
+def send_mixed(
+    stocking: stockings.Stocking, seed: int, count: int, large_every: int, digest: StreamDigest
+) -> None:
+    """Write ``mixed_messages(seed, count, large_every)``, adding each to ``digest``."""
+    for message in mixed_messages(seed, count, large_every):
         stocking.write(message)
         digest.add(message)
 
 
-def _serve_mixed(stocking: stockings.Stocking, count: int, seed: int) -> None:
+def _serve_mixed(stocking: stockings.Stocking, count: int, seed: int, large_every: int) -> None:
     sent = StreamDigest()
     sender = threading.Thread(
-        target=_send_all, args=(stocking, seed, count, sent), name="netns-peer-sender"
+        target=send_mixed,
+        args=(stocking, seed, count, large_every, sent),
+        name="netns-peer-sender",
     )
     sender.start()
     received = StreamDigest()
@@ -124,6 +129,7 @@ def main() -> None:
     parser.add_argument("flavour")
     parser.add_argument("count", nargs="?", type=int, default=0)
     parser.add_argument("seed", nargs="?", type=int, default=0)
+    parser.add_argument("large_every", nargs="?", type=int, default=20_000)
     parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     args = parser.parse_args()
     flavour: type[stockings.Stocking] = getattr(stockings, args.flavour)
@@ -139,7 +145,7 @@ def main() -> None:
             conn = context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
         stocking = flavour(conn)
         if args.mode == "mixed":
-            _serve_mixed(stocking, args.count, args.seed)
+            _serve_mixed(stocking, args.count, args.seed, args.large_every)
             return
         threading.Thread(target=_serve_echo, args=(stocking,), name="netns-peer-echo").start()
 

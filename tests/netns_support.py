@@ -36,12 +36,14 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["NetnsHost", "Peer", "netns_host", "netns_unavailable"]
+from netns_peer import PEER_PORT
+
+__all__ = ["PEER_PORT", "REFUSED_PORT", "NetnsHost", "Peer", "netns_host", "netns_unavailable"]
 
 PEER_SCRIPT = Path(__file__).with_name("netns_peer.py")
-#: The peers listen on this port; nothing listens on REFUSED_PORT.
-PEER_PORT = 7213
-REFUSED_PORT = 7214
+
+#: Nothing listens on this port of the peer host.
+REFUSED_PORT = PEER_PORT + 1
 _NAME_PREFIX = "stockings-"
 _counter = itertools.count()
 _SUBNETS = ipaddress.ip_network("10.213.0.0/16")
@@ -316,18 +318,22 @@ class NetnsHost:
         self._set_up_inner(self.namespace, move=False)
 
     def netem(self, *spec: str) -> None:
-        """Add a ``tc netem`` qdisc on both ends of the link, or skip the test without it."""
-        for ns in (None, self.namespace):
-            device = self.outer if ns is None else self.inner
-            command = ["qdisc", "add", "dev", device, "root", "netem", *spec]
-            if ns is None:
-                result = run(TC, *command, check=False)
-            else:
-                result = run(IP, "netns", "exec", ns, TC, *command, check=False)
+        """Add a ``tc netem`` qdisc on both ends of the link, or skip the test without it.
+
+        Kernels built without ``sch_netem`` (some virtual machines' have no
+        modules at all) refuse it: "Specified qdisc kind is unknown".
+        """
+        if not os.access(TC, os.X_OK):
+            pytest.skip("tc netem: the tc command (iproute2) is not installed")
+        for ns, device in ((None, self.outer), (self.namespace, self.inner)):
+            command = [TC, "qdisc", "add", "dev", device, "root", "netem", *spec]
+            if ns is not None:
+                command = [IP, "netns", "exec", ns, *command]
+            result = run(*command, check=False)
             if result.returncode != 0:
                 pytest.skip(
-                    "tc netem is not available (the kernel lacks sch_netem?): "
-                    + result.stderr.strip()
+                    "tc netem is not available: this kernel has no sch_netem"
+                    f" ({' '.join(command[-len(spec) - 6 :])}: {result.stderr.strip()})"
                 )
 
     def close(self) -> None:
