@@ -1,6 +1,7 @@
 """The peer of the network tests, run on the other host with ``ip netns exec``.
 
-It listens on PEER_PORT, says ``ready`` on stdout, then serves in one of two modes:
+It listens on PEER_PORT, says ``ready`` on stdout, then serves in one of two
+modes until its stdin closes:
 
 - ``echo FLAVOUR``: every connection gets back each message it sends, until it ends.
 - ``mixed FLAVOUR COUNT SEED LARGE_EVERY``: one connection; it sends COUNT
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import random
 import socket
 import ssl
@@ -123,6 +125,11 @@ def _serve_echo(stocking: stockings.Stocking) -> None:
     stocking.close(flush=False)
 
 
+def _exit_on_eof() -> None:
+    sys.stdin.read()
+    os._exit(0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=["echo", "mixed"])
@@ -137,6 +144,9 @@ def main() -> None:
     if args.tls:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(*args.tls)
+    # Whatever happens to the test process, the peer ends with it: its
+    # stdin is a pipe from the test, closed when the test process goes.
+    threading.Thread(target=_exit_on_eof, name="netns-peer-stdin", daemon=True).start()
     listener = socket.create_server(("0.0.0.0", PEER_PORT))
     print("ready", flush=True)
     while True:

@@ -106,20 +106,32 @@ def require_netns() -> None:
 
 def _pid_alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    # A zombie (state Z) has ended; it only waits for its parent.
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def remove_stale_namespaces() -> None:
     """Delete the namespaces of earlier runs whose process is gone (say, killed by a signal)."""
     listing = run(IP, "netns", "list", check=False).stdout
-    for match in re.finditer(rf"^{_NAME_PREFIX}(\d+)-\S+", listing, re.MULTILINE):
-        if not _pid_alive(int(match.group(1))):
-            run(IP, "netns", "del", match.group(0), check=False)
+    for match in re.finditer(rf"^{_NAME_PREFIX}(\d+)-(\d+)-\d+", listing, re.MULTILINE):
+        pid, number = int(match.group(1)), int(match.group(2))
+        if not _pid_alive(pid):
+            namespace = match.group(0)
+            inside = run(IP, "-n", namespace, "-4", "-o", "addr", "show", check=False).stdout
+            for address in re.findall(r"inet (10\.213\.[\d.]+/30)", inside):
+                subnet = ipaddress.ip_interface(address).network
+                run(IP, "route", "del", "unreachable", str(subnet), "metric", "4000", check=False)
+            run(IP, "link", "del", _link_names(pid, number)[0], check=False)
+            run(IP, "netns", "del", namespace, check=False)
+
+
+def _link_names(pid: int, number: int) -> tuple[str, str]:
+    """The names of the two ends of a run's link (at most 15 characters each)."""
+    tag = f"sk{pid % 10_000_000}n{number % 1000}"
+    return f"{tag}a", f"{tag}b"
 
 
 def _free_subnet(start: int) -> ipaddress.IPv4Network:
@@ -180,11 +192,6 @@ class Peer:
             raise AssertionError(f"expected {word!r} from the peer, got {line!r}; {self.stderr()}")
         return words[1:]
 
-    def say(self, line: str) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(line + "\n")
-        self.process.stdin.flush()
-
     def stderr(self) -> str:
         self._stderr.flush()
         text = self.log.read_text(errors="replace").strip()
@@ -220,9 +227,7 @@ class NetnsHost:
         self._tmp = tmp_path
         self._generation = 0
         self.namespace = f"{_NAME_PREFIX}{pid}-{number}-0"
-        # Interface names are at most 15 characters.
-        tag = f"sk{pid % 10_000_000}n{number % 1000}"
-        self.outer, self.inner = f"{tag}a", f"{tag}b"
+        self.outer, self.inner = _link_names(pid, number)
         subnet = _free_subnet(pid * 7 + number)
         self._subnet = subnet
         self.local_address = str(subnet[1])
