@@ -16,6 +16,7 @@ also holds the message generator and the checksum, which the tests share.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import os
 import random
@@ -32,9 +33,14 @@ __all__ = ["PEER_PORT", "StreamDigest", "mixed_messages", "send_mixed"]
 
 PEER_PORT = 7213
 MIB = 1024 * 1024
-_BYTES_BLOCK = random.Random(213).randbytes(4 * MIB)
-# Mostly ASCII, with two- three- and four-byte UTF-8 characters sprinkled in.
-_TEXT_BLOCK = ("stockings sends whole messages é € 𝄞 " * (4 * MIB // 36 + 1))[: 4 * MIB]
+
+
+@functools.cache
+def _blocks() -> tuple[str, bytes]:
+    """4 MiB of text and of bytes that messages are cut from (made on first use)."""
+    # Mostly ASCII, with two- three- and four-byte UTF-8 characters sprinkled in.
+    text = ("stockings sends whole messages é € 𝄞 " * (4 * MIB // 36 + 1))[: 4 * MIB]
+    return text, random.Random(213).randbytes(4 * MIB)
 
 
 def mixed_messages(seed: int, count: int, large_every: int = 20_000) -> Iterator[str | bytes]:
@@ -44,6 +50,7 @@ def mixed_messages(seed: int, count: int, large_every: int = 20_000) -> Iterator
     one in ``large_every`` from 1 MiB to 4 MiB, the first of them exactly
     4 MiB. The first message is empty. About 40 MB for 100,000 messages.
     """
+    text, data = _blocks()
     rng = random.Random(seed)
     large = 0
     for index in range(count):
@@ -58,9 +65,9 @@ def mixed_messages(seed: int, count: int, large_every: int = 20_000) -> Iterator
             size = rng.randint(0, 300)
         start = rng.randint(0, 4 * MIB - size)
         if rng.random() < 0.5:
-            yield _TEXT_BLOCK[start : start + size]
+            yield text[start : start + size]
         else:
-            yield _BYTES_BLOCK[start : start + size]
+            yield data[start : start + size]
 
 
 class StreamDigest:
