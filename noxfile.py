@@ -1,7 +1,8 @@
 """The test suite on every supported Python: ``nox`` (all of them) or ``nox -p 3.12``.
 
 Each session makes a venv with that interpreter's own ``venv`` module,
-installs the project with its test extras and runs the whole suite.
+installs the project with its test and bench extras (the comparison
+tests run against pyzmq where it is installed) and runs the whole suite.
 ``.ci/matrix`` runs these sessions in CI, after it has made the pyenv
 interpreters findable; the classifiers in pyproject.toml list exactly these
 versions.
@@ -22,6 +23,6 @@ nox.options.sessions = ["tests"]
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """The whole suite; extra arguments go to pytest (``nox -- -k netns``)."""
-    session.install("-q", "-e", ".[test]")
+    session.install("-q", "-e", ".[test,bench]")
     session.run("python", "-c", "import sys; print('Python', sys.version)")
     session.run("python", "-m", "pytest", "-q", *session.posargs)
