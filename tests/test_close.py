@@ -280,6 +280,10 @@ def test_keepalive_options(no_leaks: None) -> None:
         assert tuned.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 30
         assert tuned.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 10
         assert tuned.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
+        if hasattr(socket, "TCP_USER_TIMEOUT"):
+            # Unacknowledged data is given up on as fast as silence: 30 + 3 x 10 s.
+            assert tuned.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 60_000
+            assert plain.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 0
     finally:
         for stocking in (plain, system, tuned):
             stocking.close()
