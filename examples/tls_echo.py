@@ -63,8 +63,11 @@ def main() -> int:
 
     context = client_context(args.cafile)
     with stockings.connect(args.address, timeout=10, ssl=context) as stocking:
-        for message in args.messages:
-            stocking.write(message)  # queued until the TLS handshake is done
+        try:
+            for message in args.messages:
+                stocking.write(message)  # queued until the TLS handshake is done
+        except stockings.ConnectionClosed:
+            pass  # it ended already (a refused certificate, say): told below
         for _ in args.messages:
             echo_ = stocking.read(timeout=10)
             if echo_ is None:

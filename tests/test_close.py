@@ -229,17 +229,20 @@ def test_idle_timeout_spares_a_peer_that_talks(no_leaks: None) -> None:
     # have timed out before it.
     witness = IdleWitness(3.0)
     try:
-        with peer:
-            n = 0
-            while not witness.timed_out:
-                peer.sendall(stockings.encode(str(n)))
-                assert stocking.read(timeout=5) == str(n)
-                n += 1
-            assert stocking.active
+        n = 0
+        while not witness.timed_out:
+            peer.sendall(stockings.encode(str(n)))
+            assert stocking.read(timeout=5) == str(n)
+            n += 1
+        assert stocking.active
+        # Closed here before the peer closes: its end of stream must not
+        # win the race and end the stocking as PEER_CLOSED first.
+        stocking.close()
+        assert stocking.end_reason is EndReason.CLOSED
     finally:
         witness.close()
-    stocking.close()
-    assert stocking.end_reason is EndReason.CLOSED
+        stocking.close()
+        peer.close()
 
 
 def test_idle_timeout_spares_a_peer_pushed_back_by_flow_control(no_leaks: None) -> None:
@@ -277,6 +280,10 @@ def test_keepalive_options(no_leaks: None) -> None:
         assert tuned.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 30
         assert tuned.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 10
         assert tuned.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
+        if hasattr(socket, "TCP_USER_TIMEOUT"):
+            # Unacknowledged data is given up on as fast as silence: 30 + 3 x 10 s.
+            assert tuned.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 60_000
+            assert plain.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 0
     finally:
         for stocking in (plain, system, tuned):
             stocking.close()

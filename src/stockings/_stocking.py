@@ -88,7 +88,9 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
             a number of seconds also sets how long the connection may stay
             silent before the first probe, with probes that far apart
             divided by three (at least 1 s), three unanswered probes ending
-            it. A dead peer then ends the stocking with ``EndReason.TIMEOUT``.
+            it. A dead peer then ends the stocking with ``EndReason.TIMEOUT``,
+            within the same time when sent data goes unacknowledged
+            (``TCP_USER_TIMEOUT``, where the system has it).
             Ignored for non-TCP sockets.
         idle_timeout: end the stocking with ``EndReason.TIMEOUT`` once
             nothing at all has arrived from the peer for this many seconds
@@ -714,6 +716,13 @@ def set_keepalive(sock: socket.socket, keepalive: bool | float) -> None:
     ):
         if option is not None:
             sock.setsockopt(socket.IPPROTO_TCP, option, value)
+    # The kernel sends no probe while sent data awaits its acknowledgement:
+    # it retransmits instead, for some 15 minutes on Linux. A user timeout
+    # as long as the probes take bounds that wait too, and (Linux) takes
+    # over from TCP_KEEPCNT with the same result for probes.
+    user_timeout = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if user_timeout is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, user_timeout, (idle + 3 * interval) * 1000)
 
 
 class SelectStocking(Stocking[ReadT, WriteP]):
