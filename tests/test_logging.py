@@ -235,3 +235,24 @@ def test_counters_over_tls() -> None:
         finally:
             client.close()
             served.close()
+
+
+class FailingHandshake(Stocking):
+    def handshake(self) -> bool:
+        raise KeyError("no such user")
+
+
+def test_a_handshake_hook_that_raises_is_an_error_record(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    a, b = socket.socketpair()
+    failing, peer = FailingHandshake(a), Stocking(b)
+    try:
+        assert not failing.wait_handshake(10)
+        assert failing.end_reason is EndReason.HANDSHAKE_FAILED
+    finally:
+        failing.close()
+        peer.close()
+    (error,) = records(caplog, "stockings.connection", logging.ERROR)
+    assert "the handshake hook raised" in error.getMessage()
+    assert error.exc_info is not None and isinstance(error.exc_info[1], KeyError)
