@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import socket
 import sys
@@ -109,14 +111,41 @@ def no_leaks() -> Iterator[None]:
     wait_until(lambda: open_fds() <= before)
 
 
+class _Collect(logging.Handler):
+    """Keeps what the library logs at ERROR: exceptions nobody else saw."""
+
+    def __init__(self, into: list[object]) -> None:
+        super().__init__(logging.ERROR)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append(record.exc_info[1] if record.exc_info else record.getMessage())
+
+
+@contextlib.contextmanager
+def logged_errors() -> Iterator[list[object]]:
+    """Collect the errors the library logs (logger ``stockings``) meanwhile."""
+    caught: list[object] = []
+    handler = _Collect(caught)
+    logger = logging.getLogger("stockings")
+    logger.addHandler(handler)
+    try:
+        yield caught
+    finally:
+        logger.removeHandler(handler)
+
+
 @pytest.fixture
 def thread_errors(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
-    """Collect exceptions that escape any thread; the test fails if there are any."""
+    """Collect exceptions that escape any thread or that the library logs as
+    errors; the test fails if there are any."""
     caught: list[object] = []
     monkeypatch.setattr(threading, "excepthook", lambda args: caught.append(args.exc_value))
     monkeypatch.setattr(sys, "excepthook", lambda t, v, tb: caught.append(v))
-    yield caught
+    with logged_errors() as logged:
+        yield caught
     assert caught == []
+    assert logged == []
 
 
 @pytest.fixture

@@ -203,3 +203,17 @@ def test_a_server_with_cafile_requires_a_client_certificate(tmp_path: Path) -> N
         assert bad.returncode == 1
         assert "connection ended:" in one_line_error(bad.stderr)
         serve.err.expect(rb"left after [\d.]+ s: handshake failed: TLS handshake failed")
+
+
+def test_serve_shows_the_librarys_warnings_and_with_verbose_its_debug_records() -> None:
+    with server() as (serve, address), _connect(address) as sock:
+        sock.sendall(b"\x00" * 12)  # a header that never ends
+        serve.err.expect(rb"\d\d:\d\d:\d\d\] \S+: the peer broke the protocol: message header")
+    with server("--verbose") as (serve, address), _connect(address) as sock:
+        serve.err.expect(rb"accepted \S+")
+        serve.err.expect(rb"\S+: opened \(Stocking\)")
+        sock.sendall(b"\x82hi")
+        assert sock.recv(16) == b"\x82hi"
+        sock.shutdown(socket.SHUT_WR)
+        assert _read_to_end(sock) == b""
+        serve.err.expect(rb"\S+: ended: ")

@@ -13,7 +13,6 @@ import errno
 import os
 import selectors
 import socket
-import sys
 import time
 import types
 from collections.abc import Callable, Iterator
@@ -22,7 +21,7 @@ from typing import Any
 import pytest
 
 import stockings
-from conftest import library_threads, open_fds, wait_until
+from conftest import library_threads, logged_errors, open_fds, wait_until
 from stockings import EndReason, Hub, SelectStocking, Server, Stocking
 from stockings._channel import Channel
 from stockings._options import ChannelOptions
@@ -290,8 +289,6 @@ def test_a_callback_that_raises_ends_only_its_stocking(thread_errors: list[objec
 def test_a_bug_in_the_loop_ends_stockings_not_yet_registered(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    reported: list[BaseException] = []
-    monkeypatch.setattr(sys, "excepthook", lambda t, v, tb: reported.append(v))
     hub = Hub(selectors.PollSelector, name="stockings-hub-test-bug")
     bug = RuntimeError("a bug in the loop")
 
@@ -301,21 +298,22 @@ def test_a_bug_in_the_loop_ends_stockings_not_yet_registered(
     # The loop breaks before it runs a single callback: no stocking has
     # registered its socket yet.
     monkeypatch.setattr(hub, "_run_calls", broken_calls)
-    pairs = [socket.socketpair() for _ in range(3)]
-    waiting = [Stocking(a, hub=hub) for a, _ in pairs]
-    try:
-        for stocking in waiting:
-            assert stocking._channel.wait_ended(10)
-            assert stocking.end_reason is EndReason.ERROR
-            assert stocking.end_exception is bug
-            started = time.monotonic()
-            stocking.close(timeout=0.5)
-            assert time.monotonic() - started < 0.5
-            assert stocking.sock.fileno() == -1
-        wait_until(lambda: not hub.running)
-        # Reported, once per thread it broke: a stocking made after the
-        # failure starts the loop afresh, which breaks the same way.
-        assert reported and all(error is bug for error in reported)
-    finally:
-        for _, b in pairs:
-            b.close()
+    with logged_errors() as reported:
+        pairs = [socket.socketpair() for _ in range(3)]
+        waiting = [Stocking(a, hub=hub) for a, _ in pairs]
+        try:
+            for stocking in waiting:
+                assert stocking._channel.wait_ended(10)
+                assert stocking.end_reason is EndReason.ERROR
+                assert stocking.end_exception is bug
+                started = time.monotonic()
+                stocking.close(timeout=0.5)
+                assert time.monotonic() - started < 0.5
+                assert stocking.sock.fileno() == -1
+            wait_until(lambda: not hub.running)
+            # Reported, once per thread it broke: a stocking made after the
+            # failure starts the loop afresh, which breaks the same way.
+            assert reported and all(error is bug for error in reported)
+        finally:
+            for _, b in pairs:
+                b.close()

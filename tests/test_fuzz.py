@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import wait_until
+from conftest import logged_errors, wait_until
 from stockings import (
     Decoder,
     EndReason,
@@ -232,25 +232,27 @@ def test_stocking_fed_garbage_ends_cleanly(data: bytes, max_size: int | None) ->
     old_hook = sys.excepthook
     sys.excepthook = lambda *args: hooks.append(args)
     try:
-        raw, sock = socket.socketpair()
-        stocking = Stocking(sock, max_message_size=max_size, hub=_hub)
-        try:
-            raw.sendall(data)
-            raw.close()
-            wait_until(lambda: stocking.ended)
-            got = []
-            while (message := stocking.read()) is not None:
-                got.append(message)
-        finally:
-            stocking.close()
-        expected = reference_decode(data, max_size)
-        assert got == expected.messages
-        if expected.fault is MessageTooLarge:
-            assert stocking.end_reason is EndReason.MESSAGE_TOO_LARGE
-        elif expected.fault is not None or expected.cut:
-            assert stocking.end_reason is EndReason.PROTOCOL_ERROR
-        else:
-            assert stocking.end_reason is EndReason.PEER_CLOSED
-        assert not hooks, "an exception escaped to sys.excepthook"
+        with logged_errors() as logged:
+            raw, sock = socket.socketpair()
+            stocking = Stocking(sock, max_message_size=max_size, hub=_hub)
+            try:
+                raw.sendall(data)
+                raw.close()
+                wait_until(lambda: stocking.ended)
+                got = []
+                while (message := stocking.read()) is not None:
+                    got.append(message)
+            finally:
+                stocking.close()
+            expected = reference_decode(data, max_size)
+            assert got == expected.messages
+            if expected.fault is MessageTooLarge:
+                assert stocking.end_reason is EndReason.MESSAGE_TOO_LARGE
+            elif expected.fault is not None or expected.cut:
+                assert stocking.end_reason is EndReason.PROTOCOL_ERROR
+            else:
+                assert stocking.end_reason is EndReason.PEER_CLOSED
+            assert not hooks, "an exception escaped to sys.excepthook"
+            assert not logged, "the library logged an error"
     finally:
         sys.excepthook = old_hook

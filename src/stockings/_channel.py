@@ -35,6 +35,7 @@ closing, ending and what a forked child does with its copy.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import select
 import selectors
@@ -72,6 +73,7 @@ from ._errors import (
 from ._framing import BytesLike, Decoder, Message
 from ._hub import Hub, Timer
 from ._inbox import InboxMixin
+from ._log import connection_log
 from ._options import ChannelOptions
 from ._outbound import _BYTES_HEADERS, OutboundMixin
 from ._outbound import BURST_GAP as BURST_GAP
@@ -91,6 +93,8 @@ _EVENT_WRITE = selectors.EVENT_WRITE
 #: ``SO_LINGER`` on, zero seconds: ``close()`` sends RST.
 _LINGER_RESET = struct.pack("ii", 1, 0)
 _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+# Ends the peer caused by breaking the wire format: worth an operator's notice.
+_PEERS_FAULTS = frozenset({EndReason.PROTOCOL_ERROR, EndReason.MESSAGE_TOO_LARGE})
 
 #: How long, by default, messages still queued when the interpreter exits
 #: may take to flush before the connection is reset (see ``_shutdown``).
@@ -109,6 +113,8 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
     _reads_directly = True
     #: Seconds queued messages may take to flush at interpreter exit; ``None``: no bound.
     linger: float | None = DEFAULT_LINGER
+    #: Who is at the other end, for log records; the stocking names it.
+    peer = "?"
 
     def __init__(self, sock: socket.socket, hub: Hub, options: ChannelOptions) -> None:
         sock.setblocking(False)
@@ -172,6 +178,14 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
         # A large payload being received into a buffer of its own (hub thread).
         self._assembly: Assembly | None = None
         self._spare_buffers: deque[bytearray] = deque()
+        # What went through, for anyone to read at any time: messages written
+        # and delivered, and bytes of the message stream (headers included,
+        # TLS excluded) the kernel took and gave. Each is changed by one
+        # thread at a time, in the same step as the state it counts.
+        self.messages_sent = 0
+        self.messages_received = 0
+        self.bytes_sent = 0
+        self.bytes_received = 0
         self._closing = False
         self._close_requested = False
         self._abort_requested = False
@@ -362,6 +376,7 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
             self._end_from(direct, end_reason_for(exc), exc)
             return _STOPPED
         self._filled = received == room
+        self.bytes_received += received
         if not received:
             if direct:
                 # The end of the stream stays readable: the hub meets it next.
@@ -609,6 +624,23 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
             self._idle_timer.cancel()
             self._idle_timer = None
         self.hub.detach(self)
+        if reason in _PEERS_FAULTS:
+            connection_log.warning(
+                "%s: the peer broke the protocol: %s", self.peer, exc, extra={"peer": self.peer}
+            )
+        if connection_log.isEnabledFor(logging.DEBUG):
+            detail = f" ({exc!r})" if exc is not None else ""
+            connection_log.debug(
+                "%s: ended: %s%s; in: %d messages, %d bytes; out: %d messages, %d bytes",
+                self.peer,
+                reason.value,
+                detail,
+                self.messages_received,
+                self.bytes_received,
+                self.messages_sent,
+                self.bytes_sent,
+                extra={"peer": self.peer},
+            )
         for callback in callbacks:
             try:
                 callback()

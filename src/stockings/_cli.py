@@ -174,6 +174,13 @@ def _add_serve(commands: argparse._SubParsersAction[_Parser]) -> None:
         help="write each message, with its sender and the time, to stdout (no echo unless --echo)",
     )
     serve.add_argument("--once", action="store_true", help="exit when the first client leaves")
+    serve.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also log every connection's opening, TLS handshake and end (the library's"
+        " DEBUG records); notices and warnings are always shown",
+    )
     add_connection_options(serve, server=True)
     serve.set_defaults(run=run_serve)
 

@@ -10,6 +10,7 @@ message, with its peer, to stdout.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from dataclasses import dataclass, field
@@ -46,13 +47,37 @@ class Client:
     sent: int = 0
 
 
+#: The server's own notices; they go where the library's log records go.
+serve_log = logging.getLogger("stockings.serve")
+
+
+class _Notices(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes records to stderr as ``[time] text``; never raises on a closed stream."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.stream.write(f"[{timestamp()}] {self.format(record)}\n")
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def log_to_stderr(verbose: bool) -> logging.Handler:
+    """Send the ``stockings`` log to stderr: notices and warnings, or everything."""
+    handler = _Notices()
+    root = logging.getLogger("stockings")
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    return handler
+
+
 def log(text: str) -> None:
-    """A notice on stderr, with the time."""
-    try:
-        sys.stderr.write(f"[{timestamp()}] {text}\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
+    """A notice on stderr, with the time (through the ``stockings.serve`` logger)."""
+    serve_log.info(text)
 
 
 def _peer(stocking: Stocking) -> str:
@@ -94,6 +119,7 @@ def _serve_client(stocking: Stocking, client: Client, echo: bool, show: bool) ->
 def run_serve(args: argparse.Namespace) -> int:
     """Run ``stockings serve``; see its ``--help``."""
     echo = args.echo or not args.print
+    log_to_stderr(args.verbose)
     context = server_tls(args)
     cls, kwargs = stocking_class(args, server_side=True)
     # A client that half-closes (nc -N) still gets the echo of what it sent.

@@ -8,7 +8,7 @@ channel itself.
 
 from __future__ import annotations
 
-import sys
+from ._log import log_unexpected
 
 __all__ = [
     "LARGE_PAYLOAD",
@@ -32,4 +32,4 @@ _STOPPED, _NOTHING, _PARTIAL, _DELIVERED = -1, 0, 1, 2
 
 
 def _report(exc: BaseException) -> None:  # pragma: no cover - our own callbacks
-    sys.excepthook(type(exc), exc, exc.__traceback__)
+    log_unexpected(exc, "a callback of a connection raised")

@@ -82,6 +82,7 @@ class DirectReadMixin:
     inbox: deque[Message | Assembly]
     ended: bool
     _recv_lock: Lock
+    bytes_received: int
     _interest_lock: Lock
     _interest_state: int
     _direct_reader: bool
@@ -258,6 +259,7 @@ class DirectReadMixin:
                 self._end_from(True, end_reason_for(exc), exc)
                 return _STOPPED
             received = got[0]
+            self.bytes_received += received
             self._filled = received == len(view)
             if not received:
                 # The end of the stream stays readable: the hub meets it next.

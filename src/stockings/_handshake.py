@@ -19,6 +19,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from ._errors import EndReason, HandshakeFailed
+from ._log import connection_log
 from ._shutdown import handshake_finished, handshake_started
 
 if TYPE_CHECKING:
@@ -88,6 +89,11 @@ class HandshakeThread(threading.Thread):
             failure = HandshakeFailed(f"handshake raised {type(exc).__name__}: {exc}")
             failure.__cause__ = exc
             self._fail(failure)
+            # A bug in the hook, not the peer's doing: worth an operator's notice.
+            peer = self._channel.peer
+            connection_log.error(
+                "%s: the handshake hook raised", peer, exc_info=exc, extra={"peer": peer}
+            )
             return
         if result:
             stocking._handshake_complete = result

@@ -14,6 +14,8 @@ import sys
 from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
+from ._log import log_unexpected
+
 __all__ = ["SELECT_FD_LIMIT", "fd_limit_of", "owner_of", "report", "sort_refused"]
 
 #: ``select.select`` takes no descriptor from this one up (``FD_SETSIZE``,
@@ -82,8 +84,8 @@ def owner_of(callback: object, members: Collection[_M]) -> _M | None:
 
 
 def report(exc: BaseException) -> None:
-    """Report an exception nobody else will see."""
-    sys.excepthook(type(exc), exc, exc.__traceback__)
+    """Report an exception nobody else will see (``stockings.hub``, ERROR)."""
+    log_unexpected(exc, "error in a hub's loop")
 
 
 def _is_open(fd: int) -> bool:

@@ -59,6 +59,7 @@ class InboxMixin:
     _delivered: int
     _last_size: int
     _consumed: int
+    messages_received: int
     _read_paused: bool
     _readers_waiting: int
     _signal: ReadySignal | None
@@ -250,6 +251,7 @@ class InboxMixin:
 
     def _deliver(self, messages: Sequence[Message | Assembly], direct: bool = False) -> None:
         size = sum(map(len, messages))
+        count = len(messages)
         self._last_size = len(messages[-1])
         with self._in_lock:
             # The messages, their size and the count of deliveries in one
@@ -258,6 +260,7 @@ class InboxMixin:
             self.inbox += messages
             self._delivered += size
             self._deliveries += 1
+            self.messages_received += count
             if self._readers_waiting:
                 self._arrived.notify_all()
             if self._signal is not None and self._signal_inbox:

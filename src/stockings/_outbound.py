@@ -74,6 +74,8 @@ class OutboundMixin:
     _drained: LazyCondition
     _out: deque[BytesLike]
     _out_bytes: int
+    messages_sent: int
+    bytes_sent: int
     _drain_waiters: int
     _sent_record: list[int]
     _sending: bool
@@ -132,6 +134,7 @@ class OutboundMixin:
                 tail += message
                 queued = self._out_bytes + _BYTES_FRAMED[size]
                 self._out_bytes = queued
+                self.messages_sent += 1
                 if queued >= WRITER_FLUSH_SIZE and self._use_sendmsg:
                     with self._out_lock:
                         # The hub may have sent it while this thread waited.
@@ -193,6 +196,7 @@ class OutboundMixin:
             else:
                 out += parts
             self._out_bytes += total
+            self.messages_sent += 1
             if self._out_bytes >= WRITER_FLUSH_SIZE and self._use_sendmsg:
                 self._flush_by_writer()
             return
@@ -209,9 +213,11 @@ class OutboundMixin:
             self._schedule_flush()
             out += parts
             self._out_bytes += total
+            self.messages_sent += 1
             return
         out += parts
         self._out_bytes += total
+        self.messages_sent += 1
         try:
             self._send_queued()
         except OSError as exc:
@@ -308,7 +314,8 @@ class OutboundMixin:
         items: list[BytesLike] = []
         total = 0
         batch = Batch()
-        for message in messages:
+        count = 0
+        for count, message in enumerate(messages, 1):  # noqa: B007 - counted once, after
             if type(message) is bytes and len(message) < small_limit:
                 batch += _BYTES_HEADERS[len(message)]
                 batch += message
@@ -347,6 +354,7 @@ class OutboundMixin:
                     # The whole batch and its count in one step (see ``_enqueue``).
                     self._out += items
                     self._out_bytes += total
+                    self.messages_sent += count
                     if self._use_sendmsg:
                         self._flush_by_writer()
                     return
@@ -447,6 +455,7 @@ class OutboundMixin:
             if sent >= size:
                 del out[0]
                 self._out_bytes -= size
+                self.bytes_sent += size
                 if sent == size:
                     del record[0]
                 else:
@@ -455,6 +464,7 @@ class OutboundMixin:
                 rest = memoryview(head)[sent:]
                 out[0] = rest
                 self._out_bytes -= sent
+                self.bytes_sent += sent
                 del record[0]
         if self._drain_waiters and self._out_bytes <= self.options.write_low_water:
             self._drained.notify_all()

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import errno
 import functools
+import logging
 import os
 import selectors
 import socket
 import ssl as _ssl
 import stat
-import sys
 import threading
 import time
 from collections import deque
@@ -32,6 +32,7 @@ from ._client import Address, SocketAddress, describe_address, resolve_address
 from ._closing import ClosesOnExit
 from ._hub import Hub, shared_hub
 from ._hub_faults import fd_limit_of
+from ._log import server_log
 from ._options import check_options
 from ._stocking import DEFAULT_CLOSE_TIMEOUT, Stocking, discard_socket
 
@@ -184,8 +185,8 @@ class Server(ClosesOnExit, Generic[_S]):
         handler: called as ``handler(stocking)`` for each connection, in one
             thread named ``stockings-server-...``; it should hand the
             stocking on rather than serve it, since the next connection
-            waits for it to return. An exception it raises is reported
-            through ``sys.excepthook`` and the stocking is left open.
+            waits for it to return. An exception it raises is logged (logger
+            ``stockings.server``, ERROR) and the stocking is left open.
         **kwargs: passed on to ``cls`` for each connection, and checked
             now. With ``hub=...`` the listening socket is served by that hub
             too.
@@ -415,6 +416,9 @@ class Server(ClosesOnExit, Generic[_S]):
         if doomed:
             stocking.close()
             return None
+        if server_log.isEnabledFor(logging.DEBUG):
+            peer = stocking._peer_name()
+            server_log.debug("%s: accepted %s", self._label, peer, extra={"peer": peer})
         stocking._on_end(lambda: self._forget(stocking))
         return stocking
 
@@ -430,21 +434,28 @@ class Server(ClosesOnExit, Generic[_S]):
                 return
             yield stocking
 
+    @property
+    def _label(self) -> str:
+        return f"server {describe_address(self.address)}"
+
     def _dispatch(self) -> None:
         handler = self._handler
         assert handler is not None
         while True:
             try:
                 stocking = self.accept()
-            except Exception as exc:
-                sys.excepthook(type(exc), exc, exc.__traceback__)
+            except Exception:
+                server_log.exception("%s: accepting a connection failed", self._label)
                 continue
             if stocking is None:
                 return
             try:
                 handler(stocking)
-            except Exception as exc:
-                sys.excepthook(type(exc), exc, exc.__traceback__)
+            except Exception:
+                peer = stocking._peer_name()
+                server_log.exception(
+                    "%s: the handler raised for %s", self._label, peer, extra={"peer": peer}
+                )
 
     _close_clients = True
 

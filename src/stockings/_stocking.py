@@ -8,6 +8,7 @@ the camelCase spellings of 1.2.3.
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import selectors
@@ -25,6 +26,7 @@ from ._errors import ConnectionClosed, EndReason, HandshakeFailed, NotReady
 from ._framing import DEFAULT_MAX_MESSAGE_SIZE, Message
 from ._handshake import HandshakeThread
 from ._hub import Hub, shared_hub
+from ._log import connection_log
 from ._options import ChannelOptions, connected_peer
 from ._shutdown import abandoned
 from ._tls import TlsChannel
@@ -189,6 +191,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         channel_type = TlsChannel if isinstance(sock, ssl.SSLSocket) else Channel
         self._channel = channel_type(sock, hub, options)
         self._channel.linger = linger
+        self._channel.peer = peer = self._peer_name()
         # Bound once: write is the hottest call there is.
         self._send = self._channel.send
         self._receive = self._channel.receive
@@ -202,6 +205,8 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         if custom_handshake:
             self._channel.set_signal_inbox(False)
         self._channel.start()
+        if connection_log.isEnabledFor(logging.DEBUG):
+            connection_log.debug("%s: opened (%s)", peer, type(self).__name__, extra={"peer": peer})
         if custom_handshake:
             self._handshake_thread = HandshakeThread(
                 self, self._channel, f"stockings-handshake-{self._peer_name()}"
@@ -475,6 +480,36 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         if value is not None and not value >= 0:
             raise ValueError("linger must be None or a number of seconds, 0 or more")
         self._channel.linger = value
+
+    @property
+    def messages_sent(self) -> int:
+        """How many messages ``write`` (and ``write_many``) accepted to send.
+
+        Counted when the message is queued: it goes out unless the
+        connection ends first (``queued_bytes`` tells how much has not).
+        """
+        return self._channel.messages_sent
+
+    @property
+    def messages_received(self) -> int:
+        """How many whole messages arrived (read or still waiting to be read)."""
+        return self._channel.messages_received
+
+    @property
+    def bytes_sent(self) -> int:
+        """How many bytes of the message stream the kernel took, headers included.
+
+        Over TLS, the bytes before encryption.
+        """
+        return self._channel.bytes_sent
+
+    @property
+    def bytes_received(self) -> int:
+        """How many bytes of the message stream arrived, headers included.
+
+        Over TLS, the bytes after decryption.
+        """
+        return self._channel.bytes_received
 
     @property
     def unread_bytes(self) -> int:

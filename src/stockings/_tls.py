@@ -30,6 +30,7 @@ Renegotiation (TLS 1.2) is not supported: contexts should set
 
 from __future__ import annotations
 
+import logging
 import selectors
 import socket
 import ssl
@@ -40,6 +41,7 @@ from ._channel import Channel
 from ._common import _STOPPED
 from ._errors import EndReason, HandshakeFailed, end_reason_for
 from ._hub import Hub
+from ._log import connection_log
 from ._options import ChannelOptions
 
 __all__ = ["TlsChannel"]
@@ -147,6 +149,14 @@ class TlsChannel(Channel):
         if not done:
             self._set_interest()
             return
+        if connection_log.isEnabledFor(logging.DEBUG):
+            connection_log.debug(
+                "%s: TLS handshake done (%s, %s)",
+                self.peer,
+                self._tls.version(),
+                (self._tls.cipher() or ("?",))[0],
+                extra={"peer": self.peer},
+            )
         # The peer's first records may have come in with its last handshake
         # message, already read into the TLS object where select cannot see them.
         self._receive()
@@ -195,6 +205,7 @@ class TlsChannel(Channel):
                     error = exc
                 pending = 0 if eof or error is not None else tls.pending()
             if filled:
+                self.bytes_received += filled
                 if self._idle_timer is not None:
                     self._last_receive = time.monotonic()
                 if self._take_in(view[:filled]) == _STOPPED:
