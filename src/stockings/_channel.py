@@ -34,6 +34,7 @@ closing, ending and what a forked child does with its copy.
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
@@ -278,22 +279,30 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
         if events == self._events:
             return
         selector = self.hub.selector
-        if isinstance(selector, EpollSelector):
-            # Registered once; from then on one epoll_ctl per change.
-            if self._watched_fd >= 0:
-                # Unknown until watch() returns: a change interrupted by a
-                # signal handler (a direct reader on the main thread) is
-                # then made again by the next call, not taken as done.
-                self._events = -1
-                selector.watch(self._watched_fd, events)
-            elif events:
-                self._watched_fd = selector.register(self.sock, events, self).fd
-        elif not self._events:
-            selector.register(self.sock, events, self)
-        elif not events:
-            selector.unregister(self.sock)
-        else:
-            selector.modify(self.sock, events, self)
+        try:
+            if isinstance(selector, EpollSelector):
+                # Registered once; from then on one epoll_ctl per change.
+                if self._watched_fd >= 0:
+                    # Unknown until watch() returns: a change interrupted by a
+                    # signal handler (a direct reader on the main thread) is
+                    # then made again by the next call, not taken as done.
+                    self._events = -1
+                    selector.watch(self._watched_fd, events)
+                elif events:
+                    self._watched_fd = selector.register(self.sock, events, self).fd
+            elif not self._events:
+                selector.register(self.sock, events, self)
+            elif not events:
+                selector.unregister(self.sock)
+            else:
+                selector.modify(self.sock, events, self)
+        except ValueError as exc:
+            # The selectors' word for a socket closed behind the stocking's
+            # back (its fileno() is -1): a connection error like any other,
+            # so the stocking ends with an OSError whichever path met it first.
+            if self.sock.fileno() >= 0:
+                raise
+            raise OSError(errno.EBADF, "the socket was closed behind the stocking") from exc
         self._events = events
 
     # ------------------------------------------------------------- hub thread
