@@ -57,7 +57,7 @@ def test_help_lists_the_commands() -> None:
 def test_version() -> None:
     result = run_cli("--version")
     assert result.returncode == 0
-    assert result.stdout.strip() == "stockings 2.0.0"
+    assert result.stdout.strip() == "stockings 2.1.0"
 
 
 def test_no_command_is_a_usage_error() -> None:

@@ -26,7 +26,7 @@ from ._server import Server
 from ._stocking import SelectStocking, Stocking
 from ._wait import Waiter, wait
 
-__version__ = "2.0.0"
+__version__ = "2.1.0"
 
 __all__ = [
     "DEFAULT_HANDSHAKE_TIMEOUT",
