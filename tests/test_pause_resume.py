@@ -61,6 +61,47 @@ def hold_before_storing(
     return on_call
 
 
+def hold_with_monitoring(
+    code: types.CodeType, attribute: str, reached: threading.Event, release: threading.Event
+) -> Callable[[], None]:
+    """As :func:`hold_before_storing`, through ``sys.monitoring`` (Python 3.12+).
+
+    There, an opcode trace set up in a frame's call event is not honoured
+    for that frame, so the hold is an INSTRUCTION event on ``code`` instead,
+    which fires in every thread: only the held reader's thread stops.
+    Returns the function that removes the hook.
+    """
+    monitoring = sys.monitoring  # type: ignore[attr-defined,unused-ignore]
+    stores = {
+        instruction.offset
+        for instruction in dis.get_instructions(code)
+        if instruction.opname == "STORE_ATTR" and instruction.argval == attribute
+    }
+    assert stores, f"{code.co_name} no longer stores {attribute}: rewrite this test"
+    tool = monitoring.DEBUGGER_ID
+    monitoring.use_tool_id(tool, "test_pause_resume")
+
+    def on_instruction(event_code: types.CodeType, offset: int) -> Any:
+        if (
+            offset in stores
+            and threading.current_thread().name == "held-reader"
+            and not reached.is_set()
+        ):
+            reached.set()
+            release.wait(10)
+        return None
+
+    monitoring.register_callback(tool, monitoring.events.INSTRUCTION, on_instruction)
+    monitoring.set_local_events(tool, code, monitoring.events.INSTRUCTION)
+
+    def remove() -> None:
+        monitoring.set_local_events(tool, code, 0)
+        monitoring.register_callback(tool, monitoring.events.INSTRUCTION, None)
+        monitoring.free_tool_id(tool)
+
+    return remove
+
+
 @pytest.mark.timeout(20)
 def test_draining_the_inbox_resumes_reading_after_racing_readers_lost_a_count() -> None:
     a, b = socket.socketpair()
@@ -77,15 +118,26 @@ def test_draining_the_inbox_resumes_reading_after_racing_readers_lost_a_count() 
         # between computing its new count and storing it while another
         # reads; its store then wipes out the other's reads from the count.
         reached, release = threading.Event(), threading.Event()
-        tracer = hold_before_storing(type(channel).receive.__code__, "_consumed", reached, release)
+        code = type(channel).receive.__code__
         held: list[object] = []
+        if sys.version_info >= (3, 12):
+            unhook = hold_with_monitoring(code, "_consumed", reached, release)
 
-        def held_reader() -> None:
-            sys.settrace(tracer)
-            try:
+            def held_reader() -> None:
                 held.append(receiver.read())
-            finally:
-                sys.settrace(None)
+
+        else:
+            tracer = hold_before_storing(code, "_consumed", reached, release)
+
+            def unhook() -> None:
+                pass
+
+            def held_reader() -> None:
+                sys.settrace(tracer)
+                try:
+                    held.append(receiver.read())
+                finally:
+                    sys.settrace(None)
 
         thread = threading.Thread(target=held_reader, name="held-reader", daemon=True)
         thread.start()
@@ -96,6 +148,7 @@ def test_draining_the_inbox_resumes_reading_after_racing_readers_lost_a_count() 
         finally:
             release.set()
             thread.join(10)
+            unhook()
         assert held == [MESSAGE]
         received = 1 + OVERTAKING_READS
         assert channel._delivered - channel._consumed > len(channel.inbox) * len(MESSAGE), (
