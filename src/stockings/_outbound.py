@@ -218,18 +218,7 @@ class OutboundMixin:
         out += parts
         self._out_bytes += total
         self.messages_sent += 1
-        try:
-            self._send_queued()
-        except OSError as exc:
-            raise self._lost_while_writing(exc) from exc
-        except BaseException:
-            # Interrupted: the message is queued; the hub sends the rest.
-            if self._out:
-                self._schedule_flush()
-            raise
-        self._last_send = _clock()
-        if self._out:
-            self._schedule_flush()
+        self._send_from_writer()
 
     def _schedule_flush(self) -> None:
         """Have the hub flush the queue (``_out_lock`` held).
@@ -280,11 +269,19 @@ class OutboundMixin:
 
     def _flush_by_writer(self) -> None:
         """Send a burst's batch from the writer's thread (``_out_lock`` held)."""
+        self._send_from_writer()
+
+    def _send_from_writer(self) -> None:
+        """Send what is queued from a writer's thread (``_out_lock`` held).
+
+        What the kernel does not take now, the hub sends when it can.
+        """
         try:
             self._send_queued()
         except OSError as exc:
             raise self._lost_while_writing(exc) from exc
         except BaseException:
+            # Interrupted: what is queued stays queued; the hub sends it.
             if self._out:
                 self._schedule_flush()
             raise
