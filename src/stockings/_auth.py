@@ -61,6 +61,22 @@ _HELLO_SIZE = len(_HELLO) + 1 + _NONCE_SIZE
 _PROOF_SIZE = len(_PROOF) + hashlib.sha256().digest_size
 
 
+def checked_authkey(authkey: object, handshake_timeout: float) -> bytes:
+    """The key as ``bytes``, once it and the timeout are fit for a handshake.
+
+    Raises:
+        TypeError: ``authkey`` is not bytes-like.
+        ValueError: ``authkey`` is empty, or ``handshake_timeout`` is not positive.
+    """
+    if not isinstance(authkey, (bytes, bytearray)):
+        raise TypeError(f"authkey must be bytes, not {type(authkey).__name__}")
+    if not authkey:
+        raise ValueError("authkey must not be empty")
+    if not handshake_timeout > 0:
+        raise ValueError("handshake_timeout must be a positive number of seconds")
+    return bytes(authkey)
+
+
 class AuthStocking(Stocking):
     """A stocking that proves, before anything else, that both ends hold ``authkey``.
 
@@ -102,19 +118,14 @@ class AuthStocking(Stocking):
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         **kwargs: Any,
     ) -> None:
-        if not isinstance(authkey, (bytes, bytearray)):
-            raise TypeError(f"authkey must be bytes, not {type(authkey).__name__}")
-        if not authkey:
-            raise ValueError("authkey must not be empty")
-        if not handshake_timeout > 0:
-            raise ValueError("handshake_timeout must be a positive number of seconds")
+        key = checked_authkey(authkey, handshake_timeout)
         if server_side is None:
             if not isinstance(sock, ssl.SSLSocket):
                 raise ValueError(
                     "say server_side=True on the accepting end and False on the connecting end"
                 )
             server_side = sock.server_side
-        self._authkey = bytes(authkey)
+        self._authkey = key
         self._role = _SERVER if server_side else _CLIENT
         #: How long the peer has to prove itself, in seconds.
         self.handshake_timeout = handshake_timeout

@@ -23,6 +23,7 @@ from .._auth import (
     _PROTOCOL,
     _SERVER,
     DEFAULT_HANDSHAKE_TIMEOUT,
+    checked_authkey,
 )
 from .._errors import HandshakeFailed
 from .._framing import Message
@@ -60,14 +61,9 @@ class AuthStocking(Stocking):
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         **options: Any,
     ) -> None:
-        if not isinstance(authkey, (bytes, bytearray)):
-            raise TypeError(f"authkey must be bytes, not {type(authkey).__name__}")
-        if not authkey:
-            raise ValueError("authkey must not be empty")
-        if not handshake_timeout > 0:
-            raise ValueError("handshake_timeout must be a positive number of seconds")
+        key = checked_authkey(authkey, handshake_timeout)
         super().__init__(**options)
-        self._authkey = bytes(authkey)
+        self._authkey = key
         #: How long the peer has to prove itself, in seconds.
         self.handshake_timeout = handshake_timeout
 
