@@ -105,12 +105,30 @@ def test_a_peer_that_breaks_the_protocol_is_a_warning_naming_it(
     assert warning.peer == peer
 
 
-def test_a_tls_handshake_is_recorded(debug_log: pytest.LogCaptureFixture) -> None:
-    ca = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost").configure_cert(server_context)
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def server_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(context)
+    return context
+
+
+@pytest.fixture
+def client_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+def test_a_tls_handshake_is_recorded(
+    debug_log: pytest.LogCaptureFixture,
+    server_context: ssl.SSLContext,
+    client_context: ssl.SSLContext,
+) -> None:
     with Server(("127.0.0.1", 0), ssl=server_context) as server:
         client = stockings.connect(
             server.address, ssl=client_context, server_hostname="localhost", timeout=5
@@ -211,12 +229,7 @@ def test_the_end_record_carries_the_counters(debug_log: pytest.LogCaptureFixture
     assert any(m.endswith("in: 1 messages, 5 bytes; out: 0 messages, 0 bytes") for m in ends)
 
 
-def test_counters_over_tls() -> None:
-    ca = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost").configure_cert(server_context)
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
+def test_counters_over_tls(server_context: ssl.SSLContext, client_context: ssl.SSLContext) -> None:
     with Server(("127.0.0.1", 0), ssl=server_context) as server:
         client = stockings.connect(
             server.address, ssl=client_context, server_hostname="localhost", timeout=5
