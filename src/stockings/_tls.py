@@ -77,6 +77,9 @@ class TlsChannel(Channel):
         self._want_write = False
         # close_notify could not be sent yet for lack of buffer space.
         self._unwrapping = False
+        # Set once close_notify is out and our side shut down: what the
+        # peer does after that (a reset, a TLS error) cannot undo the close.
+        self._closed_our_side = False
         if self._handshaking:
             self._out.append(_HANDSHAKE_GATE)
 
@@ -211,7 +214,11 @@ class TlsChannel(Channel):
                 if self._take_in(view[:filled]) == _STOPPED:
                     return False
             if error is not None:
-                self._end(end_reason_for(error), error)
+                if self._closed_our_side:
+                    # Everything written went out before close_notify.
+                    self._end(EndReason.CLOSED)
+                else:
+                    self._end(end_reason_for(error), error)
                 return False
             if eof:
                 self._end_of_stream()
@@ -282,6 +289,7 @@ class TlsChannel(Channel):
         except OSError:
             drain = False
         if drain:
+            self._closed_our_side = True
             for _ in range(_CLOSE_DRAIN_ROUNDS):
                 if self.ended or self._peer_eof or not self._receive():
                     break
