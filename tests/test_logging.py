@@ -73,6 +73,13 @@ def test_debug_records_a_connection_opening_and_ending(
     left.close()
     assert right.read(timeout=5) is None
     right.close()
+
+    def logged() -> list[str]:
+        debug = records(debug_log, "stockings.connection", logging.DEBUG)
+        return [r.getMessage() for r in debug]
+
+    # The hub thread logs an end just after the stocking turned ended.
+    wait_until(lambda: sum("ended:" in m for m in logged()) == 2)
     debug = records(debug_log, "stockings.connection", logging.DEBUG)
     messages = [r.getMessage() for r in debug]
     assert sum("opened (Stocking)" in m for m in messages) == 2
@@ -220,13 +227,15 @@ def test_the_end_record_carries_the_counters(debug_log: pytest.LogCaptureFixture
     left.close()
     assert right.read(timeout=5) is None
     right.close()
-    ends = [
-        r.getMessage()
-        for r in records(debug_log, "stockings.connection", logging.DEBUG)
-        if "ended:" in r.getMessage()
-    ]
-    assert any(m.endswith("in: 0 messages, 0 bytes; out: 1 messages, 5 bytes") for m in ends)
-    assert any(m.endswith("in: 1 messages, 5 bytes; out: 0 messages, 0 bytes") for m in ends)
+
+    def ends() -> list[str]:
+        found = records(debug_log, "stockings.connection", logging.DEBUG)
+        return [r.getMessage() for r in found if "ended:" in r.getMessage()]
+
+    # The hub thread logs an end just after the stocking turned ended.
+    wait_until(lambda: len(ends()) == 2)
+    assert any(m.endswith("in: 0 messages, 0 bytes; out: 1 messages, 5 bytes") for m in ends())
+    assert any(m.endswith("in: 1 messages, 5 bytes; out: 0 messages, 0 bytes") for m in ends())
 
 
 def test_counters_over_tls(server_context: ssl.SSLContext, client_context: ssl.SSLContext) -> None:
