@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import select
 import socket
 import ssl
+import sys
 import threading
 from typing import Any
 
@@ -368,6 +370,56 @@ def test_peer_sees_a_clean_end_after_everything(
     assert list(server) == sent
     assert server.end_reason is EndReason.PEER_CLOSED
     server.close()
+
+
+def tcp_state(sock: socket.socket) -> int:
+    """The kernel's TCP state of ``sock`` (the first byte of ``TCP_INFO``)."""
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+
+
+_TCP_FIN_WAIT1 = 4
+_TCP_FIN_WAIT2 = 5
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux's TCP_INFO")
+@pytest.mark.usefixtures("no_leaks")
+def test_a_late_session_ticket_does_not_cut_the_last_message_short(
+    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+) -> None:
+    # A TLS 1.3 server sends its session tickets once it reads the client's
+    # Finished, which may be after the client has written, closed and shut
+    # its socket down. Had the client closed the descriptor, its kernel would
+    # answer the tickets with a reset and drop the unsent end of the message.
+    client_sock, server_sock = wrap_pair(client_context, server_context)
+    # The client's kernel takes the whole message; the server's holds a part.
+    client_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+    server_sock.setblocking(False)
+    client = Stocking(client_sock)
+    # The server's first flight only: it stops before the client's Finished.
+    select.select([server_sock], [], [], 10.0)
+    with pytest.raises(ssl.SSLWantReadError):
+        server_sock.do_handshake()
+    wait_until(lambda: not client._channel.handshaking)  # type: ignore[attr-defined]
+    payload = BIG[: 1024 * 1024]
+    client.write(payload)
+    closer = threading.Thread(target=client.close, name="test-closer")
+    closer.start()
+    # The client has sent close_notify and shut its socket down (or closed it).
+    wait_until(lambda: client.ended or tcp_state(client_sock) in (_TCP_FIN_WAIT1, _TCP_FIN_WAIT2))
+    server_sock.settimeout(20.0)
+    server_sock.do_handshake()  # now the tickets go out
+    expected = len(stockings.encode(payload))
+    received = 0
+    while True:
+        chunk = server_sock.recv(1 << 20)
+        if not chunk:
+            break
+        received += len(chunk)
+    closer.join(20.0)
+    assert not closer.is_alive()
+    assert client.end_reason is EndReason.CLOSED
+    assert received == expected
+    server_sock.close()
 
 
 @pytest.mark.usefixtures("no_leaks")

@@ -23,6 +23,11 @@ the same; what differs is how the TLS engine is driven:
   for whichever the engine asks.
 - ``close()`` sends TLS close_notify before shutting the socket down, so the
   peer can tell a clean end from a truncation. ``abort()`` and errors do not.
+  The descriptor then stays open while the kernel still holds bytes the
+  peer has not acknowledged (see ``_linger``): a TLS 1.3 server sends its
+  session tickets whenever it gets round to the end of its handshake, and
+  data reaching a closed socket makes the kernel reset the connection and
+  drop whatever it had not delivered yet, the end of our last message.
 
 Renegotiation (TLS 1.2) is not supported: contexts should set
 ``ssl.OP_NO_RENEGOTIATION``; TLS 1.3 has none.
@@ -34,6 +39,8 @@ import logging
 import selectors
 import socket
 import ssl
+import struct
+import sys
 import threading
 import time
 
@@ -58,6 +65,30 @@ _HANDSHAKE_GATE = memoryview(bytearray())
 #: How many times closing reads what already arrived, to keep the peer from
 #: seeing a reset before our close_notify (as the plain channel does).
 _CLOSE_DRAIN_ROUNDS = 64
+#: The longest (seconds) a closed TCP socket waits for the peer to acknowledge
+#: what the kernel still holds, and the first and longest gaps between looks.
+_CLOSE_LINGER = 5.0
+_LINGER_FIRST_LOOK = 0.001
+_LINGER_LAST_LOOK = 0.05
+_TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+
+if sys.platform.startswith("linux"):
+    import fcntl
+    import termios
+
+    def _unacknowledged(sock: socket.socket) -> int:
+        """Bytes (FIN included) sent on ``sock`` that the peer has not acknowledged."""
+        try:
+            answer = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+        except OSError:
+            return 0
+        return int(struct.unpack("i", answer)[0])
+
+else:
+
+    def _unacknowledged(sock: socket.socket) -> int:
+        """Unknown on this system: nothing to wait for."""
+        return 0
 
 
 class TlsChannel(Channel):
@@ -204,6 +235,10 @@ class TlsChannel(Channel):
                     self._want_write = True
                 except _WOULD_BLOCK:
                     pass
+                except ssl.SSLZeroReturnError:
+                    # The peer's close_notify once ours is sent (closing lingers
+                    # for the peer): ``recv_into`` returns 0 for it only before.
+                    eof = True
                 except OSError as exc:
                     error = exc
                 pending = 0 if eof or error is not None else tls.pending()
@@ -295,4 +330,38 @@ class TlsChannel(Channel):
                     break
         if self._peer_eof and not self._close_requested:
             self._end(EndReason.PEER_CLOSED)
+        if drain and not self.ended and self.sock.family in _TCP_FAMILIES:
+            self._linger()
+            return
         self._end(EndReason.CLOSED)
+
+    def _linger(self) -> None:
+        """Keep the shut-down socket open until the peer has acknowledged all of it.
+
+        Closing it earlier is safe only if the peer sends nothing more, which
+        a TLS peer does not promise (a server's session tickets may come at
+        any time): the kernel answers data for a closed socket with a reset
+        and drops what it had not sent yet. Meanwhile whatever arrives is
+        read as usual (``handle_events``), and the peer's end ends the wait.
+        Bounded by the close timeout, if any, and ``_CLOSE_LINGER``.
+        """
+        deadline = time.monotonic() + _CLOSE_LINGER
+        timer = self._close_timer
+        if timer is not None:
+            # The flush is done: running out of time now ends it as CLOSED, not TIMEOUT.
+            deadline = min(deadline, timer.deadline)
+            timer.cancel()
+            self._close_timer = None
+        self._look_at_unacknowledged(deadline, _LINGER_FIRST_LOOK)
+
+    def _look_at_unacknowledged(self, deadline: float, gap: float) -> None:
+        if self.ended:
+            return
+        if _unacknowledged(self.sock) <= 0 or time.monotonic() >= deadline:
+            self._end(EndReason.CLOSED)
+            return
+        self._set_interest()
+        self.hub.call_later(
+            gap,
+            lambda: self._look_at_unacknowledged(deadline, min(2 * gap, _LINGER_LAST_LOOK)),
+        )
