@@ -63,24 +63,30 @@ def test_the_library_is_silent_unless_logging_is_configured() -> None:
     assert any(isinstance(h, logging.NullHandler) for h in root.handlers)
 
 
-def test_debug_records_a_connection_opening_and_ending(
-    debug_log: pytest.LogCaptureFixture,
-) -> None:
+def one_message_then_both_closed(
+    debug_log: pytest.LogCaptureFixture, text: str
+) -> list[logging.LogRecord]:
+    """Send ``text`` over a socket pair, close both ends; their DEBUG records."""
     a, b = socket.socketpair()
     left, right = Stocking(a), Stocking(b)
-    left.write("hello")
-    assert right.read(timeout=5) == "hello"
+    left.write(text)
+    assert right.read(timeout=5) == text
     left.close()
     assert right.read(timeout=5) is None
     right.close()
 
-    def logged() -> list[str]:
-        debug = records(debug_log, "stockings.connection", logging.DEBUG)
-        return [r.getMessage() for r in debug]
+    def logged() -> list[logging.LogRecord]:
+        return records(debug_log, "stockings.connection", logging.DEBUG)
 
     # The hub thread logs an end just after the stocking turned ended.
-    wait_until(lambda: sum("ended:" in m for m in logged()) == 2)
-    debug = records(debug_log, "stockings.connection", logging.DEBUG)
+    wait_until(lambda: sum("ended:" in r.getMessage() for r in logged()) == 2)
+    return logged()
+
+
+def test_debug_records_a_connection_opening_and_ending(
+    debug_log: pytest.LogCaptureFixture,
+) -> None:
+    debug = one_message_then_both_closed(debug_log, "hello")
     messages = [r.getMessage() for r in debug]
     assert sum("opened (Stocking)" in m for m in messages) == 2
     assert any("ended: closed;" in m for m in messages)
@@ -220,22 +226,10 @@ def test_counters_count_messages_and_bytes_both_ways(
 
 
 def test_the_end_record_carries_the_counters(debug_log: pytest.LogCaptureFixture) -> None:
-    a, b = socket.socketpair()
-    left, right = Stocking(a), Stocking(b)
-    left.write("four")
-    assert right.read(timeout=5) == "four"
-    left.close()
-    assert right.read(timeout=5) is None
-    right.close()
-
-    def ends() -> list[str]:
-        found = records(debug_log, "stockings.connection", logging.DEBUG)
-        return [r.getMessage() for r in found if "ended:" in r.getMessage()]
-
-    # The hub thread logs an end just after the stocking turned ended.
-    wait_until(lambda: len(ends()) == 2)
-    assert any(m.endswith("in: 0 messages, 0 bytes; out: 1 messages, 5 bytes") for m in ends())
-    assert any(m.endswith("in: 1 messages, 5 bytes; out: 0 messages, 0 bytes") for m in ends())
+    debug = one_message_then_both_closed(debug_log, "four")
+    ends = [r.getMessage() for r in debug if "ended:" in r.getMessage()]
+    assert any(m.endswith("in: 0 messages, 0 bytes; out: 1 messages, 5 bytes") for m in ends)
+    assert any(m.endswith("in: 1 messages, 5 bytes; out: 0 messages, 0 bytes") for m in ends)
 
 
 def test_counters_over_tls(server_context: ssl.SSLContext, client_context: ssl.SSLContext) -> None:
