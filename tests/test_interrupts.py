@@ -198,7 +198,7 @@ def test_a_write_storm_neither_loses_nor_repeats_nor_tears(
         while not storm.call(writer.close, 10.0)[0]:
             pass
     assert time.monotonic() - started < 12.0
-    assert writer.end_reason is EndReason.CLOSED
+    assert writer.end_reason is EndReason.CLOSED, repr(writer.end_exception)
     collector.thread.join(30)
     assert not collector.thread.is_alive()
     assert collector.error is None, repr(collector.error)
