@@ -1,6 +1,6 @@
 """Coverage-guided fuzzing of the stockings decoder with atheris.
 
-Checks what ``tests/test_fuzz.py`` checks (the same messages and faults as a
+Checks what ``tests/unit/test_fuzz.py`` checks (the same messages and faults as a
 plain reference decoder, nothing escaping but ``ProtocolError``, nothing
 held beyond what was fed), with libFuzzer choosing the inputs.
 
@@ -18,7 +18,9 @@ import sys
 
 import atheris
 
+# tests/ for conftest, which test_fuzz imports; tests/unit/ for test_fuzz itself.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "unit"))
 
 with atheris.instrument_imports(include=["stockings"]):
     import stockings._framing  # noqa: F401  (instrumented before anything imports it)

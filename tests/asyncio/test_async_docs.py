@@ -10,7 +10,7 @@ from aio import resource_warnings_fail
 
 PAGE = Path(__file__).resolve().parent.parent.parent / "docs" / "topics" / "asyncio.md"
 MARKER = "<!-- test -->"
-# A fenced python block right after the marker line, as tests/test_docs.py reads the README.
+# A fenced python block right after the marker line, as tests/docs/test_docs.py reads the README.
 BLOCK = re.compile(r"^" + re.escape(MARKER) + r"\n```python\n(.*?)^```", re.M | re.S)
 
 

@@ -6,7 +6,7 @@ A fenced ``python`` block in README.md or in a page under docs/ (any
 must clean up after itself: it fails if it leaves stockings threads or
 descriptors behind. Blocks without the marker (sketches that need a server,
 say) are shown but not run. Longer programs live in examples/ and are run by
-tests/test_examples.py.
+tests/docs/test_examples.py.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 from conftest import library_threads, open_fds, wait_until
 from stockings import encode_header
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
 # Every page that may hold tested examples: the README and the site's pages.

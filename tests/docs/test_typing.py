@@ -1,4 +1,4 @@
-"""The public types hold: mypy --strict over tests/typing/check_types.py."""
+"""The public types hold: mypy --strict over tests/docs/typing/check_types.py."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-CHECKED = ROOT / "tests" / "typing" / "check_types.py"
+ROOT = Path(__file__).resolve().parents[2]
+CHECKED = ROOT / "tests" / "docs" / "typing" / "check_types.py"
 
 
 @pytest.mark.timeout(180)

@@ -6,7 +6,7 @@ never anything but a ``ProtocolError`` escaping. While it works it may hold
 no more than it was fed, and no more than ``MAX_HEADER_SIZE`` header bytes.
 
 Short in CI; for a long run set ``STOCKINGS_FUZZ_EXAMPLES`` (examples per
-test), e.g. ``STOCKINGS_FUZZ_EXAMPLES=200000 pytest tests/test_fuzz.py``.
+test), e.g. ``STOCKINGS_FUZZ_EXAMPLES=200000 pytest tests/unit/test_fuzz.py``.
 ``fuzz/fuzz_decoder.py`` runs the same check under atheris (coverage-guided).
 """
 

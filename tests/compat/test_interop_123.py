@@ -24,9 +24,9 @@ from stockings import EndReason, Stocking
 
 __all__: list[str] = []
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 INSTALL_DIR = ROOT / ".stockings123"
-PEER = Path(__file__).resolve().parent / "peer123.py"
+PEER = ROOT / "tests" / "peer123.py"
 THEIR_FLAVOURS = ["PollStocking", "SelectStocking"]
 
 Peer = Callable[[str, str, type[Stocking]], tuple[Any, "subprocess.Popen[str]"]]

@@ -298,7 +298,7 @@ def test_server_close_keeps_its_timeout_when_a_handler_does_not_return() -> None
 
 
 def test_the_shutdown_page_examples_run() -> None:
-    page = Path(__file__).parent.parent / "docs" / "topics" / "shutdown.md"
+    page = Path(__file__).parents[2] / "docs" / "topics" / "shutdown.md"
     blocks = re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), re.S)
     assert blocks
     for block in blocks:

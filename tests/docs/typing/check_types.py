@@ -1,6 +1,6 @@
 """What type checkers accept and refuse: checked by ``mypy --strict``, never run.
 
-``tests/test_typing.py`` runs mypy over this file. ``assert_type`` pins the
+``tests/docs/test_typing.py`` runs mypy over this file. ``assert_type`` pins the
 types the library promises; each line that must be refused carries a
 ``# type: ignore[code]``, and ``warn_unused_ignores`` (part of ``--strict``)
 turns a line mypy accepts into an error, so a regression fails either way.

@@ -1,8 +1,8 @@
-"""Two hosts joined by a real network link, for the tests of tests/test_netns_*.py.
+"""Two hosts joined by a real network link, for the tests of tests/io/test_netns_*.py.
 
 This process stays in its own network namespace (the first host); a new
 namespace, joined to it by a veth pair, is the second host, where a peer
-process (tests/netns_peer.py) runs. The link can be cut and restored (a
+process (tests/io/netns_peer.py) runs. The link can be cut and restored (a
 partition: packets vanish, no FIN, no RST), and the second host can be
 restarted (its process and every socket it had are gone, a new one takes the
 address). Everything is torn down when the test ends, whatever happened.
@@ -153,7 +153,7 @@ def _mac(link: str) -> str:
 
 
 class Peer:
-    """A process running tests/netns_peer.py on the other host, talked to by lines of text."""
+    """A process running tests/io/netns_peer.py on the other host, talked to by lines of text."""
 
     def __init__(self, namespace: str, args: list[str], log: Path) -> None:
         self.log = log
@@ -279,7 +279,7 @@ class NetnsHost:
         ).stdout
 
     def peer(self, *args: str) -> Peer:
-        """Start tests/netns_peer.py with ``args`` on the peer host; wait for its "ready"."""
+        """Start tests/io/netns_peer.py with ``args`` on the peer host; wait for its "ready"."""
         log = self._tmp / f"peer-{len(self.peers)}.log"
         peer = Peer(self.namespace, list(args), log)
         self.peers.append(peer)

@@ -22,7 +22,7 @@ import trustme
 
 import stockings
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 pytestmark = pytest.mark.skipif(
     not hasattr(signal, "SIGTERM") or sys.platform == "win32",
