@@ -193,6 +193,9 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
         # Whether close() has asked the hub to end the channel; set once it
         # has, so a close() interrupted before that asks again.
         self._close_posted = False
+        # Hub thread only: each step of a close is taken once.
+        self._close_begun = False
+        self._close_finishing = False
         self._close_timer: Timer | None = None
         # Idle detection (hub thread only): the timer is set only with idle_timeout.
         self._idle_timer: Timer | None = None
@@ -521,19 +524,24 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
                 self._send_queued()
             except OSError as exc:
                 error = exc
-            empty = not self._out
+            # Judged under the lock: a write may queue a message once it is
+            # released, but not after close() has marked the queue closing,
+            # so only "empty and closing" seen together means empty for good.
+            # An abort's own call ends it as ABORTED; a flush it overtook
+            # must not close it cleanly first.
+            done = not self._out and self._closing and not self._abort_requested
         if error is not None:
             self._end(end_reason_for(error), error)
             return
         self._set_interest()
-        if empty and self._closing and not self._abort_requested:
-            # An abort's own call ends it as ABORTED; a flush it overtook
-            # must not close it cleanly first.
+        if done:
             self._finish_close()
 
     def _begin_close(self, timeout: float | None) -> None:
-        if self.ended:
+        if self.ended or self._close_begun:
+            # A close() interrupted after posting this posts it again.
             return
+        self._close_begun = True
         if not self._out:
             self._finish_close()
             return
@@ -568,6 +576,10 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
         self._idle_timer = self.hub.call_later(idle - silent, self._check_idle)
 
     def _finish_close(self) -> None:
+        if self._close_finishing:
+            # Both the flush that emptied the queue and _begin_close may get here.
+            return
+        self._close_finishing = True
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:

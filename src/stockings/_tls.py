@@ -283,8 +283,9 @@ class TlsChannel(Channel):
         super()._begin_close(timeout)
 
     def _finish_close(self) -> None:
-        if self.ended or self._unwrapping:
+        if self.ended or self._unwrapping or self._close_finishing:
             return
+        self._close_finishing = True
         if self._handshaking:
             self._end(EndReason.CLOSED)
             return

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from tests.conftest import wait_until
 
 import stockings
+from conftest import wait_until
 
 MESSAGE = b"m" * 8192
 COUNT = 40

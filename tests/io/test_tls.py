@@ -599,3 +599,91 @@ def test_the_default_client_context_verifies_and_refuses_renegotiation() -> None
     assert context.verify_mode is ssl.CERT_REQUIRED
     assert context.check_hostname
     assert context.options & ssl.OP_NO_RENEGOTIATION
+
+
+@pytest.mark.usefixtures("no_leaks")
+def test_a_write_just_before_close_is_not_overtaken_by_close_notify(
+    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+) -> None:
+    """A close() racing the hub's flush: the message written before it still arrives.
+
+    The hub flushes the queue, finds it empty, and only then looks whether
+    the stocking is closing. A write and a close() landing in that gap must
+    not have the hub send close_notify with the new message still queued.
+    The gap is held open by pausing the hub where it is (``_set_interest``,
+    called between the two), while this thread writes and closes.
+    """
+    writer, reader = make_stockings(stockings.Stocking, client_context, server_context)
+    channel = writer._channel
+    writer.write(b"warm-up")
+    assert reader.read(timeout=10) == b"warm-up"
+
+    in_gap = threading.Event()
+    go_on = threading.Event()
+    original = channel._set_interest
+    armed = True
+
+    def pause_in_gap() -> None:
+        nonlocal armed
+        if armed and not channel._out and not channel._closing:
+            armed = False
+            in_gap.set()
+            go_on.wait(10)
+        original()
+
+    channel._set_interest = pause_in_gap  # type: ignore[method-assign]
+    # Written on the main thread, so the hub sends it, then pauses in the gap.
+    writer.write(b"first")
+    assert in_gap.wait(10)
+    writer.write(b"second")
+    closer = threading.Thread(target=writer.close, name="test-closer")
+    closer.start()
+    wait_until(lambda: channel._closing)
+    go_on.set()
+    closer.join(10)
+    assert not closer.is_alive()
+    assert writer.end_reason is EndReason.CLOSED, repr(writer.end_exception)
+    assert read_n(reader, 2) == [b"first", b"second"]
+    assert reader.read(timeout=10) is None
+    assert reader.end_reason is EndReason.PEER_CLOSED, repr(reader.end_exception)
+    reader.close()
+
+
+@pytest.mark.usefixtures("no_leaks")
+def test_close_notify_goes_out_once_when_a_flush_and_close_meet(
+    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+) -> None:
+    """The flush that empties the queue and close()'s own step both finish a close.
+
+    With the hub held while a message is written and close() is called, it
+    then runs the flush (which sees the queue empty and closing) and the
+    close step (which sees it empty too). Only the first may start the TLS
+    shutdown: a second one skipped the wait for the peer's acknowledgement.
+    """
+    writer, reader = make_stockings(stockings.Stocking, client_context, server_context)
+    channel = writer._channel
+    writer.write(b"warm-up")
+    assert reader.read(timeout=10) == b"warm-up"
+    tls = channel._tls
+    unwraps: list[int] = []
+    original_unwrap = tls.unwrap
+
+    def counted_unwrap() -> Any:
+        unwraps.append(1)
+        return original_unwrap()
+
+    tls.unwrap = counted_unwrap  # type: ignore[method-assign]
+    hold = threading.Event()
+    channel.hub.call_soon(lambda: hold.wait(10))
+    writer.write(b"last")
+    closer = threading.Thread(target=writer.close, name="test-closer")
+    closer.start()
+    wait_until(lambda: channel._close_posted)
+    hold.set()
+    assert reader.read(timeout=10) == b"last"
+    assert reader.read(timeout=10) is None
+    reader.close()
+    closer.join(10)
+    assert not closer.is_alive()
+    assert writer.end_reason is EndReason.CLOSED, repr(writer.end_exception)
+    assert len(unwraps) == 1
