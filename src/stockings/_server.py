@@ -34,7 +34,8 @@ from ._hub import Hub, shared_hub
 from ._hub_faults import fd_limit_of
 from ._log import server_log
 from ._options import check_options
-from ._stocking import DEFAULT_CLOSE_TIMEOUT, Stocking, discard_socket
+from ._sockopts import discard_socket
+from ._stocking import DEFAULT_CLOSE_TIMEOUT, Stocking
 
 __all__ = ["DEFAULT_BACKLOG", "Server"]
 
