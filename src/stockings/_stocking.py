@@ -525,8 +525,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         Without ``half_close`` the stocking has then ended too; with it, it
         stays open for replies until :meth:`close`.
         """
-        channel = self._channel
-        return channel._peer_eof or channel.end_reason is EndReason.PEER_CLOSED
+        return self._channel.peer_closed
 
     @property
     def end_reason(self) -> EndReason | None:
