@@ -20,10 +20,11 @@ from ._errors import (
     StockingError,
     WriteTimeout,
 )
+from ._flavours import SelectStocking
 from ._framing import DEFAULT_MAX_MESSAGE_SIZE, Decoder, encode, encode_header
 from ._hub import Hub
 from ._server import Server
-from ._stocking import SelectStocking, Stocking
+from ._stocking import Stocking
 from ._wait import Waiter, wait
 
 __version__ = "2.1.0"
@@ -55,7 +56,7 @@ __all__ = [
 ]
 
 try:
-    from ._stocking import PollStocking  # absent where select.poll is
+    from ._flavours import PollStocking  # absent where select.poll is
 except ImportError:  # pragma: no cover - Windows
     pass
 else:

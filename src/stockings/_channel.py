@@ -716,6 +716,68 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
             self.end_reason = reason
             self._arrived.notify_all()
 
+    # ------------------------------------------------------ for other layers
+    # What the stocking, its handshake thread and the interpreter-exit hooks
+    # (``_shutdown``) may ask of a channel, so that none reaches into its state.
+
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` has attached the channel to its hub."""
+        return self._started
+
+    @property
+    def close_requested(self) -> bool:
+        """Whether :meth:`close` was called; the end may still be on its way."""
+        return self._close_requested
+
+    @property
+    def has_unsent(self) -> bool:
+        """Whether anything written is still queued, not yet handed to the kernel."""
+        return bool(self._out)
+
+    @property
+    def peer_closed(self) -> bool:
+        """Whether the peer closed its side cleanly; with ``half_close`` the channel stays open."""
+        return self._peer_eof or self.end_reason is EndReason.PEER_CLOSED
+
+    def end(self, reason: EndReason, exc: BaseException | None = None) -> None:
+        """End the channel now with ``reason`` and ``exc`` (hub thread only)."""
+        self._end(reason, exc)
+
+    def end_soon(self, reason: EndReason, exc: BaseException | None = None) -> None:
+        """Have the hub thread end the channel with ``reason`` and ``exc`` (any thread)."""
+        self.hub.call_soon(functools.partial(self._end, reason, exc))
+
+    def abort_from_any_thread(self) -> None:
+        """Abort the connection, from any thread, at any moment, taking no lock.
+
+        For a garbage collector's callback, which may run while its thread
+        holds any lock (the channel's, the hub's): the abort is left to the
+        hub thread (``EndReason.ABORTED``).
+        """
+        if self._started:
+            self.hub.call_soon_unlocked(functools.partial(self._end, EndReason.ABORTED, None))
+        else:  # pragma: no cover - made but never started: no hub involved yet
+            self._end_unstarted(EndReason.ABORTED)
+
+    def relabel_end(self, reason: EndReason, exc: BaseException) -> bool:
+        """Once the channel has ended, record ``reason`` and ``exc`` as why; return whether it had.
+
+        For a layer that learns later what an end meant (a handshake that
+        failed because the connection ended under it). The end's own
+        exception becomes ``exc``'s context unless ``exc`` has a cause or
+        context already; an end with ``reason`` already is left as it is.
+        """
+        with self._in_lock:
+            if not self.ended:
+                return False
+            if self.end_reason is not reason:
+                if exc.__cause__ is None and exc.__context__ is None:
+                    exc.__context__ = self.end_exception
+                self.end_reason = reason
+                self.end_exception = exc
+            return True
+
     def _disown_after_fork(self, parent: int) -> None:
         """In a forked child: end this copy without touching the parent's connection.
 

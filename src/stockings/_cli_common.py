@@ -18,8 +18,9 @@ import time
 from typing import Any
 
 from ._auth import AuthStocking
+from ._flavours import SelectStocking
 from ._framing import DEFAULT_MAX_MESSAGE_SIZE
-from ._stocking import SelectStocking, Stocking
+from ._stocking import Stocking
 
 __all__ = [
     "EXIT_FAILURE",
@@ -71,7 +72,7 @@ def flavours() -> dict[str, type[Stocking]]:
         ``select.poll`` exists, in that order of preference.
     """
     found: dict[str, type[Stocking]] = {"Stocking": Stocking}
-    module = importlib.import_module("stockings._stocking")
+    module = importlib.import_module("stockings._flavours")
     poll = getattr(module, "PollStocking", None)
     if poll is not None:
         found["PollStocking"] = poll

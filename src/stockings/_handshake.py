@@ -103,23 +103,11 @@ class HandshakeThread(threading.Thread):
 
     def _fail(self, failure: HandshakeFailed) -> None:
         channel = self._channel
-
-        def relabel() -> bool:
-            # The connection may end under the handshake (say, the peer gave
-            # up first): the stocking never became usable, and the handshake's
-            # failure is the reason that explains it.
-            with channel._in_lock:
-                if not channel.ended:
-                    return False
-                if channel.end_reason is not EndReason.HANDSHAKE_FAILED:
-                    if failure.__cause__ is None and failure.__context__ is None:
-                        failure.__context__ = channel.end_exception
-                    channel.end_reason = EndReason.HANDSHAKE_FAILED
-                    channel.end_exception = failure
-                return True
-
-        if relabel():
+        # The connection may end under the handshake (say, the peer gave up
+        # first): the stocking never became usable, and the handshake's
+        # failure is the reason that explains it.
+        if channel.relabel_end(EndReason.HANDSHAKE_FAILED, failure):
             return
-        channel.hub.call_soon(lambda: channel._end(EndReason.HANDSHAKE_FAILED, failure))
+        channel.end_soon(EndReason.HANDSHAKE_FAILED, failure)
         channel.wait_ended(None)
-        relabel()
+        channel.relabel_end(EndReason.HANDSHAKE_FAILED, failure)

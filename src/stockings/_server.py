@@ -1,9 +1,7 @@
 """The server helper: listen, accept connections as stockings, shut down cleanly.
 
-The listening socket is served by a hub like any stocking: the hub thread
-accepts every pending connection when the socket turns readable and queues
-the raw sockets, so accepting costs no thread per connection and never
-blocks. The stocking itself is made in the thread that takes the
+A hub thread accepts (see :mod:`stockings._listener`) and queues the raw
+sockets here. The stocking itself is made in the thread that takes the
 connection (:meth:`Server.accept`, iteration, or the server's one handler
 thread), so a subclass's ``__init__`` never stalls the hub.
 
@@ -15,153 +13,33 @@ pushes back on connecting clients, as it would with no server object.
 from __future__ import annotations
 
 import errno
-import functools
 import logging
 import os
-import selectors
 import socket
 import ssl as _ssl
-import stat
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar, overload
 
 from ._client import Address, SocketAddress, describe_address, resolve_address
+from ._close_all import close_all
 from ._closing import ClosesOnExit
 from ._hub import Hub, shared_hub
 from ._hub_faults import fd_limit_of
+from ._listener import Listener, listen, over_limit
 from ._log import server_log
 from ._options import check_options
-from ._stocking import DEFAULT_CLOSE_TIMEOUT, Stocking, discard_socket
+from ._sockopts import discard_socket
+from ._stocking import DEFAULT_CLOSE_TIMEOUT, Stocking
 
 __all__ = ["DEFAULT_BACKLOG", "Server"]
 
 #: How many connections may wait to be accepted, in the kernel and again in
 #: the server's own queue.
 DEFAULT_BACKLOG = socket.SOMAXCONN
-#: The most connections the hub accepts in one turn, so a burst of
-#: connections does not hold up the I/O of established ones.
-ACCEPT_BATCH = 256
-#: How long accepting rests after running out of descriptors or memory.
-ACCEPT_RETRY_DELAY = 0.1
-
-_OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
-
 _S = TypeVar("_S", bound="Stocking[Any, ...]")
-
-
-def _listen(target: tuple[str, int] | str, backlog: int) -> tuple[socket.socket, str | None]:
-    """Open the listening socket; return it and the Unix path, if any."""
-    if isinstance(target, str):
-        path = target
-        _remove_stale_socket(path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind(path)
-            sock.listen(backlog)
-        except BaseException:
-            sock.close()
-            raise
-        return sock, path
-    host, port = target
-    family = socket.AF_INET6 if host and ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family, backlog=backlog), None
-
-
-def _over_limit(fd: int, limit: int) -> OSError:
-    return OSError(
-        errno.EMFILE,
-        f"descriptor {fd} is over select()'s limit (FD_SETSIZE {limit}):"
-        " connection refused; use Stocking or PollStocking, which have no such limit",
-    )
-
-
-def _remove_stale_socket(path: str) -> None:
-    # A socket file left by a server that died would make bind() fail; any
-    # other kind of file is not ours to remove.
-    try:
-        if stat.S_ISSOCK(os.stat(path).st_mode):
-            os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-class _Listener:
-    """The listening socket as the hub sees it (hub thread only)."""
-
-    __slots__ = ("events", "hub", "server", "sock", "stopped")
-
-    def __init__(self, server: Server[Any], sock: socket.socket, hub: Hub) -> None:
-        self.server = server
-        self.sock = sock
-        self.hub = hub
-        self.events = 0
-        self.stopped = False
-
-    def start(self) -> None:
-        if not self.stopped:
-            self.hub.selector.register(self.sock, selectors.EVENT_READ, self)
-            self.events = selectors.EVENT_READ
-
-    def pause(self) -> None:
-        if self.events:
-            self.hub.selector.unregister(self.sock)
-            self.events = 0
-
-    def resume(self) -> None:
-        if not self.stopped and not self.events:
-            self.start()
-
-    def stop(self) -> None:
-        if self.stopped:
-            return
-        self.pause()
-        self.stopped = True
-        self.sock.close()
-        self.hub.detach(self)
-
-    def handle_events(self, mask: int) -> None:
-        server = self.server
-        for _ in range(ACCEPT_BATCH):
-            try:
-                conn, _ = self.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:
-                if exc.errno in _OUT_OF_RESOURCES:
-                    # Level-triggered: retrying now would spin. Rest; the
-                    # kernel keeps the connections queued meanwhile.
-                    server.last_accept_error = exc
-                    self.pause()
-                    self.hub.call_later(ACCEPT_RETRY_DELAY, self.resume)
-                    return
-                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
-                    continue  # the client gave up before we accepted it
-                server.last_accept_error = exc
-                self.stop()
-                server._listener_lost(exc)
-                return
-            limit = server._fd_limit
-            if limit is not None and conn.fileno() >= limit:
-                # The stocking's selector could not watch it: refuse this one
-                # connection (the client sees it closed), not the hub.
-                server.last_accept_error = _over_limit(conn.fileno(), limit)
-                conn.close()
-                continue
-            if not server._queue(conn):
-                self.pause()
-                return
-
-    def hub_failed(self, exc: BaseException) -> None:
-        if self.stopped:
-            return
-        self.events = 0
-        self.stopped = True
-        self.sock.close()
-        self.hub.detach(self)
-        self.server._listener_lost(exc)
 
 
 class Server(ClosesOnExit, Generic[_S]):
@@ -252,7 +130,7 @@ class Server(ClosesOnExit, Generic[_S]):
         #: The exception that stopped the listening socket, if one did.
         self.failure: BaseException | None = None
 
-        sock, self._path = _listen(target, backlog)
+        sock, self._path = listen(target, backlog)
         sock.setblocking(False)
         #: The address listened on: ``(host, port)`` with the real port (a
         #: four-tuple for IPv6), or the path; ``connect`` takes it as it is.
@@ -264,13 +142,15 @@ class Server(ClosesOnExit, Generic[_S]):
         else:
             self._fd_limit = hub.fd_limit
         if hub.fd_limit is not None and sock.fileno() >= hub.fd_limit:
-            error = _over_limit(sock.fileno(), hub.fd_limit)
+            error = over_limit(sock.fileno(), hub.fd_limit)
             sock.close()
             if self._path is not None:
                 os.unlink(self._path)
             raise ValueError(error.strerror)
         self._hub = hub
-        self._listener = _Listener(self, sock, hub)
+        self._listener = Listener(
+            sock, hub, self._fd_limit, self._queue, self._note_accept_error, self._listener_lost
+        )
         hub.attach(self._listener.start, self._listener)
         self._thread: threading.Thread | None = None
         if handler is not None:
@@ -301,6 +181,9 @@ class Server(ClosesOnExit, Generic[_S]):
                 self._paused = True
                 return False
             return True
+
+    def _note_accept_error(self, exc: OSError) -> None:
+        self.last_accept_error = exc
 
     def _listener_lost(self, exc: BaseException) -> None:
         self.failure = exc
@@ -494,7 +377,7 @@ class Server(ClosesOnExit, Generic[_S]):
         for conn in pending:
             conn.close()
         if clients:
-            _close_all(clients, timeout)
+            close_all(clients, timeout)
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             # Last: a handler serving a client returns once that client is closed.
@@ -521,21 +404,3 @@ class Server(ClosesOnExit, Generic[_S]):
                 os.unlink(self._path)
             except OSError:
                 pass
-
-
-def _close_all(clients: Sequence[Stocking[Any, ...]], timeout: float | None) -> None:
-    """Close many stockings at once rather than one after the other."""
-    by_hub: dict[Hub, list[Stocking[Any, ...]]] = {}
-    for stocking in clients:
-        by_hub.setdefault(stocking._hub, []).append(stocking)
-    for hub, group in by_hub.items():
-        # On the hub thread a close only starts the flush, so every client
-        # flushes at the same time; below we wait for them one by one.
-        hub.call_soon(functools.partial(_start_closes, group, timeout))
-    for stocking in clients:
-        stocking.close(timeout=timeout)
-
-
-def _start_closes(stockings: list[Stocking[Any, ...]], timeout: float | None) -> None:
-    for stocking in stockings:
-        stocking._start_close(timeout)

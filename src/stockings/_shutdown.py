@@ -90,7 +90,7 @@ def _end_handshake(channel: Channel) -> None:
     failure = HandshakeFailed("interpreter shutting down")
     # The handshake thread sees the end (its reads return, ``active`` turns
     # false) and records it; the reason is already the right one.
-    channel.hub.call_soon(functools.partial(channel._end, EndReason.HANDSHAKE_FAILED, failure))
+    channel.end_soon(EndReason.HANDSHAKE_FAILED, failure)
 
 
 def abandoned(channel: Channel, name: str) -> None:
@@ -102,13 +102,10 @@ def abandoned(channel: Channel, name: str) -> None:
     not called once the interpreter is exiting (``atexit=False``), so that
     exit keeps its own rules (see :func:`_linger_at_exit`).
     """
-    if channel._close_requested or channel.ended:
+    if channel.close_requested or channel.ended:
         return  # closed, or over already: nothing left open
     try:
-        if channel._started:
-            channel.hub.call_soon_unlocked(functools.partial(channel._end, EndReason.ABORTED, None))
-        else:  # pragma: no cover - made but never started: no hub involved yet
-            channel._end_unstarted(EndReason.ABORTED)
+        channel.abort_from_any_thread()
     finally:
         # Last: with warnings turned into errors this raises, and the
         # connection must be on its way out all the same.
@@ -120,7 +117,7 @@ def _linger_at_exit() -> None:
     lingering: list[Channel] = []
     longest: float | None = 0.0
     for channel in list(_live_channels):
-        if channel.ended or not channel._started or not channel._out:
+        if channel.ended or not channel.started or not channel.has_unsent:
             continue
         linger = channel.linger
         try:
@@ -142,7 +139,7 @@ def _begin_linger(channel: Channel, linger: float | None) -> None:
     # already under way goes on, bounded now by the linger as well.
     if channel.ended:
         return
-    if not channel._close_requested:
+    if not channel.close_requested:
         channel.close(flush=True, timeout=None)
     if linger is not None and not channel.ended:
         channel.hub.call_later(linger, functools.partial(_linger_ran_out, channel, linger))
@@ -151,11 +148,11 @@ def _begin_linger(channel: Channel, linger: float | None) -> None:
 def _linger_ran_out(channel: Channel, linger: float) -> None:
     if channel.ended:
         return
-    # Something is still queued, so ``_end`` resets the connection.
-    channel._end(
+    # Something is still queued, so ending resets the connection.
+    channel.end(
         EndReason.TIMEOUT,
         WriteTimeout(
-            f"the interpreter exited with {channel._out_bytes} bytes unsent"
+            f"the interpreter exited with {channel.queued_bytes} bytes unsent"
             f" after lingering {linger} s"
         ),
     )

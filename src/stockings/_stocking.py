@@ -9,8 +9,6 @@ the camelCase spellings of 1.2.3.
 from __future__ import annotations
 
 import logging
-import os
-import select
 import selectors
 import socket
 import ssl
@@ -19,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Generic
 
 from . import _compat
-from ._channel import DEFAULT_LINGER, Channel, _live_channels
+from ._channel import DEFAULT_LINGER, Channel
 from ._closing import ClosesOnExit
 from ._epoll import EpollSelector, epoll_available
 from ._errors import ConnectionClosed, EndReason, HandshakeFailed, NotReady
@@ -29,10 +27,11 @@ from ._hub import Hub, shared_hub
 from ._log import connection_log
 from ._options import ChannelOptions, connected_peer
 from ._shutdown import abandoned
+from ._sockopts import prepare_socket
 from ._tls import TlsChannel
 from ._typing import Outgoing, ReadT, WriteP
 
-__all__ = ["DEFAULT_WRITE_HIGH_WATER", "PollStocking", "SelectStocking", "Stocking"]
+__all__ = ["DEFAULT_WRITE_HIGH_WATER", "Stocking"]
 
 #: Default outbound high-water mark: ``write`` blocks above it.
 DEFAULT_WRITE_HIGH_WATER = 4 * 1024 * 1024
@@ -120,7 +119,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         ValueError: ``sock`` is not a stream socket, or is listening (accept
             a connection first, or use :class:`~stockings.Server`); an
             option has a value out of range; the flavour cannot serve the
-            socket's descriptor (:class:`SelectStocking` takes none from
+            socket's descriptor (:class:`~stockings.SelectStocking` takes none from
             1024, ``FD_SETSIZE``, up).
         OSError: ``sock`` is not connected.
     """
@@ -169,14 +168,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         if linger is not None and not linger >= 0:
             raise ValueError("linger must be None or a number of seconds, 0 or more")
         hub = self._choose_hub(hub, private)
-        check_fd_limit(sock, hub, type(self).__name__)
-        if nodelay and sock.family in (socket.AF_INET, socket.AF_INET6):
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
-        if keepalive is not None and keepalive is not False:
-            set_keepalive(sock, keepalive)
+        prepare_socket(sock, hub, type(self).__name__, nodelay, keepalive)
         options = ChannelOptions(
             max_message_size,
             write_high_water,
@@ -533,8 +525,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         Without ``half_close`` the stocking has then ended too; with it, it
         stays open for replies until :meth:`close`.
         """
-        channel = self._channel
-        return channel._peer_eof or channel.end_reason is EndReason.PEER_CLOSED
+        return self._channel.peer_closed
 
     @property
     def end_reason(self) -> EndReason | None:
@@ -653,105 +644,3 @@ def _no_message(kwargs: dict[str, Any]) -> TypeError:
             f"write() takes the message as its one positional argument, not by keyword ({names})"
         )
     return TypeError("write() needs the message to send: write(message)")
-
-
-def discard_socket(sock: socket.socket) -> None:
-    """Close a connected socket whose stocking could not be made.
-
-    A subclass's ``__init__`` may raise after ``Stocking.__init__`` has
-    handed the socket to a hub: then the connection is aborted through its
-    channel, so the hub never watches a descriptor closed under it.
-    Otherwise the socket is simply closed.
-    """
-    for channel in list(_live_channels):
-        if channel.sock is sock:
-            channel.close(flush=False)
-            return
-    sock.close()
-
-
-def check_fd_limit(sock: socket.socket, hub: Hub, what: str) -> None:
-    """Refuse a socket whose descriptor ``hub``'s selector cannot watch.
-
-    Raises:
-        ValueError: the descriptor is at or over the hub's limit (``select()``'s
-            ``FD_SETSIZE``), naming the flavours that have none.
-    """
-    limit = hub.fd_limit
-    fd = sock.fileno()
-    if limit is not None and fd >= limit:
-        raise ValueError(
-            f"{what} cannot serve descriptor {fd}: select() only takes descriptors"
-            f" below FD_SETSIZE ({limit}); use Stocking or PollStocking, which have no such limit"
-        )
-
-
-def set_keepalive(sock: socket.socket, keepalive: bool | float) -> None:
-    """Turn TCP keepalive on for ``sock``; see the ``keepalive`` option of :class:`Stocking`.
-
-    Args:
-        sock: the socket; anything but TCP is left alone.
-        keepalive: ``True`` for the system's timings, or the seconds of
-            silence before the first probe.
-
-    Raises:
-        ValueError: ``keepalive`` is a number that is not positive.
-    """
-    if keepalive is not True and not keepalive > 0:
-        raise ValueError("keepalive must be True, None or a positive number of seconds")
-    if sock.family not in (socket.AF_INET, socket.AF_INET6):
-        return
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    if keepalive is True:
-        return
-    idle = max(1, round(keepalive))
-    interval = max(1, round(keepalive / 3))
-    # Linux, the BSDs and Windows name the idle option TCP_KEEPIDLE; macOS
-    # names it TCP_KEEPALIVE. A system without them keeps its own timings.
-    idle_option = getattr(socket, "TCP_KEEPIDLE", getattr(socket, "TCP_KEEPALIVE", None))
-    for option, value in (
-        (idle_option, idle),
-        (getattr(socket, "TCP_KEEPINTVL", None), interval),
-        (getattr(socket, "TCP_KEEPCNT", None), 3),
-    ):
-        if option is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, option, value)
-    # The kernel sends no probe while sent data awaits its acknowledgement:
-    # it retransmits instead, for some 15 minutes on Linux. A user timeout
-    # as long as the probes take bounds that wait too, and (Linux) takes
-    # over from TCP_KEEPCNT with the same result for probes.
-    user_timeout = getattr(socket, "TCP_USER_TIMEOUT", None)
-    if user_timeout is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, user_timeout, (idle + 3 * interval) * 1000)
-
-
-class SelectStocking(Stocking[ReadT, WriteP]):
-    """A stocking whose hub waits with ``select.select``: works everywhere, Windows too.
-
-    Its hub wakes on a socket pair when there is data to send, so it never
-    polls; ``STOCKING_SELECT_SEND_INTERVAL`` (seconds), if set when the
-    stocking is made, only bounds how long one wait may last.
-    """
-
-    flavour = "select"
-    selector_factory = selectors.SelectSelector
-
-    @classmethod
-    def _max_wait(cls) -> float | None:
-        interval = os.environ.get("STOCKING_SELECT_SEND_INTERVAL")
-        if not interval:
-            return None
-        try:
-            value = float(interval)
-        except ValueError:
-            return None
-        return value if value > 0 else None
-
-
-if hasattr(select, "poll"):
-
-    class PollStocking(Stocking[ReadT, WriteP]):
-        """A stocking whose hub waits with ``select.poll``."""
-
-        flavour = "poll"
-        selector_factory = selectors.PollSelector

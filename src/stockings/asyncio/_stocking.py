@@ -23,12 +23,8 @@ from .._errors import ConnectionClosed, EndReason, HandshakeFailed
 from .._framing import DEFAULT_MAX_MESSAGE_SIZE, Message
 from .._options import ChannelOptions
 from .._protocol import State
-from .._stocking import (
-    DEFAULT_CLOSE_TIMEOUT,
-    DEFAULT_READ_HIGH_WATER,
-    DEFAULT_WRITE_HIGH_WATER,
-    set_keepalive,
-)
+from .._sockopts import set_keepalive
+from .._stocking import DEFAULT_CLOSE_TIMEOUT, DEFAULT_READ_HIGH_WATER, DEFAULT_WRITE_HIGH_WATER
 from ._connection import Connection
 
 __all__ = ["Stocking"]
