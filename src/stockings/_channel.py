@@ -475,12 +475,13 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
                 error = exc
             pending = bool(self._out)
             keep_open = self.options.half_close
+            if not keep_open:
+                # Replies written before the peer's FIN still reach it; one
+                # written from now on would be dropped by the end, so it is
+                # refused instead: take no new writes, flush, end.
+                self._closing = True
             if (pending or keep_open) and error is None:
                 self._peer_eof = True
-                if not keep_open:
-                    # Replies written before the peer's FIN still reach it: take
-                    # no new writes, flush the queue, then end as PEER_CLOSED.
-                    self._closing = True
         try:
             self.decoder.eof()
         except Exception as exc:

@@ -687,3 +687,52 @@ def test_close_notify_goes_out_once_when_a_flush_and_close_meet(
     assert not closer.is_alive()
     assert writer.end_reason is EndReason.CLOSED, repr(writer.end_exception)
     assert len(unwraps) == 1
+
+
+@pytest.mark.usefixtures("no_leaks")
+def test_a_write_as_the_peer_half_closes_is_sent_or_refused(
+    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+) -> None:
+    """A write between the peer's end of stream and the stocking's end is never dropped.
+
+    The hub, having found nothing left to send, is held just before it ends
+    the stocking; a write then (queued, as every TLS write of the main
+    thread is) must either raise or reach the peer, which still reads.
+    """
+    stocking, raw = tls_stocking_and_raw_peer(stockings.Stocking, client_context, server_context)
+    with raw:
+        raw.sendall(b"\x82hi")
+        assert stocking.read(timeout=10) == "hi"
+        channel = stocking._channel
+        at_end = threading.Event()
+        go_on = threading.Event()
+        original_end = channel._end
+
+        def held_end(reason: EndReason, exc: BaseException | None = None) -> None:
+            if reason is EndReason.PEER_CLOSED and not at_end.is_set():
+                at_end.set()
+                go_on.wait(10)
+            original_end(reason, exc)
+
+        channel._end = held_end  # type: ignore[method-assign]
+        # TCP's half-close under TLS: the peer can still read what comes.
+        socket.socket.shutdown(raw, socket.SHUT_WR)
+        assert at_end.wait(10)
+        try:
+            stocking.write(b"late")
+        except stockings.ConnectionClosed:
+            written = False
+        else:
+            written = True
+        go_on.set()
+        received = b""
+        try:
+            while chunk := raw.recv(4096):
+                received += chunk
+        except OSError:
+            pass
+    assert stocking.read(timeout=10) is None
+    assert stocking.end_reason is EndReason.PEER_CLOSED, repr(stocking.end_exception)
+    if written:
+        assert b"late" in received, "write() returned, but the message never arrived"
+    stocking.close()
