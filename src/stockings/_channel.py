@@ -1,26 +1,26 @@
 """One connection's I/O: its socket, decoder, outbound queue and inbox.
 
-The path of a message: ``outbox.send`` (any thread) encodes it and either hands it
-straight to the socket, when nothing is queued ahead of it and the last send
-was not a moment ago, or appends it to the outbound queue (small messages
-into one batch buffer at its tail), which the writer sends itself every
-``WRITER_FLUSH_SIZE`` bytes and the hub thread flushes in as few ``sendmsg``
-calls as the kernel allows. The hub thread receives into its shared buffer,
-the :class:`~stockings._framing.Decoder` cuts whole messages out (a large
-``bytes`` payload is received into a reused buffer of its own instead), and
-they land in the inbox, where ``receive`` (any thread) takes them. A
-reader that finds the inbox empty and the socket idle receives for itself
-instead (``_read_directly``): the message then costs one thread wake-up,
-not two.
+The path of a message: ``outbox.send`` (any thread) encodes it and either
+hands it straight to the socket, when nothing is queued ahead of it and the
+last send was not a moment ago, or appends it to the outbound queue (small
+messages into one batch buffer at its tail), which the writer sends itself
+every ``WRITER_FLUSH_SIZE`` bytes and the hub thread flushes in as few
+``sendmsg`` calls as the kernel allows. The hub thread receives into its
+shared buffer, the :class:`~stockings._framing.Decoder` cuts whole messages
+out (a large ``bytes`` payload is received into a reused buffer of its own
+instead), and they land in the inbox, where ``receive`` (any thread) takes
+them. A reader that finds the inbox empty and the socket idle receives for
+itself instead (``_read_directly``): the message then costs one thread
+wake-up, not two.
 
 Locks: the outbox's ``lock`` guards the outbound queue and every use of
 the socket for sending; ``_recv_lock`` every receive and the decoder;
 ``_in_lock`` the end state and waiting for the inbox, which a reader with a
 message waiting pops without it; ``_interest_lock`` what the selector
-watches the socket for. Only the hub thread touches the selector, but for a direct reader
-changing its own socket's interest on an epoll hub. Where two are held,
-``_recv_lock`` is taken first. User threads never block the hub thread for
-longer than one receive.
+watches the socket for. Only the hub thread touches the selector, but for
+a direct reader changing its own socket's interest on an epoll hub. Where
+two are held, ``_recv_lock`` is taken first. User threads never block the
+hub thread for longer than one receive.
 
 :class:`Channel` is put together from parts. The outbound side is an object
 of its own, :class:`~stockings._outbox.Outbox` (the outbound queue, its lock,
