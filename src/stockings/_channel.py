@@ -25,8 +25,8 @@ hub thread for longer than one receive.
 :class:`Channel` is put together from parts. The outbound side is an object
 of its own, :class:`~stockings._outbox.Outbox` (the outbound queue, its lock,
 write-side flow control, sending from writers' threads and for the hub),
-which the channel makes, drives through a few methods and which calls back
-through three callables. The read side is still two mixins sharing the
+which the channel makes and drives through a few methods, and which calls
+back through three (``OutboxOwner``). The read side is still two mixins sharing the
 channel's state (set up, and its locks explained, in ``Channel.__init__``):
 ``_inbox`` (the inbox and its readers, read-side flow control, readiness)
 and ``_direct`` (a waiting reader receiving on its own thread). This module
@@ -135,10 +135,8 @@ class Channel(InboxMixin, DirectReadMixin):
             sock,
             hub,
             options,
-            flush=self._flush_from_hub,
-            end_soon=self.end_soon,
-            closed_error=self._closed_error,
-            rules=self._send_rules,
+            self,
+            self._send_rules,
         )
         self._events = 0  # what the selector watches for (``_interest_lock``)
         # The descriptor registered with an EpollSelector, which keeps it

@@ -13,8 +13,10 @@ The :class:`Outbox` is one part of a :class:`~stockings._channel.Channel`,
 which makes it and drives it: it starts it flushing on the hub thread,
 tells it when no more writes are taken (:attr:`Outbox.closing`, set under
 the lock) and drops its queue when the channel ends. The outbox asks the
-channel for three things only, given at construction: a flush on the hub
+channel for three things only (:class:`OutboxOwner`): a flush on the hub
 thread, an end when a send fails, and the error a refused write raises.
+It holds the channel weakly, so that the two make no reference cycle and
+a channel nobody holds is freed at once, not by the cyclic collector.
 How it may use the socket (``sendmsg`` or not, which exceptions mean "the
 kernel is full", whether this thread may send now) is a :class:`SendRules`,
 so the plain path knows nothing of TLS.
@@ -26,12 +28,13 @@ import math
 import os
 import socket
 import time
+import weakref
 from _thread import LockType
 from collections import deque
 from collections.abc import Callable, Iterable
 from itertools import islice
 from threading import Lock
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from ._buffers import Batch
 from ._common import LARGE_PAYLOAD
@@ -49,6 +52,7 @@ __all__ = [
     "WRITER_FLUSH_SIZE",
     "_BYTES_HEADERS",
     "Outbox",
+    "OutboxOwner",
     "SendRules",
 ]
 
@@ -100,6 +104,19 @@ def _never() -> bool:
     return False
 
 
+class OutboxOwner(Protocol):
+    """What an :class:`Outbox` asks of its channel."""
+
+    def _flush_from_hub(self) -> None:
+        """Flush the outbox (hub thread): calls :meth:`Outbox.flush` under its lock."""
+
+    def end_soon(self, reason: EndReason, exc: BaseException | None = None) -> None:
+        """Have the hub thread end the channel (any thread): a send failed."""
+
+    def _closed_error(self) -> ConnectionClosed:
+        """The error a write refused once :attr:`Outbox.closing` raises."""
+
+
 class Outbox:
     """The outbound queue of one channel, and everything that sends from it.
 
@@ -107,25 +124,19 @@ class Outbox:
         sock: the channel's non-blocking socket.
         hub: the channel's hub.
         options: the channel's options (``max_message_size``, high and low water).
-        flush: the channel's flush, which the hub calls (``hub.call_soon``)
-            when the queue waits for it; it calls :meth:`flush`.
-        end_soon: has the hub end the channel with a reason and an
-            exception (any thread); called when a writer's send fails.
-        closed_error: the error for a write refused once :attr:`closing`.
+        owner: the channel, held weakly.
         rules: how the socket may be used.
     """
 
     __slots__ = (
-        "_closed_error",
         "_drain_waiters",
         "_drained",
-        "_end_soon",
-        "_flush",
         "_flush_scheduled",
         "_last_send",
         "_may_send",
         "_out",
         "_out_bytes",
+        "_owner",
         "_rules",
         "_sending",
         "_sent_record",
@@ -147,10 +158,7 @@ class Outbox:
         sock: socket.socket,
         hub: Hub,
         options: ChannelOptions,
-        *,
-        flush: Callable[[], None],
-        end_soon: Callable[[EndReason, BaseException | None], None],
-        closed_error: Callable[[], ConnectionClosed],
+        owner: OutboxOwner,
         rules: SendRules = PLAIN_RULES,
     ) -> None:
         self.sock = sock
@@ -190,10 +198,7 @@ class Outbox:
         #: True once no more messages are taken: set by the channel (with
         #: ``lock`` held) when it closes or ends, or here when a send fails.
         self.closing = False
-        # The channel's side of the conversation.
-        self._flush = flush
-        self._end_soon = end_soon
-        self._closed_error = closed_error
+        self._owner: weakref.ref[OutboxOwner] = weakref.ref(owner)
 
     # ------------------------------------------------------------ writers
 
@@ -330,7 +335,7 @@ class Outbox:
         two leaves one flush too many, which costs nothing.
         """
         if not self._flush_scheduled:
-            self.hub.call_soon(self._flush)
+            self.hub.call_soon(self._flush_owner)
             self._flush_scheduled = True
 
     def _drain_waiter(self, deadline: float, timeout: float | None) -> LockType:
@@ -367,7 +372,9 @@ class Outbox:
         """
         self.closing = True
         reason = end_reason_for(exc)
-        self._end_soon(reason, exc)
+        owner = self._owner()
+        if owner is not None:
+            owner.end_soon(reason, exc)
         return ConnectionClosed(f"connection lost while writing: {exc}", reason)
 
     def _flush_by_writer(self) -> None:
@@ -392,6 +399,18 @@ class Outbox:
         if self._out:
             # The kernel is full: the hub sends the rest when it can.
             self._schedule_flush()
+
+    def _flush_owner(self) -> None:
+        """The flush ``_schedule_flush`` posts: the channel's, if it is still about."""
+        owner = self._owner()
+        if owner is not None:
+            owner._flush_from_hub()
+
+    def _closed_error(self) -> ConnectionClosed:
+        owner = self._owner()
+        if owner is None:  # pragma: no cover - whoever writes holds the channel
+            return ConnectionClosed("the stocking has ended", EndReason.CLOSED)
+        return owner._closed_error()
 
     def send_many(self, messages: Iterable[object], timeout: float | None = None) -> None:
         """Queue several messages as one batch, in order, and send it at once.
@@ -568,7 +587,11 @@ class Outbox:
             The error the socket raised, if any: the channel then ends.
         """
         self._flush_scheduled = False
-        return self.send_now()
+        try:
+            self._send_queued()
+        except OSError as exc:
+            return exc
+        return None
 
     def send_now(self) -> OSError | None:
         """Send what the kernel takes now (``lock`` held by the caller), on the hub thread.
