@@ -1,32 +1,35 @@
 """One connection's I/O: its socket, decoder, outbound queue and inbox.
 
-The path of a message: ``send`` (any thread) encodes it and either hands it
-straight to the socket, when nothing is queued ahead of it and the last send
-was not a moment ago, or appends it to the outbound queue (small messages
-into one batch buffer at its tail), which the writer sends itself every
-``WRITER_FLUSH_SIZE`` bytes and the hub thread flushes in as few ``sendmsg``
-calls as the kernel allows. The hub thread receives into its shared buffer,
-the :class:`~stockings._framing.Decoder` cuts whole messages out (a large
-``bytes`` payload is received into a reused buffer of its own instead), and
-they land in the inbox, where ``receive`` (any thread) takes them. A
-reader that finds the inbox empty and the socket idle receives for itself
-instead (``_read_directly``): the message then costs one thread wake-up,
-not two.
+The path of a message: ``outbox.send`` (any thread) encodes it and either
+hands it straight to the socket, when nothing is queued ahead of it and the
+last send was not a moment ago, or appends it to the outbound queue (small
+messages into one batch buffer at its tail), which the writer sends itself
+every ``WRITER_FLUSH_SIZE`` bytes and the hub thread flushes in as few
+``sendmsg`` calls as the kernel allows. The hub thread receives into its
+shared buffer, the :class:`~stockings._framing.Decoder` cuts whole messages
+out (a large ``bytes`` payload is received into a reused buffer of its own
+instead), and they land in the inbox, where ``receive`` (any thread) takes
+them. A reader that finds the inbox empty and the socket idle receives for
+itself instead (``_read_directly``): the message then costs one thread
+wake-up, not two.
 
-Locks: ``_out_lock`` guards the outbound queue and every use of the socket
-for sending; ``_recv_lock`` every receive and the decoder; ``_in_lock`` the
-end state and waiting for the inbox, which a reader with a message waiting
-pops without it; ``_interest_lock`` what the selector watches the socket
-for. Only the hub thread touches the selector, but for a direct reader
-changing its own socket's interest on an epoll hub. Where two are held,
-``_recv_lock`` is taken first. User threads never block the hub thread for
-longer than one receive.
+Locks: the outbox's ``lock`` guards the outbound queue and every use of
+the socket for sending; ``_recv_lock`` every receive and the decoder;
+``_in_lock`` the end state and waiting for the inbox, which a reader with a
+message waiting pops without it; ``_interest_lock`` what the selector
+watches the socket for. Only the hub thread touches the selector, but for
+a direct reader changing its own socket's interest on an epoll hub. Where
+two are held, ``_recv_lock`` is taken first. User threads never block the
+hub thread for longer than one receive.
 
-:class:`Channel` is put together from parts, one job each, which share its
-state (all of it set up, and its locks explained, in ``Channel.__init__``):
-``_outbound`` (the outbound queue, sending from writers' threads),
-``_inbox`` (the inbox and its readers, read-side flow control, readiness),
-``_direct`` (a waiting reader receiving on its own thread); this module
+:class:`Channel` is put together from parts. The outbound side is an object
+of its own, :class:`~stockings._outbox.Outbox` (the outbound queue, its lock,
+write-side flow control, sending from writers' threads and for the hub),
+which the channel makes and drives through a few methods, and which calls
+back through three (``OutboxOwner``). The read side is still two mixins sharing the
+channel's state (set up, and its locks explained, in ``Channel.__init__``):
+``_inbox`` (the inbox and its readers, read-side flow control, readiness)
+and ``_direct`` (a waiting reader receiving on its own thread). This module
 keeps registration with the selector, everything the hub thread does
 (receiving, assembling large payloads, the end of the stream, flushing),
 closing, ending and what a forked child does with its copy.
@@ -64,6 +67,7 @@ from ._common import (
 from ._direct import _MAY_SPIN, SPIN_BACKOFF_FIRST, DirectReadMixin
 from ._epoll import EpollSelector
 from ._errors import (
+    ConnectionClosed,
     EndReason,
     IncompleteMessage,
     MessageTooLarge,
@@ -76,9 +80,9 @@ from ._hub import Hub, Timer
 from ._inbox import InboxMixin
 from ._log import connection_log
 from ._options import ChannelOptions
-from ._outbound import _BYTES_HEADERS, OutboundMixin
-from ._outbound import BURST_GAP as BURST_GAP
-from ._outbound import WRITER_FLUSH_SIZE as WRITER_FLUSH_SIZE
+from ._outbox import BURST_GAP as BURST_GAP
+from ._outbox import PLAIN_RULES, Outbox, SendRules
+from ._outbox import WRITER_FLUSH_SIZE as WRITER_FLUSH_SIZE
 from ._signal import ReadySignal
 from ._sync import LazyCondition
 
@@ -105,7 +109,7 @@ DEFAULT_LINGER = 5.0
 _live_channels: weakref.WeakSet[Channel] = weakref.WeakSet()
 
 
-class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
+class Channel(InboxMixin, DirectReadMixin):
     """The I/O engine of one connection, served by a :class:`~stockings._hub.Hub`."""
 
     #: Whether a reader waiting for a message may receive it on its own
@@ -116,6 +120,8 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
     linger: float | None = DEFAULT_LINGER
     #: Who is at the other end, for log records; the stocking names it.
     peer = "?"
+    #: How the outbox may use the socket; a TLS channel has its own.
+    _send_rules: SendRules = PLAIN_RULES
 
     def __init__(self, sock: socket.socket, hub: Hub, options: ChannelOptions) -> None:
         sock.setblocking(False)
@@ -123,7 +129,15 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
         self.hub = hub
         self.options = options
         self.decoder = Decoder(options.max_message_size)
-        self._use_sendmsg = hasattr(sock, "sendmsg") and not isinstance(sock, ssl.SSLSocket)
+        #: The outbound side: ``send`` and ``send_many``, bound once by the
+        #: stocking, and the queue the hub flushes.
+        self.outbox = Outbox(
+            sock,
+            hub,
+            options,
+            self,
+            self._send_rules,
+        )
         self._events = 0  # what the selector watches for (``_interest_lock``)
         # The descriptor registered with an EpollSelector, which keeps it
         # registered while it watches it for nothing; -1 when not.
@@ -156,38 +170,16 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
         self._reading = True  # hub thread only
         self._started = False
 
-        self._out_lock = Lock()
-        self._drained = LazyCondition(self._out_lock)
-        self._out: deque[BytesLike] = deque()
-        self._out_bytes = 0
-        # What the kernel took from the queue, recorded with the send itself
-        # and not yet taken off it (see ``_send_queued``; ``_out_lock``).
-        self._sent_record: list[int] = []
-        # True while a thread sends from the queue (``_out_lock`` held); the
-        # lock-free path of ``send`` then leaves the queue alone.
-        self._sending = False
-        self._drain_waiters = 0
-        self._flush_scheduled = False
-        limit = options.max_message_size
-        # Payloads shorter than this may take send's fast path.
-        cached = len(_BYTES_HEADERS)
-        self._small_limit = cached if limit is None else min(cached, limit + 1)
-        self._write_high_water = options.write_high_water
-        # When this channel last handed bytes to the kernel from a writer's
-        # thread (``_out_lock``); see BURST_GAP.
-        self._last_send = float("-inf")
         # A large payload being received into a buffer of its own (hub thread).
         self._assembly: Assembly | None = None
         self._spare_buffers: deque[bytearray] = deque()
-        # What went through, for anyone to read at any time: messages written
-        # and delivered, and bytes of the message stream (headers included,
-        # TLS excluded) the kernel took and gave. Each is changed by one
-        # thread at a time, in the same step as the state it counts.
-        self.messages_sent = 0
+        # What came in, for anyone to read at any time: messages delivered
+        # and bytes of the message stream (headers included, TLS excluded)
+        # the kernel gave; the outbox counts what went out. Each is changed
+        # by one thread at a time, in the same step as the state it counts.
         self.messages_received = 0
-        self.bytes_sent = 0
         self.bytes_received = 0
-        self._closing = False
+        # Set, with the outbox's ``closing``, under its lock.
         self._close_requested = False
         self._abort_requested = False
         # Whether close() has asked the hub to end the channel; set once it
@@ -261,13 +253,13 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
             self._last_receive = time.monotonic()
             self._idle_timer = self.hub.call_later(idle, self._check_idle)
         self._set_interest()
-        if self._out:
+        if self.outbox.pending:
             self._flush_from_hub()
 
     def _wanted_events(self) -> int:
         """What the selector should watch for now (``_interest_lock`` held)."""
         reading = self._reading and not self._direct_reader and not self._end_pending
-        return (_EVENT_READ if reading else 0) | (_EVENT_WRITE if self._out else 0)
+        return (_EVENT_READ if reading else 0) | (_EVENT_WRITE if self.outbox.pending else 0)
 
     def _set_interest(self) -> None:
         with self._interest_lock:
@@ -467,19 +459,16 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
 
     def _end_of_stream(self) -> None:
         # A half-closing peer may still read: hand it what the kernel takes now.
-        error: OSError | None = None
-        with self._out_lock:
-            try:
-                self._send_queued()
-            except OSError as exc:
-                error = exc
-            pending = bool(self._out)
+        outbox = self.outbox
+        with outbox.lock:
+            error = outbox.send_now()
+            pending = outbox.pending
             keep_open = self.options.half_close
             if not keep_open:
                 # Replies written before the peer's FIN still reach it; one
                 # written from now on would be dropped by the end, so it is
                 # refused instead: take no new writes, flush, end.
-                self._closing = True
+                outbox.closing = True
             if (pending or keep_open) and error is None:
                 self._peer_eof = True
         try:
@@ -518,19 +507,15 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
     def _flush_from_hub(self) -> None:
         if self.ended:
             return
-        error: OSError | None = None
-        with self._out_lock:
-            self._flush_scheduled = False
-            try:
-                self._send_queued()
-            except OSError as exc:
-                error = exc
+        outbox = self.outbox
+        with outbox.lock:
+            error = outbox.flush()
             # Judged under the lock: a write may queue a message once it is
             # released, but not after close() has marked the queue closing,
             # so only "empty and closing" seen together means empty for good.
             # An abort's own call ends it as ABORTED; a flush it overtook
             # must not close it cleanly first.
-            done = not self._out and self._closing and not self._abort_requested
+            done = not outbox.pending and outbox.closing and not self._abort_requested
         if error is not None:
             self._end(end_reason_for(error), error)
             return
@@ -543,7 +528,7 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
             # A close() interrupted after posting this posts it again.
             return
         self._close_begun = True
-        if not self._out:
+        if not self.outbox.pending:
             self._finish_close()
             return
         if timeout is not None:
@@ -551,7 +536,7 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
         self._flush_from_hub()
 
     def _close_timed_out(self) -> None:
-        left = self._out_bytes
+        left = self.outbox.queued_bytes
         self._end(
             EndReason.TIMEOUT,
             WriteTimeout(f"close() gave up flushing with {left} bytes still unsent"),
@@ -616,9 +601,12 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
                 else:
                     self._direct_wake.close()
                     self._direct_wake = None
-        with self._out_lock:
-            self._closing = True
-            if (reason is EndReason.ABORTED or self._out) and self.sock.family in _TCP_FAMILIES:
+        outbox = self.outbox
+        with outbox.lock:
+            outbox.closing = True
+            if (
+                reason is EndReason.ABORTED or outbox.pending
+            ) and self.sock.family in _TCP_FAMILIES:
                 # Reset rather than FIN: the peer must not mistake a stream
                 # cut short (perhaps inside a message) for a clean close.
                 try:
@@ -626,10 +614,7 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
                 except OSError:
                     pass
             self.sock.close()
-            self._out.clear()
-            self._sent_record.clear()
-            self._out_bytes = 0
-            self._drained.notify_all()
+            outbox.discard()
         with self._in_lock:
             self.ended = True
             self.end_reason = reason
@@ -659,8 +644,8 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
                 detail,
                 self.messages_received,
                 self.bytes_received,
-                self.messages_sent,
-                self.bytes_sent,
+                outbox.messages_sent,
+                outbox.bytes_sent,
                 extra={"peer": self.peer},
             )
         for callback in callbacks:
@@ -679,15 +664,16 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
         """
         if self.ended:
             return
-        with self._out_lock:
+        outbox = self.outbox
+        with outbox.lock:
             self._close_requested = True
-            self._closing = True
+            outbox.closing = True
             if not flush:
                 # A write that gives up now says the stocking was aborted.
                 self._abort_requested = True
             # A write blocked at the high-water mark gives up now: its
             # message was not written before close(), so it is not flushed.
-            self._drained.notify_all()
+            outbox.wake_writers()
         with self._in_lock:
             # So does a read waiting for a message: we are done reading.
             self._arrived.notify_all()
@@ -710,6 +696,21 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
             grace = None if timeout is None else timeout + 1.0
             self.wait_ended(grace)
 
+    def _closed_error(self) -> ConnectionClosed:
+        """What a write refused by a closing or ended channel raises (for the outbox)."""
+        reason = self.end_reason
+        if reason is None:
+            if self._abort_requested:
+                return ConnectionClosed("the stocking was aborted", EndReason.ABORTED)
+            if self._peer_eof and not self._close_requested:
+                return ConnectionClosed(
+                    "the peer closed its side; flushing the last replies", EndReason.PEER_CLOSED
+                )
+            return ConnectionClosed("the stocking is closing", EndReason.CLOSED)
+        error = ConnectionClosed(f"the stocking has ended: {reason.value}", reason)
+        error.__cause__ = self.end_exception
+        return error
+
     def _end_unstarted(self, reason: EndReason) -> None:
         self.sock.close()
         with self._in_lock:
@@ -720,6 +721,7 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
     # ------------------------------------------------------ for other layers
     # What the stocking, its handshake thread and the interpreter-exit hooks
     # (``_shutdown``) may ask of a channel, so that none reaches into its state.
+    # Writing, and what was written, they ask of ``outbox``.
 
     @property
     def started(self) -> bool:
@@ -734,7 +736,7 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
     @property
     def has_unsent(self) -> bool:
         """Whether anything written is still queued, not yet handed to the kernel."""
-        return bool(self._out)
+        return self.outbox.pending
 
     @property
     def peer_closed(self) -> bool:
@@ -789,8 +791,7 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
         closes only its own descriptors (no shutdown, which would reach the
         peer) and reads as ended.
         """
-        self._out_lock = Lock()
-        self._drained = LazyCondition(self._out_lock)
+        self.outbox.disown()
         self._in_lock = Lock()
         self._arrived = LazyCondition(self._in_lock)
         self._recv_lock = Lock()
@@ -800,12 +801,7 @@ class Channel(OutboundMixin, InboxMixin, DirectReadMixin):
         if self._direct_wake is not None:
             self._direct_wake.close()
             self._direct_wake = None
-        self._out.clear()
-        self._sent_record.clear()
-        self._out_bytes = 0
-        self._drain_waiters = 0
         self._readers_waiting = 0
-        self._closing = True
         self._close_requested = True
         self.inbox.clear()
         self._delivered = self._consumed = 0

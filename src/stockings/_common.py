@@ -1,9 +1,9 @@
 """What the parts of a channel share.
 
-:class:`~stockings._channel.Channel` is assembled from mixins, one job
-each (``_outbound``, ``_inbox``, ``_direct``); the constants two of them
-must agree on live here, where each can import them without importing the
-channel itself.
+:class:`~stockings._channel.Channel` is assembled from parts, one job
+each (the ``_outbox`` object, the ``_inbox`` and ``_direct`` mixins); the
+constants two of them must agree on live here, where each can import them
+without importing the channel itself.
 """
 
 from __future__ import annotations

@@ -152,7 +152,7 @@ def _linger_ran_out(channel: Channel, linger: float) -> None:
     channel.end(
         EndReason.TIMEOUT,
         WriteTimeout(
-            f"the interpreter exited with {channel.queued_bytes} bytes unsent"
+            f"the interpreter exited with {channel.outbox.queued_bytes} bytes unsent"
             f" after lingering {linger} s"
         ),
     )

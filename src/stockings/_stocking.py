@@ -185,7 +185,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         self._channel.linger = linger
         self._channel.peer = peer = self._peer_name()
         # Bound once: write is the hottest call there is.
-        self._send = self._channel.send
+        self._send = self._channel.outbox.send
         self._receive = self._channel.receive
         # Aborts the connection, with a ResourceWarning, if this stocking is
         # dropped unclosed; holds the channel, never the stocking.
@@ -383,7 +383,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
             # Each item is pre_write's one argument, whatever WriteP says.
             pre_write: Callable[[Any], Outgoing] = self.pre_write
             messages = [pre_write(message) for message in messages]
-        self._channel.send_many(messages, self.write_timeout)
+        self._channel.outbox.send_many(messages, self.write_timeout)
 
     def read_all(self, timeout: float | None = 0.0) -> list[ReadT]:
         """Return every message received so far, through ``post_read``, oldest first.
@@ -406,7 +406,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
 
     def _write(self, message: Outgoing) -> None:
         """Send a message as is, bypassing ``pre_write``; for handshakes."""
-        self._channel.send(message, self.write_timeout)
+        self._send(message, self.write_timeout)
 
     def _read(self, timeout: float | None = 0.0) -> Message | None:
         """Receive a message as is, bypassing ``post_read``; for handshakes.
@@ -455,12 +455,12 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
 
     def write_data_queued(self) -> bool:
         """True while written bytes have not yet been handed to the socket."""
-        return self._channel.queued_bytes > 0
+        return self._channel.outbox.queued_bytes > 0
 
     @property
     def queued_bytes(self) -> int:
         """How many written bytes have not yet been handed to the socket."""
-        return self._channel.queued_bytes
+        return self._channel.outbox.queued_bytes
 
     @property
     def linger(self) -> float | None:
@@ -480,7 +480,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         Counted when the message is queued: it goes out unless the
         connection ends first (``queued_bytes`` tells how much has not).
         """
-        return self._channel.messages_sent
+        return self._channel.outbox.messages_sent
 
     @property
     def messages_received(self) -> int:
@@ -493,7 +493,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
 
         Over TLS, the bytes before encryption.
         """
-        return self._channel.bytes_sent
+        return self._channel.outbox.bytes_sent
 
     @property
     def bytes_received(self) -> int:
@@ -511,7 +511,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
     @property
     def active(self) -> bool:
         """True until the stocking is closing or has ended (1.2.3's flag)."""
-        return not self._channel.closing
+        return not self._channel.outbox.closing
 
     @property
     def ended(self) -> bool:

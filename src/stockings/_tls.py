@@ -12,9 +12,15 @@ the same; what differs is how the TLS engine is driven:
   and a :class:`~stockings.HandshakeFailed` chained to the ``ssl`` error,
   having delivered nothing.
 - One TLS connection is one OpenSSL object, which must not be used by two
-  threads at once. The plain channel already sends only under its outbound
-  lock; here every other use of the TLS object (receive, handshake,
-  shutdown) takes that lock too, so user threads can still write directly.
+  threads at once. The outbox already sends only under its lock; here
+  every other use of the TLS object (receive, handshake, shutdown) takes
+  that lock too, so user threads can still write directly.
+- How the outbox sends differs in three ways, given to it as its
+  :class:`~stockings._outbox.SendRules` (``_TLS_RULES``): no ``sendmsg``;
+  ``SSLWantWriteError`` and ``SSLWantReadError`` mean the kernel is full;
+  and the main thread never sends, only queues, and the hub sends
+  (``_off_main_thread``). Until the handshake is done the outbox holds
+  every write back (``Outbox.hold``).
 - OpenSSL decrypts whole records: bytes it has decrypted but not handed out
   yet (``pending()``) are invisible to ``select``, so receiving goes on
   until the TLS object has nothing left, not just until the socket is empty.
@@ -50,6 +56,7 @@ from ._errors import EndReason, HandshakeFailed, end_reason_for
 from ._hub import Hub
 from ._log import connection_log
 from ._options import ChannelOptions
+from ._outbox import SendRules
 
 __all__ = ["TlsChannel"]
 
@@ -57,11 +64,6 @@ _EVENT_READ = selectors.EVENT_READ
 _EVENT_WRITE = selectors.EVENT_WRITE
 _WOULD_BLOCK = (BlockingIOError, InterruptedError)
 
-#: Holds writes back while the TLS handshake runs. ``Channel.send`` queues a
-#: message whenever the outbound queue is not empty, so an empty marker at
-#: the head of the queue gates every write without costing the plain path a
-#: check. It is removed (by identity) when the handshake completes.
-_HANDSHAKE_GATE = memoryview(bytearray())
 #: How many times closing reads what already arrived, to keep the peer from
 #: seeing a reset before our close_notify (as the plain channel does).
 _CLOSE_DRAIN_ROUNDS = 64
@@ -91,11 +93,30 @@ else:
         return 0
 
 
+def _off_main_thread() -> bool:
+    """Whether this thread may send: any but the main thread.
+
+    ``SSLSocket.send`` checks for signals once OpenSSL has taken the
+    bytes, so on the main thread a signal handler's exception can hide a
+    write that happened: the next try would send it again. The main
+    thread only queues; the hub sends (the outbox asks it to).
+    """
+    return threading.get_ident() != threading.main_thread().ident
+
+
+_TLS_RULES = SendRules(
+    use_sendmsg=False,
+    would_block=(BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError),
+    may_send=_off_main_thread,
+)
+
+
 class TlsChannel(Channel):
     """The channel of a stocking over an ``ssl.SSLSocket``."""
 
     # The TLS object is not for two threads at once: the hub receives.
     _reads_directly = False
+    _send_rules = _TLS_RULES
 
     def __init__(self, sock: socket.socket, hub: Hub, options: ChannelOptions) -> None:
         if not isinstance(sock, ssl.SSLSocket):
@@ -112,7 +133,7 @@ class TlsChannel(Channel):
         # peer does after that (a reset, a TLS error) cannot undo the close.
         self._closed_our_side = False
         if self._handshaking:
-            self._out.append(_HANDSHAKE_GATE)
+            self.outbox.hold()
 
     @property
     def handshaking(self) -> bool:
@@ -129,7 +150,7 @@ class TlsChannel(Channel):
 
     def _wanted_events(self) -> int:
         reading = self._reading and not self._unwrapping
-        writing = self._want_write or (bool(self._out) and not self._handshaking)
+        writing = self._want_write or (self.outbox.pending and not self._handshaking)
         return (_EVENT_READ if reading or self._handshaking else 0) | (
             _EVENT_WRITE if writing else 0
         )
@@ -148,7 +169,7 @@ class TlsChannel(Channel):
                     self._receive()
                 if self.ended:
                     return
-                if self._out:
+                if self.outbox.pending:
                     self._flush_from_hub()
                 else:
                     self._set_interest()
@@ -158,7 +179,7 @@ class TlsChannel(Channel):
     def _advance_handshake(self) -> None:
         failure: OSError | None = None
         done = False
-        with self._out_lock:
+        with self.outbox.lock:
             try:
                 self._tls.do_handshake()
             except ssl.SSLWantReadError:
@@ -173,8 +194,7 @@ class TlsChannel(Channel):
                 done = True
                 self._handshaking = False
                 self._want_write = False
-                if self._out and self._out[0] is _HANDSHAKE_GATE:
-                    self._out.popleft()
+                self.outbox.release()
         if failure is not None:
             error = HandshakeFailed(f"TLS handshake failed: {failure}")
             error.__cause__ = failure
@@ -197,17 +217,6 @@ class TlsChannel(Channel):
         if not self.ended:
             self._flush_from_hub()
 
-    def _send_queued(self) -> None:
-        if self._handshaking:
-            return
-        if threading.get_ident() == threading.main_thread().ident:
-            # ``SSLSocket.send`` checks for signals once OpenSSL has taken the
-            # bytes, so on the main thread a signal handler's exception can
-            # hide a write that happened: the next try would send it again.
-            # The main thread only queues; the hub sends (``_enqueue`` asks it).
-            return
-        super()._send_queued()
-
     def _receive(self) -> bool:
         """Receive until the TLS object and the socket are empty, or the buffer is full.
 
@@ -221,7 +230,7 @@ class TlsChannel(Channel):
             filled = 0
             eof = False
             error: OSError | None = None
-            with self._out_lock:
+            with self.outbox.lock:
                 try:
                     while filled < size:
                         received = tls.recv_into(view[filled:])
@@ -267,7 +276,7 @@ class TlsChannel(Channel):
     def _resume_reading(self) -> None:
         super()._resume_reading()
         if self._reading and not self.ended and not self._handshaking:
-            with self._out_lock:
+            with self.outbox.lock:
                 pending = self._tls.pending()
             if pending:
                 # Decrypted bytes wait in the TLS object: no event will announce them.
@@ -276,7 +285,7 @@ class TlsChannel(Channel):
     # ---------------------------------------------------------------- close
 
     def _begin_close(self, timeout: float | None) -> None:
-        if self._handshaking and not self.ended and self._out_bytes == 0:
+        if self._handshaking and not self.ended and self.outbox.queued_bytes == 0:
             # Nothing was written: no need to wait for a handshake to end it.
             self._end(EndReason.CLOSED)
             return
@@ -296,7 +305,7 @@ class TlsChannel(Channel):
         """Send close_notify, shut the socket down, take in what arrived, end."""
         sent = False
         finished = False
-        with self._out_lock:
+        with self.outbox.lock:
             try:
                 self._tls.unwrap()
             except ssl.SSLWantReadError:

@@ -12,7 +12,7 @@ import pytest
 
 import stockings
 from conftest import wait_until
-from stockings import _buffers, _channel, _outbound
+from stockings import _buffers, _outbox
 
 Pair = tuple[socket.socket, socket.socket]
 
@@ -20,7 +20,7 @@ Pair = tuple[socket.socket, socket.socket]
 @pytest.fixture
 def bursty(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Make every write after the first count as part of a burst (queued, batched)."""
-    monkeypatch.setattr(_outbound, "BURST_GAP", 3600.0)
+    monkeypatch.setattr(_outbox, "BURST_GAP", 3600.0)
     yield
 
 
@@ -96,19 +96,19 @@ def test_the_writer_flushes_a_full_batch_itself(
     monkeypatch: pytest.MonkeyPatch, bursty: None, no_leaks: None
 ) -> None:
     flushes: list[int] = []
-    original = _channel.Channel._flush_by_writer
+    original = _outbox.Outbox._flush_by_writer
 
-    def counting(self: _channel.Channel) -> None:
+    def counting(self: _outbox.Outbox) -> None:
         flushes.append(self.queued_bytes)
         original(self)
 
-    monkeypatch.setattr(_channel.Channel, "_flush_by_writer", counting)
+    monkeypatch.setattr(_outbox.Outbox, "_flush_by_writer", counting)
     a, b = socket.socketpair()
     with stockings.Stocking(a) as left, stockings.Stocking(b) as right:
         for _ in range(2000):
             left.write(b"m" * 100)
         assert flushes, "a burst larger than WRITER_FLUSH_SIZE never flushed from the writer"
-        assert min(flushes) >= _outbound.WRITER_FLUSH_SIZE
+        assert min(flushes) >= _outbox.WRITER_FLUSH_SIZE
         for _ in range(2000):
             assert right.read(timeout=10) == b"m" * 100
 

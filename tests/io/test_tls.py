@@ -14,7 +14,7 @@ import trustme
 
 import stockings
 from conftest import FLAVOURS, tcp_pair, wait_until
-from stockings import EndReason, HandshakeFailed, Hub, Stocking, _outbound
+from stockings import EndReason, HandshakeFailed, Hub, Stocking, _outbox
 
 __all__: list[str] = []
 
@@ -161,7 +161,7 @@ def test_a_burst_of_small_writes_goes_out_in_few_records(
     server_context: ssl.SSLContext,
 ) -> None:
     # Every write after the first counts as part of a burst, however slow the machine.
-    monkeypatch.setattr(_outbound, "BURST_GAP", 3600.0)
+    monkeypatch.setattr(_outbox, "BURST_GAP", 3600.0)
     client_sock, server_sock = wrap_pair(client_context, server_context)
     sends: list[int] = []
     send = client_sock.send
@@ -625,7 +625,7 @@ def test_a_write_just_before_close_is_not_overtaken_by_close_notify(
 
     def pause_in_gap() -> None:
         nonlocal armed
-        if armed and not channel._out and not channel._closing:
+        if armed and not channel.outbox.pending and not channel.outbox.closing:
             armed = False
             in_gap.set()
             go_on.wait(10)
@@ -638,7 +638,7 @@ def test_a_write_just_before_close_is_not_overtaken_by_close_notify(
     writer.write(b"second")
     closer = threading.Thread(target=writer.close, name="test-closer")
     closer.start()
-    wait_until(lambda: channel._closing)
+    wait_until(lambda: channel.outbox.closing)
     go_on.set()
     closer.join(10)
     assert not closer.is_alive()

@@ -1,29 +1,40 @@
-"""A channel's outbound queue, and sending from the writers' threads.
+"""A channel's outbound side: its queue, sending from writers' threads, the hub's flush.
 
 ``send`` encodes a message and either hands it straight to the socket, when
 nothing is queued ahead of it and the last send was not a moment ago, or
 appends it to the outbound queue (small messages into one batch buffer at
 its tail). A writer sends the queue itself every ``WRITER_FLUSH_SIZE``
-bytes; otherwise the hub thread flushes it (``Channel._flush_from_hub``).
-Either way ``_send_queued`` hands it to the kernel in as few ``sendmsg``
-calls as it allows. Everything here runs under ``_out_lock``, which also
-guards every use of the socket for sending.
+bytes; otherwise the hub thread flushes it (the channel's ``_flush_from_hub``
+calls :meth:`Outbox.flush`). Either way ``_send_queued`` hands it to the
+kernel in as few ``sendmsg`` calls as it allows. Everything here runs under
+:attr:`Outbox.lock`, which also guards every use of the socket for sending.
+
+The :class:`Outbox` is one part of a :class:`~stockings._channel.Channel`,
+which makes it and drives it: it starts it flushing on the hub thread,
+tells it when no more writes are taken (:attr:`Outbox.closing`, set under
+the lock) and drops its queue when the channel ends. The outbox asks the
+channel for three things only (:class:`OutboxOwner`): a flush on the hub
+thread, an end when a send fails, and the error a refused write raises.
+It holds the channel weakly, so that the two make no reference cycle and
+a channel nobody holds is freed at once, not by the cyclic collector.
+How it may use the socket (``sendmsg`` or not, which exceptions mean "the
+kernel is full", whether this thread may send now) is a :class:`SendRules`,
+so the plain path knows nothing of TLS.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import socket
-import ssl
 import time
+import weakref
 from _thread import LockType
 from collections import deque
 from collections.abc import Callable, Iterable
 from itertools import islice
 from threading import Lock
-from typing import TYPE_CHECKING, Any
+from typing import Any, NamedTuple, Protocol
 
 from ._buffers import Batch
 from ._common import LARGE_PAYLOAD
@@ -37,9 +48,12 @@ __all__ = [
     "BURST_GAP",
     "JOIN_SIZE",
     "MAX_IOVECS",
+    "PLAIN_RULES",
     "WRITER_FLUSH_SIZE",
     "_BYTES_HEADERS",
-    "OutboundMixin",
+    "Outbox",
+    "OutboxOwner",
+    "SendRules",
 ]
 
 #: The most buffers one ``sendmsg`` call is given.
@@ -60,39 +74,133 @@ _BYTES_HEADERS = [encode_header(length, False) for length in range(1024)]
 # And what each such message takes on the wire, header included.
 _BYTES_FRAMED = [len(header) + length for length, header in enumerate(_BYTES_HEADERS)]
 
+#: Parked at the head of the queue by :meth:`Outbox.hold`. ``send`` queues a
+#: message whenever the queue is not empty, so an empty marker there holds
+#: every write back without costing the plain path a check. It is removed
+#: (by identity) by :meth:`Outbox.release`.
+_HOLD = memoryview(bytearray())
 
-class OutboundMixin:
-    """The writing half of :class:`~stockings._channel.Channel`."""
 
-    # Set by ``Channel.__init__``, which documents them.
-    sock: socket.socket
-    hub: Hub
-    options: ChannelOptions
-    end_reason: EndReason | None
-    end_exception: BaseException | None
-    _out_lock: Lock
-    _drained: LazyCondition
-    _out: deque[BytesLike]
-    _out_bytes: int
-    messages_sent: int
-    bytes_sent: int
-    _drain_waiters: int
-    _sent_record: list[int]
-    _sending: bool
-    _abort_requested: bool
-    _flush_scheduled: bool
-    _small_limit: int
-    _write_high_water: int
-    _last_send: float
-    _use_sendmsg: bool
-    _closing: bool
-    _close_requested: bool
-    _peer_eof: bool
+class SendRules(NamedTuple):
+    """How an :class:`Outbox` may use its socket."""
 
-    if TYPE_CHECKING:
-        # Channel's own, on the hub thread.
-        def _flush_from_hub(self) -> None: ...
-        def _end(self, reason: EndReason, exc: BaseException | None = None) -> None: ...
+    #: Whether several buffers may go to the kernel in one ``sendmsg``
+    #: (where the socket has it); without it they are joined, and only
+    #: small messages batch.
+    use_sendmsg: bool = True
+    #: What a send raises when the kernel takes nothing now: the rest waits
+    #: for the socket to turn writable.
+    would_block: tuple[type[BaseException], ...] = (BlockingIOError, InterruptedError)
+    #: Asked before each send from the queue: when it says no, what is
+    #: queued stays queued, and the hub sends it (``None``: always yes).
+    may_send: Callable[[], bool] | None = None
+
+
+#: A plain socket's rules.
+PLAIN_RULES = SendRules()
+
+
+def _never() -> bool:
+    return False
+
+
+class OutboxOwner(Protocol):
+    """What an :class:`Outbox` asks of its channel."""
+
+    def _flush_from_hub(self) -> None:
+        """Flush the outbox (hub thread): calls :meth:`Outbox.flush` under its lock."""
+
+    def end_soon(self, reason: EndReason, exc: BaseException | None = None) -> None:
+        """Have the hub thread end the channel (any thread): a send failed."""
+
+    def _closed_error(self) -> ConnectionClosed:
+        """The error a write refused once :attr:`Outbox.closing` raises."""
+
+
+class Outbox:
+    """The outbound queue of one channel, and everything that sends from it.
+
+    Args:
+        sock: the channel's non-blocking socket.
+        hub: the channel's hub.
+        options: the channel's options (``max_message_size``, high and low water).
+        owner: the channel, held weakly.
+        rules: how the socket may be used.
+    """
+
+    __slots__ = (
+        "_drain_waiters",
+        "_drained",
+        "_flush_scheduled",
+        "_last_send",
+        "_may_send",
+        "_out",
+        "_out_bytes",
+        "_owner",
+        "_rules",
+        "_sending",
+        "_sent_record",
+        "_small_limit",
+        "_use_sendmsg",
+        "_would_block",
+        "_write_high_water",
+        "bytes_sent",
+        "closing",
+        "hub",
+        "lock",
+        "messages_sent",
+        "options",
+        "sock",
+    )
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        hub: Hub,
+        options: ChannelOptions,
+        owner: OutboxOwner,
+        rules: SendRules = PLAIN_RULES,
+    ) -> None:
+        self.sock = sock
+        self.hub = hub
+        self.options = options
+        #: Guards the queue, its counts and every use of the socket for
+        #: sending (a TLS channel takes it for every use of its TLS object).
+        self.lock = Lock()
+        self._drained = LazyCondition(self.lock)
+        self._out: deque[BytesLike] = deque()
+        self._out_bytes = 0
+        # What the kernel took from the queue, recorded with the send itself
+        # and not yet taken off it (see ``_send_queued``; ``lock``).
+        self._sent_record: list[int] = []
+        # True while a thread sends from the queue (``lock`` held); the
+        # lock-free path of ``send`` then leaves the queue alone.
+        self._sending = False
+        self._drain_waiters = 0
+        self._flush_scheduled = False
+        limit = options.max_message_size
+        # Payloads shorter than this may take send's fast path.
+        cached = len(_BYTES_HEADERS)
+        self._small_limit = cached if limit is None else min(cached, limit + 1)
+        self._write_high_water = options.write_high_water
+        # When this outbox last handed bytes to the kernel from a writer's
+        # thread (``lock``); see BURST_GAP.
+        self._last_send = float("-inf")
+        self._rules = rules
+        self._use_sendmsg = rules.use_sendmsg and hasattr(sock, "sendmsg")
+        self._would_block = rules.would_block
+        self._may_send = rules.may_send
+        #: Messages accepted and bytes of the message stream (headers
+        #: included) the kernel took, for anyone to read at any time; each
+        #: changed in the same step as the queue.
+        self.messages_sent = 0
+        self.bytes_sent = 0
+        #: True once no more messages are taken: set by the channel (with
+        #: ``lock`` held) when it closes or ends, or here when a send fails.
+        self.closing = False
+        self._owner: weakref.ref[OutboxOwner] = weakref.ref(owner)
+
+    # ------------------------------------------------------------ writers
 
     def send(self, message: object, timeout: float | None = None) -> None:
         """Queue ``message`` whole, or send it at once if nothing is queued.
@@ -128,7 +236,7 @@ class OutboundMixin:
                 and out
                 and (tail := out[-1]).__class__ is Batch
                 and self._out_bytes <= self._write_high_water
-                and not self._closing
+                and not self.closing
             ):
                 tail += _BYTES_HEADERS[size]
                 tail += message
@@ -136,7 +244,7 @@ class OutboundMixin:
                 self._out_bytes = queued
                 self.messages_sent += 1
                 if queued >= WRITER_FLUSH_SIZE and self._use_sendmsg:
-                    with self._out_lock:
+                    with self.lock:
                         # The hub may have sent it while this thread waited.
                         if self._out_bytes >= WRITER_FLUSH_SIZE:
                             self._flush_by_writer()
@@ -164,8 +272,8 @@ class OutboundMixin:
         mark = self.options.write_high_water
         deadline = -1.0
         while True:
-            with self._out_lock:
-                if self._closing:
+            with self.lock:
+                if self.closing:
                     raise self._closed_error()
                 if self._out_bytes <= mark or self.hub.in_hub_thread():
                     self._enqueue(parts, total)
@@ -178,7 +286,7 @@ class OutboundMixin:
             self._wait_outside(waiter, deadline)
 
     def _enqueue(self, parts: list[BytesLike], total: int) -> None:
-        """Queue a message's parts, or send them at once (``_out_lock`` held).
+        """Queue a message's parts, or send them at once (``lock`` held).
 
         Every change to the queue goes with its byte count in one stretch
         of bytecode without a call (``+=`` on the deque, not ``append``),
@@ -186,8 +294,8 @@ class OutboundMixin:
         between the two.
         """
         out = self._out
-        # Keep this test on the queue itself: a TLS channel parks an
-        # empty marker in it to hold writes back during its handshake.
+        # Keep this test on the queue itself: ``hold`` parks an empty
+        # marker in it to hold writes back (a TLS handshake).
         if out:
             if len(parts) == 1 and type(tail := out[-1]) is Batch:
                 # Small messages join the batch at the tail: no object
@@ -221,17 +329,17 @@ class OutboundMixin:
         self._send_from_writer()
 
     def _schedule_flush(self) -> None:
-        """Have the hub flush the queue (``_out_lock`` held).
+        """Have the hub flush the queue (``lock`` held).
 
         The call is posted before the flag is set: an interrupt between the
         two leaves one flush too many, which costs nothing.
         """
         if not self._flush_scheduled:
-            self.hub.call_soon(self._flush_from_hub)
+            self.hub.call_soon(self._flush_owner)
             self._flush_scheduled = True
 
     def _drain_waiter(self, deadline: float, timeout: float | None) -> LockType:
-        """Register a writer waiting for the queue to drain (``_out_lock`` held)."""
+        """Register a writer waiting for the queue to drain (``lock`` held)."""
         if deadline - time.monotonic() <= 0:
             raise WriteTimeout(
                 f"outbound queue still held {self._out_bytes} bytes after {timeout} s"
@@ -243,7 +351,7 @@ class OutboundMixin:
     def _wait_outside(self, waiter: LockType, deadline: float) -> None:
         """Wait on a drain waiter with no lock held; then unregister it.
 
-        Waiting outside ``_out_lock`` means an interrupted wait has no lock
+        Waiting outside ``lock`` means an interrupted wait has no lock
         to take back, so it cannot leave one held or released twice.
         """
         try:
@@ -252,27 +360,29 @@ class OutboundMixin:
             else:
                 waiter.acquire(True, max(0.0, deadline - time.monotonic()))
         finally:
-            with self._out_lock:
+            with self.lock:
                 self._drained.forget(waiter)
                 self._drain_waiters -= 1
 
     def _lost_while_writing(self, exc: OSError) -> ConnectionClosed:
-        """A send from a writer's thread failed (``_out_lock`` held).
+        """A send from a writer's thread failed (``lock`` held).
 
         The channel ends on the hub thread, which owns the selector; the
         writer gets the error to raise.
         """
-        self._closing = True
+        self.closing = True
         reason = end_reason_for(exc)
-        self.hub.call_soon(functools.partial(self._end, reason, exc))
+        owner = self._owner()
+        if owner is not None:
+            owner.end_soon(reason, exc)
         return ConnectionClosed(f"connection lost while writing: {exc}", reason)
 
     def _flush_by_writer(self) -> None:
-        """Send a burst's batch from the writer's thread (``_out_lock`` held)."""
+        """Send a burst's batch from the writer's thread (``lock`` held)."""
         self._send_from_writer()
 
     def _send_from_writer(self) -> None:
-        """Send what is queued from a writer's thread (``_out_lock`` held).
+        """Send what is queued from a writer's thread (``lock`` held).
 
         What the kernel does not take now, the hub sends when it can.
         """
@@ -289,6 +399,18 @@ class OutboundMixin:
         if self._out:
             # The kernel is full: the hub sends the rest when it can.
             self._schedule_flush()
+
+    def _flush_owner(self) -> None:
+        """The flush ``_schedule_flush`` posts: the channel's, if it is still about."""
+        owner = self._owner()
+        if owner is not None:
+            owner._flush_from_hub()
+
+    def _closed_error(self) -> ConnectionClosed:
+        owner = self._owner()
+        if owner is None:  # pragma: no cover - whoever writes holds the channel
+            return ConnectionClosed("the stocking has ended", EndReason.CLOSED)
+        return owner._closed_error()
 
     def send_many(self, messages: Iterable[object], timeout: float | None = None) -> None:
         """Queue several messages as one batch, in order, and send it at once.
@@ -342,8 +464,8 @@ class OutboundMixin:
         mark = self.options.write_high_water
         deadline = -1.0
         while True:
-            with self._out_lock:
-                if self._closing:
+            with self.lock:
+                if self.closing:
                     raise self._closed_error()
                 if self._out_bytes <= mark or self.hub.in_hub_thread():
                     if not self._use_sendmsg:
@@ -361,22 +483,10 @@ class OutboundMixin:
                 waiter = self._drain_waiter(deadline, timeout)
             self._wait_outside(waiter, deadline)
 
-    def _closed_error(self) -> ConnectionClosed:
-        reason = self.end_reason
-        if reason is None:
-            if self._abort_requested:
-                return ConnectionClosed("the stocking was aborted", EndReason.ABORTED)
-            if self._peer_eof and not self._close_requested:
-                return ConnectionClosed(
-                    "the peer closed its side; flushing the last replies", EndReason.PEER_CLOSED
-                )
-            return ConnectionClosed("the stocking is closing", EndReason.CLOSED)
-        error = ConnectionClosed(f"the stocking has ended: {reason.value}", reason)
-        error.__cause__ = self.end_exception
-        return error
+    # ------------------------------------------------------------ sending
 
     def _send_queued(self) -> None:
-        """Send from the queue until it is empty or the kernel is full (``_out_lock`` held).
+        """Send from the queue until it is empty or the kernel is full (``lock`` held).
 
         What the kernel took is recorded by ``list.extend`` inside the same
         C call as the send (``map`` over one argument), before any signal
@@ -384,6 +494,8 @@ class OutboundMixin:
         exception between the two leaves the count in ``_sent_record``,
         settled by the next call here: never a byte sent twice or skipped.
         """
+        if self._may_send is not None and not self._may_send():
+            return
         # The lock-free path of ``send`` keeps off the queue meanwhile: the
         # kernel may be reading the tail batch, and a settle changes the
         # head and the count in steps.
@@ -415,7 +527,7 @@ class OutboundMixin:
                 call, arguments = sock.send, (joined,)
             try:
                 record.extend(map(call, arguments))  # type: ignore[arg-type]
-            except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            except self._would_block:
                 return
             sent = record[0]
             self._settle()
@@ -434,7 +546,7 @@ class OutboundMixin:
         return b"".join(parts)
 
     def _settle(self) -> None:
-        """Take what the kernel accepted (``_sent_record``) off the queue (``_out_lock`` held).
+        """Take what the kernel accepted (``_sent_record``) off the queue (``lock`` held).
 
         Each step changes the queue, the byte count and the record together
         in one stretch of bytecode without a call, so an interrupt between
@@ -466,12 +578,84 @@ class OutboundMixin:
         if self._drain_waiters and self._out_bytes <= self.options.write_low_water:
             self._drained.notify_all()
 
+    # --------------------------------------------------- for the channel
+
+    def flush(self) -> OSError | None:
+        """Send what the kernel takes now, for the hub (``lock`` held by the caller).
+
+        Returns:
+            The error the socket raised, if any: the channel then ends.
+        """
+        self._flush_scheduled = False
+        try:
+            self._send_queued()
+        except OSError as exc:
+            return exc
+        return None
+
+    def send_now(self) -> OSError | None:
+        """Send what the kernel takes now (``lock`` held by the caller), on the hub thread.
+
+        Returns:
+            The error the socket raised, if any: the channel then ends.
+        """
+        try:
+            self._send_queued()
+        except OSError as exc:
+            return exc
+        return None
+
+    def wake_writers(self) -> None:
+        """Wake every writer waiting at the high-water mark (``lock`` held).
+
+        Called once :attr:`closing` is set: they give up, as their
+        messages were not written before it.
+        """
+        self._drained.notify_all()
+
+    def discard(self) -> None:
+        """Drop everything queued and wake every waiting writer (``lock`` held).
+
+        For the end of the channel, which closes the socket and sets
+        :attr:`closing` in the same locked stretch.
+        """
+        self._out.clear()
+        self._sent_record.clear()
+        self._out_bytes = 0
+        self._drained.notify_all()
+
+    def hold(self) -> None:
+        """Queue every write, and send none, until :meth:`release` (before any write)."""
+        self._out.append(_HOLD)
+        self._may_send = _never
+
+    def release(self) -> None:
+        """Let held writes go; the caller flushes them next (``lock`` held)."""
+        if self._out and self._out[0] is _HOLD:
+            self._out.popleft()
+        self._may_send = self._rules.may_send
+
+    def disown(self) -> None:
+        """Start afresh in a forked child: new lock, nothing queued, closing.
+
+        The parent's lock may have been copied while held, and its queue
+        belongs to the parent's connection.
+        """
+        self.lock = Lock()
+        self._drained = LazyCondition(self.lock)
+        self._out.clear()
+        self._sent_record.clear()
+        self._out_bytes = 0
+        self._drain_waiters = 0
+        self._sending = False
+        self.closing = True
+
+    @property
+    def pending(self) -> bool:
+        """Whether the queue holds anything (held writes included)."""
+        return bool(self._out)
+
     @property
     def queued_bytes(self) -> int:
         """Bytes written but not yet handed to the kernel."""
         return self._out_bytes
-
-    @property
-    def closing(self) -> bool:
-        """True once no more messages may be written."""
-        return self._closing

@@ -1,0 +1,195 @@
+"""The outbox on its own: what it asks of its channel, and what the channel may ask of it.
+
+:class:`~stockings._outbox.Outbox` talks to its channel through three calls
+(``OutboxOwner``) and to the hub through two (``call_soon``,
+``in_hub_thread``); here a stand-in plays both, over a socket pair, so each
+part of that interface is seen doing its job.
+"""
+
+from __future__ import annotations
+
+import gc
+import socket
+import weakref
+from collections.abc import Callable, Iterator
+from typing import cast
+
+import pytest
+
+import stockings
+from stockings import ConnectionClosed, EndReason
+from stockings._framing import Decoder
+from stockings._hub import Hub
+from stockings._options import ChannelOptions
+from stockings._outbox import Outbox, SendRules
+
+
+class StandIn:
+    """Hub and channel for one outbox: it records what the outbox asks for."""
+
+    def __init__(self) -> None:
+        self.posted: list[Callable[[], None]] = []
+        self.flushes = 0
+        self.ends: list[tuple[EndReason, BaseException | None]] = []
+        self.outbox: Outbox | None = None
+
+    # The hub's side.
+    def call_soon(self, callback: Callable[[], None]) -> None:
+        self.posted.append(callback)
+
+    def in_hub_thread(self) -> bool:
+        return False
+
+    def run_posted(self) -> None:
+        posted, self.posted = self.posted, []
+        for callback in posted:
+            callback()
+
+    # The channel's side (OutboxOwner).
+    def _flush_from_hub(self) -> None:
+        assert self.outbox is not None
+        self.flushes += 1
+        with self.outbox.lock:
+            error = self.outbox.flush()
+        assert error is None
+
+    def end_soon(self, reason: EndReason, exc: BaseException | None = None) -> None:
+        self.ends.append((reason, exc))
+
+    def _closed_error(self) -> ConnectionClosed:
+        return ConnectionClosed("closed by the stand-in", EndReason.CLOSED)
+
+
+def make(
+    sock: socket.socket, rules: SendRules | None = None, high_water: int = 1 << 20
+) -> tuple[Outbox, StandIn]:
+    sock.setblocking(False)
+    stand_in = StandIn()
+    options = ChannelOptions(None, high_water, None, 1 << 20, None)
+    hub = cast(Hub, stand_in)
+    if rules is None:
+        outbox = Outbox(sock, hub, options, stand_in)
+    else:
+        outbox = Outbox(sock, hub, options, stand_in, rules)
+    stand_in.outbox = outbox
+    return outbox, stand_in
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    a, b = socket.socketpair()
+    b.settimeout(10)
+    with a, b:
+        yield a, b
+
+
+def received(peer: socket.socket, count: int) -> list[object]:
+    """The next ``count`` messages from ``peer``, decoded."""
+    decoder = Decoder(None)
+    messages: list[object] = []
+    while len(messages) < count:
+        messages += decoder.feed(peer.recv(65536))
+    return messages
+
+
+def test_an_idle_outbox_sends_at_once_and_counts_it(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    outbox, stand_in = make(pair[0])
+    outbox.send(b"hello")
+    assert received(pair[1], 1) == [b"hello"]
+    assert not outbox.pending and outbox.queued_bytes == 0
+    assert (outbox.messages_sent, outbox.bytes_sent) == (1, len(stockings.encode(b"hello")))
+    assert stand_in.posted == [] and stand_in.ends == []
+
+
+def test_held_writes_wait_until_released_then_go_out_in_order(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    outbox, stand_in = make(pair[0])
+    outbox.hold()
+    outbox.send(b"one")
+    outbox.send_many([b"two", "three"])
+    assert outbox.pending and outbox.queued_bytes > 0
+    # Whoever flushes meanwhile sends nothing.
+    stand_in.run_posted()
+    with outbox.lock:
+        assert outbox.flush() is None
+    pair[1].setblocking(False)
+    with pytest.raises(BlockingIOError):
+        pair[1].recv(1)
+    pair[1].settimeout(10)
+    with outbox.lock:
+        outbox.release()
+        assert outbox.flush() is None
+    assert received(pair[1], 3) == [b"one", b"two", "three"]
+    assert outbox.queued_bytes == 0 and outbox.bytes_sent > 0
+
+
+def test_a_thread_the_rules_forbid_to_send_leaves_it_to_the_hub(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    allowed = False
+    outbox, stand_in = make(pair[0], SendRules(may_send=lambda: allowed))
+    outbox.send(b"queued")
+    assert outbox.pending
+    # The outbox asked for a flush on the hub; it runs the channel's.
+    assert stand_in.posted
+    allowed = True
+    stand_in.run_posted()
+    assert stand_in.flushes == 1
+    assert received(pair[1], 1) == [b"queued"]
+    assert not outbox.pending
+
+
+def test_a_closing_outbox_refuses_writes_with_the_channels_error(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    outbox, _ = make(pair[0])
+    with outbox.lock:
+        outbox.closing = True
+        outbox.wake_writers()
+    with pytest.raises(ConnectionClosed, match="closed by the stand-in"):
+        outbox.send(b"late")
+    with pytest.raises(ConnectionClosed, match="closed by the stand-in"):
+        outbox.send_many([b"late"])
+    assert outbox.messages_sent == 0
+
+
+def test_a_failed_send_asks_the_channel_to_end(pair: tuple[socket.socket, socket.socket]) -> None:
+    outbox, stand_in = make(pair[0])
+    pair[1].close()
+    with pytest.raises(ConnectionClosed, match="connection lost while writing") as caught:
+        outbox.send(b"into the void")
+    assert outbox.closing
+    assert [reason for reason, _ in stand_in.ends] == [caught.value.reason]
+    assert isinstance(stand_in.ends[0][1], OSError)
+
+
+def test_discard_drops_the_queue(pair: tuple[socket.socket, socket.socket]) -> None:
+    outbox, _ = make(pair[0])
+    outbox.hold()
+    outbox.send(b"never sent")
+    with outbox.lock:
+        outbox.closing = True
+        outbox.discard()
+    assert not outbox.pending and outbox.queued_bytes == 0
+
+
+def test_the_outbox_keeps_no_channel_alive() -> None:
+    # The channel holds its outbox and the outbox calls back: held weakly,
+    # so a closed stocking is freed at once, not by the cyclic collector.
+    gc.collect()
+    gc.disable()
+    try:
+        a, b = socket.socketpair()
+        left, right = stockings.Stocking(a), stockings.Stocking(b)
+        left.write(b"x")
+        assert right.read(timeout=10) == b"x"
+        channel = weakref.ref(left._channel)
+        left.close()
+        right.close()
+        del left, right
+        assert channel() is None
+    finally:
+        gc.enable()
