@@ -43,8 +43,6 @@ _LAST = 0x80
 _BYTES = 0x40
 _FIRST_LENGTH_MASK = 0x3F
 _NEXT_LENGTH_MASK = 0x7F
-# The first byte of a one-byte header for a bytes payload has both set.
-_SMALL_BYTES_MASK = _LAST | _BYTES
 
 # Single-byte headers cover the commonest small messages; building them once
 # saves a call and an allocation per message.
@@ -302,27 +300,32 @@ class Decoder:
         return out
 
     def feed_small(self, data: BytesLike, size: int) -> bytes | None:
-        """Decode ``data[:size]`` if it is exactly one whole ``bytes`` message under 64 bytes.
+        """Decode ``data[:size]`` if it is exactly one whole ``bytes`` message under 8 KiB.
 
         Returns its payload, or ``None``, having consumed nothing, for
-        anything else: another size or type, or part of a message in
-        progress. :meth:`feed` decodes those; this is the cheap path for a
-        lone small request or reply.
+        anything else: more or less than one message, text, a longer
+        header, or part of a message in progress. :meth:`feed` decodes
+        those; this is the cheap path for a lone small request or reply.
         """
-        first = data[0] if size else 0
-        # One header byte, last and of type bytes, announcing all that follows.
-        if (
-            first & _SMALL_BYTES_MASK != _SMALL_BYTES_MASK
-            or (first & _FIRST_LENGTH_MASK) + 1 != size
-            or self._missing >= 0
-            or self._header
-            or self.failure is not None
-        ):
+        if size < 2 or self._missing >= 0 or self._header or self.failure is not None:
+            return None
+        first = data[0]
+        if not first & _BYTES:
+            return None
+        if first & _LAST:
+            start = 1
+            length = first & _FIRST_LENGTH_MASK
+        elif data[1] & _LAST:
+            start = 2
+            length = first & _FIRST_LENGTH_MASK | (data[1] & _NEXT_LENGTH_MASK) << 6
+        else:
+            return None
+        if start + length != size:
             return None
         limit = self.max_message_size
-        if limit is not None and size - 1 > limit:
+        if limit is not None and length > limit:
             return None
-        return bytes(data[1:size])
+        return bytes(data[start:size])
 
     def eof(self) -> None:
         """Declare the end of the stream.

@@ -357,14 +357,19 @@ class Protocol:
         self._out_bytes = 0
         return data
 
-    def set_backlog(self, size: int) -> None:
-        """The binding now holds ``size`` written bytes it has not handed on."""
+    def set_backlog(self, size: int) -> bool:
+        """The binding now holds ``size`` written bytes it has not handed on.
+
+        Returns:
+            :attr:`writers_blocked`, as it is now.
+        """
         self._backlog = size
         queued = self._out_bytes + size
         if queued > self.options.write_high_water:
             self._writers_blocked = True
         elif queued <= self.options.write_low_water:
             self._writers_blocked = False
+        return self._writers_blocked and self.state is State.OPEN
 
     # ------------------------------------------------------------ lifecycle
 

@@ -80,15 +80,20 @@ def test_receive_small_takes_one_whole_small_bytes_message_only() -> None:
     buffer = bytearray(encode(b"abc") + b"\xff" * 20)
     assert protocol.receive_small(buffer, 4)
     assert protocol.inbox[-1] == b"abc"
+    wide = Protocol(options(max_message_size=None, read_high=1 << 20))
+    assert wide.receive_small(encode(b"x" * 8191), 8193)  # a two-byte header
+    assert not wide.receive_small(encode(b"x" * 8192), 8195)  # a three-byte one
+    assert drain(wide) == [b"x" * 8191]
+    assert protocol.next_message() == b"abc"
     for refused in (
         encode("abc"),  # text
         encode(b"abc") + encode(b"d"),  # more than one message
         encode(b"abc")[:3],  # part of one
-        encode(b"x" * 70),  # a two-byte header
+        b"\x40",  # the first byte of a two-byte header
         encode(b"x" * 9),  # over max_message_size: receive_data ends the connection
     ):
         assert not protocol.receive_small(refused, len(refused))
-    assert drain(protocol) == [b"abc"]
+    assert drain(protocol) == []
     protocol.receive_data(encode(b"abcdef")[:3])  # a message in progress
     assert not protocol.receive_small(encode(b"z"), 2)
     protocol.receive_data(b"cdef")
@@ -329,11 +334,11 @@ def test_write_marks_block_and_release() -> None:
     protocol.send(b"x" * 5)  # 12 on the wire
     assert protocol.writers_blocked
     protocol.data_to_send()
-    protocol.set_backlog(8)  # the binding still holds 8
+    assert protocol.set_backlog(8)  # the binding still holds 8
     assert protocol.writers_blocked
-    protocol.set_backlog(4)
+    assert not protocol.set_backlog(4)
     assert not protocol.writers_blocked
-    protocol.set_backlog(9)  # between the marks: stays released
+    assert not protocol.set_backlog(9)  # between the marks: stays released
     assert not protocol.writers_blocked
 
 

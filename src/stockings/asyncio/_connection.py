@@ -125,8 +125,12 @@ class Connection(asyncio.BufferedProtocol):
         if self.protocol.receive_small(view, nbytes):
             # A lone small message (a request, a reply): in the inbox
             # already, so only the readers and the read mark are left.
-            if self.readers:
-                self._wake(self.readers)
+            readers = self.readers
+            if readers:
+                for waiter in readers:
+                    if not waiter.done():
+                        waiter.set_result(None)
+                readers.clear()
             if self.protocol.received.paused:
                 self._act()
             return
@@ -198,8 +202,7 @@ class Connection(asyncio.BufferedProtocol):
             transport.write(data)
             self._wrote = True
             self._wrote_at = _clock()
-            protocol.set_backlog(transport.get_write_buffer_size())
-            blocked = protocol.writers_blocked
+            blocked = protocol.set_backlog(transport.get_write_buffer_size())
             if not blocked and self._writers:
                 self._wake(self._writers)
             return blocked
