@@ -217,7 +217,12 @@ class Protocol:
         if message is None:
             return False
         self._heard = True
-        self.received.add_one(message)
+        # Received.add for one message, without its calls.
+        received = self.received
+        received.messages.append(message)
+        received.unread += len(message)
+        if received.unread > received.high and not received.paused:
+            received.paused = received.paused_since_check = True
         return True
 
     def receive_eof(self) -> None:
@@ -316,7 +321,17 @@ class Protocol:
         if self._out:
             self.send(message, handshake=handshake)
             return self.data_to_send()
-        data = self._frame(message, handshake)
+        if (
+            type(message) is bytes
+            and (length := len(message)) < _SMALL
+            and length <= self._limit
+            and self.gate_open
+            and self.state is State.OPEN
+        ):
+            # The commonest write, without even _frame's call.
+            data = _SMALL_BYTES_HEADERS[length] + message
+        else:
+            data = self._frame(message, handshake)
         self._backlog += len(data)
         if self._backlog > self.options.write_high_water:
             self._writers_blocked = True

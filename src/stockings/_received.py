@@ -45,13 +45,6 @@ class Received:
         if self.unread > self.high and not self.paused:
             self.paused = self.paused_since_check = True
 
-    def add_one(self, message: Message) -> None:
-        """Take in one newly received message."""
-        self.messages.append(message)
-        self.unread += len(message)
-        if self.unread > self.high and not self.paused:
-            self.paused = self.paused_since_check = True
-
     def take(self) -> Message | None:
         """Return the oldest message, or ``None`` if there is none."""
         messages = self.messages
