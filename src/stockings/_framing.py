@@ -299,6 +299,34 @@ class Decoder:
             self._missing = -1
         return out
 
+    def feed_small(self, data: BytesLike, size: int) -> bytes | None:
+        """Decode ``data[:size]`` if it is exactly one whole ``bytes`` message under 8 KiB.
+
+        Returns its payload, or ``None``, having consumed nothing, for
+        anything else: more or less than one message, text, a longer
+        header, or part of a message in progress. :meth:`feed` decodes
+        those; this is the cheap path for a lone small request or reply.
+        """
+        if size < 2 or self._missing >= 0 or self._header or self.failure is not None:
+            return None
+        first = data[0]
+        if not first & _BYTES:
+            return None
+        if first & _LAST:
+            start = 1
+            length = first & _FIRST_LENGTH_MASK
+        elif data[1] & _LAST:
+            start = 2
+            length = first & _FIRST_LENGTH_MASK | (data[1] & _NEXT_LENGTH_MASK) << 6
+        else:
+            return None
+        if start + length != size:
+            return None
+        limit = self.max_message_size
+        if limit is not None and length > limit:
+            return None
+        return bytes(data[start:size])
+
     def eof(self) -> None:
         """Declare the end of the stream.
 

@@ -75,6 +75,41 @@ def test_clean_peer_close_between_messages() -> None:
     assert protocol.finished
 
 
+def test_receive_small_takes_one_whole_small_bytes_message_only() -> None:
+    protocol = Protocol(options(max_message_size=8, read_high=4, read_low=0))
+    buffer = bytearray(encode(b"abc") + b"\xff" * 20)
+    assert protocol.receive_small(buffer, 4)
+    assert protocol.inbox[-1] == b"abc"
+    wide = Protocol(options(max_message_size=None, read_high=1 << 20))
+    assert wide.receive_small(encode(b"x" * 8191), 8193)  # a two-byte header
+    assert not wide.receive_small(encode(b"x" * 8192), 8195)  # a three-byte one
+    assert drain(wide) == [b"x" * 8191]
+    assert protocol.next_message() == b"abc"
+    for refused in (
+        encode("abc"),  # text
+        encode(b"abc") + encode(b"d"),  # more than one message
+        encode(b"abc")[:3],  # part of one
+        b"\x40",  # the first byte of a two-byte header
+        encode(b"x" * 9),  # over max_message_size: receive_data ends the connection
+    ):
+        assert not protocol.receive_small(refused, len(refused))
+    assert drain(protocol) == []
+    protocol.receive_data(encode(b"abcdef")[:3])  # a message in progress
+    assert not protocol.receive_small(encode(b"z"), 2)
+    protocol.receive_data(b"cdef")
+    assert not protocol.reading_wanted  # 6 unread > 4
+    assert protocol.next_message() == b"abcdef"
+    assert protocol.receive_small(encode(b"z"), 2)
+    assert protocol.reading_wanted
+    assert protocol.receive_small(encode(b"wxyz"), 5)  # 1 + 4 unread > 4
+    assert not protocol.reading_wanted
+    assert drain(protocol) == [b"z", b"wxyz"]
+    protocol.receive_data(encode(b"x" * 9))
+    assert protocol.end_reason is EndReason.MESSAGE_TOO_LARGE
+    assert not protocol.receive_small(encode(b"z"), 2)
+    assert drain(protocol) == []
+
+
 def test_eof_inside_a_message_is_a_protocol_error() -> None:
     protocol = Protocol(options())
     protocol.receive_data(encode("ok") + encode("cut short")[:4])
@@ -134,6 +169,32 @@ def test_send_refuses_bad_messages_and_keeps_going() -> None:
         protocol.send(42)
     protocol.send(b"1234")
     assert protocol.data_to_send() == encode(b"1234")
+
+
+def test_send_now_takes_what_was_queued_before_it() -> None:
+    protocol = Protocol(options())
+    assert protocol.send_now(b"hi") == b"\xc2hi"
+    assert protocol.queued_bytes == 3  # handed to the binding, counted as its backlog
+    protocol.send("a")
+    assert protocol.send_now(b"b") == encode("a") + encode(b"b")
+    assert protocol.data_to_send() == b""
+
+
+def test_send_now_refuses_like_send() -> None:
+    protocol = Protocol(options(max_message_size=4, write_high=6), gated=True)
+    with pytest.raises(NotReady):
+        protocol.send_now(b"x")
+    assert protocol.send_now(b"x", handshake=True) == encode(b"x")
+    protocol.open_gate()
+    with pytest.raises(MessageTooLarge):
+        protocol.send_now(b"12345")
+    with pytest.raises(TypeError):
+        protocol.send_now(42)
+    protocol.send_now(b"1234")  # 2 + 5 bytes held by the binding: over the high mark
+    assert protocol.writers_blocked
+    protocol.close()
+    with pytest.raises(ConnectionClosed):
+        protocol.send_now(b"x")
 
 
 def test_no_writes_once_closing() -> None:
@@ -273,11 +334,11 @@ def test_write_marks_block_and_release() -> None:
     protocol.send(b"x" * 5)  # 12 on the wire
     assert protocol.writers_blocked
     protocol.data_to_send()
-    protocol.set_backlog(8)  # the binding still holds 8
+    assert protocol.set_backlog(8)  # the binding still holds 8
     assert protocol.writers_blocked
-    protocol.set_backlog(4)
+    assert not protocol.set_backlog(4)
     assert not protocol.writers_blocked
-    protocol.set_backlog(9)  # between the marks: stays released
+    assert not protocol.set_backlog(9)  # between the marks: stays released
     assert not protocol.writers_blocked
 
 

@@ -10,7 +10,13 @@ The first write of each turn of the event loop goes to the transport at
 once; the writes after it in the same turn gather in the protocol and
 leave together at the end of the turn (or every ``FLUSH_SIZE`` bytes, or
 after ``MAX_HOLD``), so a burst of small messages costs two ``send`` calls,
-not one each, and a request or reply costs no extra turn.
+not one each, and a request or reply costs no extra turn. asyncio does not
+say when a turn ends, and a callback at the end of each costs a small
+message as much as the rest of its way out, so a new turn is
+taken to begin when bytes arrive, when the gathered writes leave, or
+``MAX_HOLD`` after the last write that left at once: a reply, and a request
+after one, never wait; a write some turns after a lone one, with nothing
+received between, may wait for the end of its turn, as in a burst.
 
 A :class:`asyncio.BufferedProtocol`: the transport receives into a buffer
 that is reused. A plain ``Protocol`` gets a fresh ``bytes`` per receive,
@@ -73,7 +79,8 @@ class Connection(asyncio.BufferedProtocol):
         self.on_made = on_made
         #: Set once the transport is gone and the end is final.
         self.ended = self.loop.create_future()
-        self._readers: list[asyncio.Future[None]] = []
+        #: Futures of the reads waiting for a message or the end.
+        self.readers: list[asyncio.Future[None]] = []
         self._writers: list[asyncio.Future[None]] = []
         self._flush_handle: asyncio.Handle | None = None
         self._idle_handle: asyncio.TimerHandle | None = None
@@ -84,6 +91,10 @@ class Connection(asyncio.BufferedProtocol):
         self._half_close = True
         self._draining = False
         self._turn_began = 0.0
+        #: A write left at once (at ``_wrote_at``) since bytes last came in
+        #: or the queue was flushed: the writes after it gather.
+        self._wrote = False
+        self._wrote_at = 0.0
 
     # ------------------------------------------------------------ asyncio's calls
 
@@ -109,20 +120,35 @@ class Connection(asyncio.BufferedProtocol):
             return view
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(_shared.view[:nbytes])
+        view = _shared.view
+        self._wrote = False
+        if self.protocol.receive_small(view, nbytes):
+            # A lone small message (a request, a reply): in the inbox
+            # already, so only the readers and the read mark are left.
+            readers = self.readers
+            if readers:
+                for waiter in readers:
+                    if not waiter.done():
+                        waiter.set_result(None)
+                readers.clear()
+            if self.protocol.received.paused:
+                self._act()
+            return
+        self.data_received(view[:nbytes])
 
     def data_received(self, data: bytes | memoryview) -> None:
         """Take in received bytes (``buffer_updated`` passes a view of the buffer)."""
         protocol = self.protocol
+        self._wrote = False
         protocol.receive_data(data)
-        if self._readers and (protocol.inbox or protocol.should_release):
-            self._wake(self._readers)
+        if self.readers and (protocol.inbox or protocol.should_release):
+            self._wake(self.readers)
         if not protocol.reading_wanted or protocol.should_release:
             self._act()
 
     def eof_received(self) -> bool:
         self.protocol.receive_eof()
-        self._wake(self._readers)
+        self._wake(self.readers)
         self._act()
         # Keep our side open: replies queued before the peer's FIN still go
         # out. (A TLS transport cannot half-close, and says so if asked.)
@@ -140,7 +166,7 @@ class Connection(asyncio.BufferedProtocol):
             if handle is not None:
                 handle.cancel()
         self._flush_handle = self._idle_handle = self._close_handle = None
-        self._wake(self._readers)
+        self._wake(self.readers)
         self._wake(self._writers)
         if not self.ended.done():
             self.ended.set_result(None)
@@ -162,12 +188,27 @@ class Connection(asyncio.BufferedProtocol):
     def send(self, message: object, handshake: bool = False) -> bool:
         """Queue one message; return whether the writer should wait for a drain."""
         protocol = self.protocol
+        transport = self.transport
+        if (
+            self._flush_handle is None
+            and (not self._wrote or _clock() - self._wrote_at > MAX_HOLD)
+            and transport is not None
+            and not self._released
+        ):
+            # The head of a turn's writes (a request, a reply, the head of a
+            # burst) leaves at once: no extra turn on a round trip, nor a
+            # callback to schedule. See the module notes.
+            data = protocol.send_now(message, handshake=handshake)
+            transport.write(data)
+            self._wrote = True
+            self._wrote_at = _clock()
+            blocked = protocol.set_backlog(transport.get_write_buffer_size())
+            if not blocked and self._writers:
+                self._wake(self._writers)
+            return blocked
         protocol.send(message, handshake=handshake)
         if self._flush_handle is None:
-            # The first write of this turn of the loop (a request, a reply,
-            # the head of a burst) leaves at once: no extra turn on a round
-            # trip. Later writes of the turn gather for one send at its end.
-            self.flush()
+            # Writes after it gather for one send at the end of the turn.
             self._flush_handle = self.loop.call_soon(self.flush)
             self._turn_began = _clock()
         elif protocol.pending_bytes >= FLUSH_SIZE or _clock() - self._turn_began > MAX_HOLD:
@@ -181,6 +222,7 @@ class Connection(asyncio.BufferedProtocol):
         """Hand everything queued to the transport."""
         if not keep_scheduled:
             self._flush_handle = None
+            self._wrote = False
         transport = self.transport
         if transport is None or self._released:
             return
@@ -199,7 +241,7 @@ class Connection(asyncio.BufferedProtocol):
         deadline = None if timeout is None else self.loop.time() + timeout
         while not protocol.inbox and not protocol.ended:
             waiter: asyncio.Future[None] = self.loop.create_future()
-            self._readers.append(waiter)
+            self.readers.append(waiter)
             try:
                 if deadline is None:
                     await waiter
@@ -211,8 +253,8 @@ class Connection(asyncio.BufferedProtocol):
             except asyncio.TimeoutError:
                 return False
             finally:
-                if waiter in self._readers:
-                    self._readers.remove(waiter)
+                if waiter in self.readers:
+                    self.readers.remove(waiter)
         return True
 
     async def wait_drained(self) -> None:
@@ -276,7 +318,7 @@ class Connection(asyncio.BufferedProtocol):
                 protocol.fail(exc)
         if protocol.should_shut_write:
             protocol.write_shut()
-            self._wake(self._readers)
+            self._wake(self.readers)
             if not self._half_close:
                 protocol.close_timed_out()  # nothing to wait for: no FIN was sent
         if protocol.should_release:
@@ -288,7 +330,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def _release(self, transport: asyncio.Transport) -> None:
         self._released = True
-        self._wake(self._readers)
+        self._wake(self.readers)
         self._wake(self._writers)
         if self._idle_handle is not None:
             self._idle_handle.cancel()

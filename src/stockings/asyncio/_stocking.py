@@ -197,12 +197,28 @@ class Stocking:
             NotReady: the handshake has not completed.
         """
         protocol = self._protocol
-        message = protocol.next_message()
+        # An empty inbox is the common case of a read that waits: asked
+        # about directly, save that the gate must still refuse.
+        message = protocol.next_message() if protocol.inbox or not protocol.gate_open else None
         connection = self._connection
         if message is None:
-            if protocol.ended:
+            if timeout is None:
+                # Waiting without a deadline, the commonest read: the wait
+                # done here saves a coroutine and its clock reads.
+                inbox = protocol.inbox
+                readers = connection.readers
+                while not inbox and protocol.state is not State.ENDED:
+                    waiter: asyncio.Future[None] = connection.loop.create_future()
+                    readers.append(waiter)
+                    try:
+                        await waiter
+                    finally:
+                        if waiter in readers:
+                            readers.remove(waiter)
+            elif protocol.ended:
                 return None
-            await connection.wait_readable(timeout)
+            else:
+                await connection.wait_readable(timeout)
             message = protocol.next_message()
             if message is None:
                 return None
