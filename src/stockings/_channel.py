@@ -14,22 +14,25 @@ itself instead (``_read_directly``): the message then costs one thread
 wake-up, not two.
 
 Locks: the outbox's ``lock`` guards the outbound queue and every use of
-the socket for sending; ``_recv_lock`` every receive and the decoder;
-``_in_lock`` the end state and waiting for the inbox, which a reader with a
-message waiting pops without it; ``_interest_lock`` what the selector
-watches the socket for. Only the hub thread touches the selector, but for
-a direct reader changing its own socket's interest on an epoll hub. Where
-two are held, ``_recv_lock`` is taken first. User threads never block the
-hub thread for longer than one receive.
+the socket for sending; ``_recv_lock`` every receive and the decoder; the
+inbox's ``lock`` the end state and waiting for the inbox, which a reader
+with a message waiting pops without it; ``_interest_lock`` what the
+selector watches the socket for. Only the hub thread touches the selector,
+but for a direct reader changing its own socket's interest on an epoll hub.
+Where two are held, ``_recv_lock`` is taken first. User threads never block
+the hub thread for longer than one receive.
 
 :class:`Channel` is put together from parts. The outbound side is an object
 of its own, :class:`~stockings._outbox.Outbox` (the outbound queue, its lock,
 write-side flow control, sending from writers' threads and for the hub),
 which the channel makes and drives through a few methods, and which calls
-back through three (``OutboxOwner``). The read side is still two mixins sharing the
-channel's state (set up, and its locks explained, in ``Channel.__init__``):
-``_inbox`` (the inbox and its readers, read-side flow control, readiness)
-and ``_direct`` (a waiting reader receiving on its own thread). This module
+back through three (``OutboxOwner``). So is the read side's front,
+:class:`~stockings._inbox.Inbox` (the messages received, the readers
+waiting for them, read-side flow control, readiness for ``fileno()`` and
+watchers): the channel delivers to it and tells it of the end, and it calls
+back through four (``InboxOwner``). The stocking binds ``receive`` and
+``receive_all`` from the inbox once. Receiving on a waiting reader's thread
+is still a mixin sharing the channel's state (``_direct``). This module
 keeps registration with the selector, everything the hub thread does
 (receiving, assembling large payloads, the end of the stream, flushing),
 closing, ending and what a forked child does with its copy.
@@ -75,16 +78,15 @@ from ._errors import (
     WriteTimeout,
     end_reason_for,
 )
-from ._framing import BytesLike, Decoder, Message
+from ._framing import BytesLike, Decoder
 from ._hub import Hub, Timer
-from ._inbox import InboxMixin
+from ._inbox import Inbox
 from ._log import connection_log
 from ._options import ChannelOptions
 from ._outbox import BURST_GAP as BURST_GAP
 from ._outbox import PLAIN_RULES, Outbox, SendRules
 from ._outbox import WRITER_FLUSH_SIZE as WRITER_FLUSH_SIZE
 from ._signal import ReadySignal
-from ._sync import LazyCondition
 
 __all__ = ["Channel"]
 
@@ -109,7 +111,7 @@ DEFAULT_LINGER = 5.0
 _live_channels: weakref.WeakSet[Channel] = weakref.WeakSet()
 
 
-class Channel(InboxMixin, DirectReadMixin):
+class Channel(DirectReadMixin):
     """The I/O engine of one connection, served by a :class:`~stockings._hub.Hub`."""
 
     #: Whether a reader waiting for a message may receive it on its own
@@ -168,16 +170,19 @@ class Channel(InboxMixin, DirectReadMixin):
             and not isinstance(sock, ssl.SSLSocket)
         )
         self._reading = True  # hub thread only
+        #: The read side: the messages received, the readers waiting for
+        #: them, read-side flow control and readiness. Its lock guards the
+        #: channel's end state too.
+        self.inbox = Inbox(hub, options, self, self._reads_directly)
         self._started = False
 
         # A large payload being received into a buffer of its own (hub thread).
         self._assembly: Assembly | None = None
         self._spare_buffers: deque[bytearray] = deque()
-        # What came in, for anyone to read at any time: messages delivered
-        # and bytes of the message stream (headers included, TLS excluded)
-        # the kernel gave; the outbox counts what went out. Each is changed
+        # What came in, for anyone to read at any time: bytes of the message
+        # stream (headers included, TLS excluded) the kernel gave; the inbox
+        # counts messages, the outbox what went out. Each is changed
         # by one thread at a time, in the same step as the state it counts.
-        self.messages_received = 0
         self.bytes_received = 0
         # Set, with the outbox's ``closing``, under its lock.
         self._close_requested = False
@@ -197,32 +202,6 @@ class Channel(InboxMixin, DirectReadMixin):
         self._orphaned = False
         _live_channels.add(self)
 
-        self._in_lock = Lock()
-        self._arrived = LazyCondition(self._in_lock)
-        # Messages, and large payloads the reader turns into bytes (Assembly).
-        self.inbox: deque[Message | Assembly] = deque()
-        # Unread bytes are delivered minus consumed: the hub thread adds to
-        # the one, readers to the other, so a read takes no lock. Readers
-        # racing each other may lose an addition, which can only overstate
-        # what is unread; the hub counts exactly before it pauses reading.
-        self._delivered = 0
-        self._consumed = 0
-        # How many times messages were put in the inbox: a reader that was
-        # interrupted after receiving tells by it whether they got there.
-        self._deliveries = 0
-        # The hub must watch the socket for reading again, and a direct
-        # reader interrupted while handing it back may not have made it so.
-        self._interest_stale = False
-        # The size of the last message delivered: the next is likely alike.
-        self._last_size = 0
-        self._read_paused = False
-        self._readers_waiting = 0
-        self._signal: ReadySignal | None = None
-        #: Whether ``fileno()`` readiness reflects the inbox yet (not during a handshake).
-        self._signal_inbox = True
-        #: Called (under ``_in_lock``) whenever the channel may have become
-        #: ready; see :meth:`watch`. ``None`` while nobody watches, to stay small.
-        self._watchers: list[Callable[[], None]] | None = None
         self._on_end: list[Callable[[], None]] = []
 
         self.ended = False
@@ -239,7 +218,7 @@ class Channel(InboxMixin, DirectReadMixin):
 
     def on_end(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (on the hub thread) once the channel has ended."""
-        with self._in_lock:
+        with self.inbox.lock:
             if not self.ended:
                 self._on_end.append(callback)
                 return
@@ -401,7 +380,8 @@ class Channel(InboxMixin, DirectReadMixin):
             if assembly.have < assembly.size:
                 return _PARTIAL
             self._assembly = None
-            self._deliver([assembly], direct)
+            if self.inbox.deliver([assembly]) and self._reading:
+                self._pause_reading(direct)
             return _DELIVERED
         return self._take_in(data, direct)
 
@@ -424,8 +404,8 @@ class Channel(InboxMixin, DirectReadMixin):
         """
         decoder = self.decoder
         messages = decoder.feed(data)
-        if messages:
-            self._deliver(messages, direct)
+        if messages and self.inbox.deliver(messages) and self._reading:
+            self._pause_reading(direct)
         failure = decoder.failure
         if failure is not None:
             self._end_from(direct, _failure_reason(failure), failure)
@@ -471,6 +451,9 @@ class Channel(InboxMixin, DirectReadMixin):
                 outbox.closing = True
             if (pending or keep_open) and error is None:
                 self._peer_eof = True
+                # Nothing more will arrive: a waiting read returns None now.
+                self.inbox.no_more = True
+                self.inbox.half_closed = keep_open
         try:
             self.decoder.eof()
         except Exception as exc:
@@ -479,24 +462,41 @@ class Channel(InboxMixin, DirectReadMixin):
         if self._peer_eof and not self.ended:
             self._reading = False
             self._set_interest()
-            with self._in_lock:
-                # Nothing more can arrive: a waiting read returns None now.
-                self._arrived.notify_all()
+            inbox = self.inbox
+            with inbox.lock:
                 if keep_open:
                     # Kept open for replies: a waiting loop must hear of the
                     # peer's close as it would of an end.
-                    if self._signal is not None:
-                        self._signal.set()
-                    if self._watchers:
-                        self._notify_watchers()
+                    inbox.announce()
+                else:
+                    inbox.wake_readers()
             return
         self._end(EndReason.CLOSED if self._close_requested else EndReason.PEER_CLOSED)
+
+    def _pause_reading(self, direct: bool) -> None:
+        """The inbox is over its high-water mark: stop reading (the receiving thread)."""
+        if direct:
+            # ``_reading`` is the hub thread's to change.
+            self.hub.call_soon(self._pause_reading_from_hub)
+            return
+        # Stop reading: the kernel buffer fills and TCP pushes back on the sender.
+        self._reading = False
+        self._set_interest()
+
+    def _pause_reading_from_hub(self) -> None:
+        inbox = self.inbox
+        with inbox.lock:
+            paused = inbox.paused
+        if paused and self._reading and not self.ended:
+            self._reading = False
+            self._set_interest()
 
     def _resume_reading(self) -> None:
         if self.ended or self._reading:
             return
-        with self._in_lock:
-            if self._read_paused:
+        inbox = self.inbox
+        with inbox.lock:
+            if inbox.paused:
                 return
         self._reading = True
         if self._idle_timer is not None:
@@ -615,16 +615,13 @@ class Channel(InboxMixin, DirectReadMixin):
                     pass
             self.sock.close()
             outbox.discard()
-        with self._in_lock:
-            self.ended = True
+        inbox = self.inbox
+        with inbox.lock:
+            self.ended = inbox.ended = True
             self.end_reason = reason
             self.end_exception = exc
-            self._arrived.notify_all()
-            if self._signal is not None:
-                self._signal.set()
-            if self._watchers:
-                self._notify_watchers()
             callbacks, self._on_end = self._on_end, []
+            inbox.announce()
         if self._close_timer is not None:
             self._close_timer.cancel()
         if self._idle_timer is not None:
@@ -642,7 +639,7 @@ class Channel(InboxMixin, DirectReadMixin):
                 self.peer,
                 reason.value,
                 detail,
-                self.messages_received,
+                self.inbox.messages_received,
                 self.bytes_received,
                 outbox.messages_sent,
                 outbox.bytes_sent,
@@ -665,8 +662,11 @@ class Channel(InboxMixin, DirectReadMixin):
         if self.ended:
             return
         outbox = self.outbox
+        inbox = self.inbox
         with outbox.lock:
             self._close_requested = True
+            # Read under the inbox's lock, woken below: no read waits now.
+            inbox.no_more = True
             outbox.closing = True
             if not flush:
                 # A write that gives up now says the stocking was aborted.
@@ -674,9 +674,9 @@ class Channel(InboxMixin, DirectReadMixin):
             # A write blocked at the high-water mark gives up now: its
             # message was not written before close(), so it is not flushed.
             outbox.wake_writers()
-        with self._in_lock:
+        with inbox.lock:
             # So does a read waiting for a message: we are done reading.
-            self._arrived.notify_all()
+            inbox.wake_readers()
         with self._interest_lock:
             if self._direct_reader and self._direct_wake is not None:
                 self._direct_wake.set()
@@ -694,7 +694,7 @@ class Channel(InboxMixin, DirectReadMixin):
             self.hub.call_soon(lambda: self._end(EndReason.ABORTED))
         if not self.hub.in_hub_thread():
             grace = None if timeout is None else timeout + 1.0
-            self.wait_ended(grace)
+            inbox.wait_ended(grace)
 
     def _closed_error(self) -> ConnectionClosed:
         """What a write refused by a closing or ended channel raises (for the outbox)."""
@@ -713,10 +713,11 @@ class Channel(InboxMixin, DirectReadMixin):
 
     def _end_unstarted(self, reason: EndReason) -> None:
         self.sock.close()
-        with self._in_lock:
-            self.ended = True
+        inbox = self.inbox
+        with inbox.lock:
+            self.ended = inbox.ended = True
             self.end_reason = reason
-            self._arrived.notify_all()
+            inbox.wake_readers()
 
     # ------------------------------------------------------ for other layers
     # What the stocking, its handshake thread and the interpreter-exit hooks
@@ -742,6 +743,13 @@ class Channel(InboxMixin, DirectReadMixin):
     def peer_closed(self) -> bool:
         """Whether the peer closed its side cleanly; with ``half_close`` the channel stays open."""
         return self._peer_eof or self.end_reason is EndReason.PEER_CLOSED
+
+    def check_orphaned(self) -> None:
+        """End the channel if its socket was closed behind its back (the inbox's lock held)."""
+        if self._started and not self.ended and self.sock.fileno() < 0 and not self._orphaned:
+            self._orphaned = True
+            error = OSError(errno.EBADF, "the socket was closed outside the stocking")
+            self.hub.call_soon(functools.partial(self._end, EndReason.ERROR, error))
 
     def end(self, reason: EndReason, exc: BaseException | None = None) -> None:
         """End the channel now with ``reason`` and ``exc`` (hub thread only)."""
@@ -771,7 +779,7 @@ class Channel(InboxMixin, DirectReadMixin):
         exception becomes ``exc``'s context unless ``exc`` has a cause or
         context already; an end with ``reason`` already is left as it is.
         """
-        with self._in_lock:
+        with self.inbox.lock:
             if not self.ended:
                 return False
             if self.end_reason is not reason:
@@ -792,8 +800,9 @@ class Channel(InboxMixin, DirectReadMixin):
         peer) and reads as ended.
         """
         self.outbox.disown()
-        self._in_lock = Lock()
-        self._arrived = LazyCondition(self._in_lock)
+        inbox = self.inbox
+        inbox.disown()
+        inbox.no_more = True
         self._recv_lock = Lock()
         self._interest_lock = Lock()
         self._direct_reader = False
@@ -801,16 +810,9 @@ class Channel(InboxMixin, DirectReadMixin):
         if self._direct_wake is not None:
             self._direct_wake.close()
             self._direct_wake = None
-        self._readers_waiting = 0
         self._close_requested = True
-        self.inbox.clear()
-        self._delivered = self._consumed = 0
-        self._watchers = None
         self._on_end = []
         self._idle_timer = self._close_timer = None
-        signal, self._signal = self._signal, None
-        if signal is not None:
-            signal.close()
         try:
             self.sock.close()
         except OSError:
@@ -820,7 +822,7 @@ class Channel(InboxMixin, DirectReadMixin):
             self.end_exception = StockingError(
                 f"this stocking belongs to process {parent}; a forked child cannot use it"
             )
-            self.ended = True
+            self.ended = inbox.ended = True
 
 
 def _failure_reason(failure: BaseException) -> EndReason:

@@ -24,15 +24,14 @@ import select
 import socket
 import threading
 import time
-from collections import deque
 from threading import Lock, local
 from typing import TYPE_CHECKING
 
 from ._buffers import Assembly
 from ._common import _DELIVERED, _LIVE, _NOTHING, _RELEASED, _STOPPED, LARGE_PAYLOAD
 from ._errors import EndReason, end_reason_for
-from ._framing import BytesLike, Decoder, Message
-from ._inbox import ORPHAN_CHECK_INTERVAL
+from ._framing import BytesLike, Decoder
+from ._inbox import ORPHAN_CHECK_INTERVAL, Inbox
 from ._signal import ReadySignal
 
 __all__ = [
@@ -79,7 +78,7 @@ class DirectReadMixin:
     # Set by ``Channel.__init__``, which documents them.
     sock: socket.socket
     decoder: Decoder
-    inbox: deque[Message | Assembly]
+    inbox: Inbox
     ended: bool
     _recv_lock: Lock
     bytes_received: int
@@ -92,12 +91,9 @@ class DirectReadMixin:
     _spin_skip: int
     _spin_backoff: int
     _assembly: Assembly | None
-    _last_size: int
     _reading: bool
     _peer_eof: bool
     _close_requested: bool
-    _interest_stale: bool
-    _deliveries: int
     _filled: bool
 
     if TYPE_CHECKING:
@@ -123,7 +119,7 @@ class DirectReadMixin:
         try:
             with self._recv_lock:
                 if (
-                    self.inbox
+                    self.inbox.messages
                     or self._direct_reader
                     or not self._may_read_directly()
                     # Mid-message the hub is already at work on a stream, and
@@ -132,7 +128,7 @@ class DirectReadMixin:
                     or self.decoder.in_progress
                     # Large messages: the transfer, not a wake-up, is the cost,
                     # and the hub's larger buffer and assembly move them best.
-                    or self._last_size >= LARGE_PAYLOAD
+                    or self.inbox.last_size >= LARGE_PAYLOAD
                 ):
                     return False
                 with self._interest_lock:
@@ -149,10 +145,10 @@ class DirectReadMixin:
                         poller = select.poll()
                         poller.register(fd, select.POLLIN)
                         self._direct_poller = poller
-                    if self._interest_stale:
+                    if self.inbox.interest_stale:
                         # An interrupted hand-back: the hub watches again first.
                         self._apply_interest_for_reader()
-                        self._interest_stale = False
+                        self.inbox.interest_stale = False
                 if poller.poll(0):
                     # Bytes are waiting, so the hub is awake for them or soon
                     # will be: let it receive while this thread gets on with
@@ -212,9 +208,9 @@ class DirectReadMixin:
             if taken:
                 # The flag first, with no lock and no call: even if taking
                 # the lock below is interrupted, no reader is left "taking
-                # over" for ever; ``_interest_stale`` then has the next
+                # over" for ever; ``interest_stale`` then has the next
                 # reader make the hub watch again.
-                self._interest_stale = True
+                self.inbox.interest_stale = True
                 self._direct_reader = False
                 with self._interest_lock:
                     wake = self._direct_wake
@@ -230,7 +226,7 @@ class DirectReadMixin:
                             if not restored:
                                 # Interrupted (or failed): once more.
                                 restored = self._apply_interest_for_reader()
-                        self._interest_stale = not restored
+                        self.inbox.interest_stale = not restored
 
     def _receive_on_main(self, view: memoryview) -> int:
         """One receive on the main thread, safe from signal handlers (``_recv_lock`` held).
@@ -239,7 +235,7 @@ class DirectReadMixin:
         on. The count of what ``recv_into`` took is recorded inside the same
         C call (``list.extend`` over ``map``), so an exception raised by a
         signal handler once it returns cannot lose it; and if the exception
-        comes before the messages reached the inbox (``_deliveries`` tells),
+        comes before the messages reached the inbox (``deliveries`` tells),
         the bytes, still in this thread's buffer, are decoded afresh by a new
         decoder (the old one was between messages before them).
 
@@ -249,7 +245,7 @@ class DirectReadMixin:
         if self._assembly is not None or self.decoder.in_progress:
             return _STOPPED
         got: list[int] = []
-        deliveries = self._deliveries
+        deliveries = self.inbox.deliveries
         try:
             try:
                 got.extend(map(self.sock.recv_into, (view,)))
@@ -266,7 +262,7 @@ class DirectReadMixin:
                 return _STOPPED
             return self._take_in(view[:received], True)
         except BaseException:
-            if got and got[0] and self._deliveries == deliveries:
+            if got and got[0] and self.inbox.deliveries == deliveries:
                 self.decoder = Decoder(self.decoder.max_message_size)
                 self._take_in(view[: got[0]], True)
             raise
@@ -308,6 +304,16 @@ class DirectReadMixin:
         except (KeyError, ValueError, OSError):
             return False
         return True
+
+    def _heal_interest(self) -> None:
+        """Make the hub watch the socket again after an interrupted hand-back."""
+        with self._interest_lock:
+            if (
+                self._interest_state == _LIVE
+                and not self._direct_reader
+                and self._apply_interest_for_reader()
+            ):
+                self.inbox.interest_stale = False
 
     def _may_read_directly(self) -> bool:
         return self._reading and not self._peer_eof

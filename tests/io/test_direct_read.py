@@ -94,7 +94,7 @@ def test_a_waiting_reader_receives_without_the_hub(
     # The socket is the hub's again: with nobody reading, it still receives.
     assert not channel._direct_reader
     peer.sendall(stockings.encode(b"to the hub"))
-    wait_until(lambda: channel.ready)
+    wait_until(lambda: channel.inbox.ready)
     assert hub.outcomes
     assert stocking.read() == b"to the hub"
 
@@ -116,7 +116,7 @@ def test_bytes_already_waiting_are_left_to_the_hub(
     monkeypatch.setattr(channel, "_receive", held_back)
     peer.sendall(stockings.encode(b"waiting"))
     reader, outcome = in_thread(lambda: stocking.read(timeout=None))
-    wait_until(lambda: channel._readers_waiting == 1)
+    wait_until(lambda: channel.inbox._readers_waiting == 1)
     assert not channel._direct_reader
     gate.set()
     reader.join(10)
@@ -182,7 +182,7 @@ def test_two_readers_get_every_message_once(pair: tuple[Stocking, socket.socket]
     readers = [threading.Thread(target=read_into, args=(mine,), daemon=True) for mine in got]
     for reader in readers:
         reader.start()
-    wait_until(lambda: stocking._channel._readers_waiting == 2)
+    wait_until(lambda: stocking._channel.inbox._readers_waiting == 2)
     messages = [b"%d" % i for i in range(count)]
     peer.sendall(b"".join(map(stockings.encode, messages)))
     wait_until(lambda: len(got[0]) + len(got[1]) == count)
@@ -203,7 +203,7 @@ def test_a_read_timeout_hands_the_socket_back(pair: tuple[Stocking, socket.socke
     assert channel._direct_wake is not None  # it did poll for itself
     assert not channel._direct_reader
     peer.sendall(stockings.encode("after the timeout"))
-    wait_until(lambda: channel.ready)
+    wait_until(lambda: channel.inbox.ready)
     assert stocking.read() == "after the timeout"
 
 
