@@ -10,8 +10,8 @@ shared buffer, the :class:`~stockings._framing.Decoder` cuts whole messages
 out (a large ``bytes`` payload is received into a reused buffer of its own
 instead), and they land in the inbox, where ``receive`` (any thread) takes
 them. A reader that finds the inbox empty and the socket idle receives for
-itself instead (``_read_directly``): the message then costs one thread
-wake-up, not two.
+itself instead (``_direct``): the message then costs one thread wake-up,
+not two.
 
 Locks: the outbox's ``lock`` guards the outbound queue and every use of
 the socket for sending; ``_recv_lock`` every receive and the decoder; the
@@ -26,13 +26,16 @@ the hub thread for longer than one receive.
 of its own, :class:`~stockings._outbox.Outbox` (the outbound queue, its lock,
 write-side flow control, sending from writers' threads and for the hub),
 which the channel makes and drives through a few methods, and which calls
-back through three (``OutboxOwner``). So is the read side's front,
+back through three (``OutboxOwner``). So are the read side's two:
 :class:`~stockings._inbox.Inbox` (the messages received, the readers
 waiting for them, read-side flow control, readiness for ``fileno()`` and
-watchers): the channel delivers to it and tells it of the end, and it calls
-back through four (``InboxOwner``). The stocking binds ``receive`` and
-``receive_all`` from the inbox once. Receiving on a waiting reader's thread
-is still a mixin sharing the channel's state (``_direct``). This module
+watchers), which the channel delivers to and tells of the end, and which
+calls back through two (``InboxOwner``); and
+:class:`~stockings._direct.DirectReader` (a waiting reader receiving on its
+own thread), which takes the channel's receive and interest locks and
+receives through the channel's own receive (``DirectReaderOwner``). Each
+holds the channel weakly. The stocking binds ``receive`` and
+``receive_all`` from the inbox once. This module
 keeps registration with the selector, everything the hub thread does
 (receiving, assembling large payloads, the end of the stream, flushing),
 closing, ending and what a forked child does with its copy.
@@ -67,7 +70,7 @@ from ._common import (
     LARGE_PAYLOAD,
     _report,
 )
-from ._direct import _MAY_SPIN, SPIN_BACKOFF_FIRST, DirectReadMixin
+from ._direct import DirectReader
 from ._epoll import EpollSelector
 from ._errors import (
     ConnectionClosed,
@@ -86,7 +89,6 @@ from ._options import ChannelOptions
 from ._outbox import BURST_GAP as BURST_GAP
 from ._outbox import PLAIN_RULES, Outbox, SendRules
 from ._outbox import WRITER_FLUSH_SIZE as WRITER_FLUSH_SIZE
-from ._signal import ReadySignal
 
 __all__ = ["Channel"]
 
@@ -111,11 +113,11 @@ DEFAULT_LINGER = 5.0
 _live_channels: weakref.WeakSet[Channel] = weakref.WeakSet()
 
 
-class Channel(DirectReadMixin):
+class Channel:
     """The I/O engine of one connection, served by a :class:`~stockings._hub.Hub`."""
 
     #: Whether a reader waiting for a message may receive it on its own
-    #: thread (see ``_read_directly``); subclasses with their own receive
+    #: thread (see ``_direct``); subclasses with their own receive
     #: path turn it off.
     _reads_directly = True
     #: Seconds queued messages may take to flush at interpreter exit; ``None``: no bound.
@@ -147,21 +149,18 @@ class Channel(DirectReadMixin):
         self._interest_state = _UNREGISTERED
         self._interest_lock = Lock()
         # Held by whoever receives and decodes: the hub thread, or a reader
-        # receiving for itself (see ``_read_directly``).
+        # receiving for itself (see ``_direct``).
         self._recv_lock = Lock()
-        self._direct_reader = False  # ``_recv_lock`` and ``_interest_lock``
         # A reader met a fault and asked the hub to end the channel: nobody
         # receives meanwhile, lest the hub meet it again as something else.
         self._end_pending = False  # ``_recv_lock``
         # Whether the last receive filled all the room it offered (``_recv_lock``).
         self._filled = False
-        self._direct_wake: ReadySignal | None = None
-        # How long a direct reader checks the socket before it sleeps, and
-        # its back-off (the direct reader's own: one at a time).
-        self._spin = options.read_spin if _MAY_SPIN else 0.0
-        self._spin_skip = 0
-        self._spin_backoff = SPIN_BACKOFF_FIRST
-        self._direct_poller: select.poll | None = None
+        #: Receives for a waiting reader on its own thread (``direct.active``
+        #: while it does: the hub then neither receives nor watches for it).
+        self.direct = DirectReader(
+            sock, self._recv_lock, self._interest_lock, options.read_spin, self
+        )
         self._reads_directly = (
             hub.interest_from_any_thread
             and self._reads_directly
@@ -173,7 +172,7 @@ class Channel(DirectReadMixin):
         #: The read side: the messages received, the readers waiting for
         #: them, read-side flow control and readiness. Its lock guards the
         #: channel's end state too.
-        self.inbox = Inbox(hub, options, self, self._reads_directly)
+        self.inbox = Inbox(hub, options, self, self.direct if self._reads_directly else None)
         self._started = False
 
         # A large payload being received into a buffer of its own (hub thread).
@@ -237,7 +236,7 @@ class Channel(DirectReadMixin):
 
     def _wanted_events(self) -> int:
         """What the selector should watch for now (``_interest_lock`` held)."""
-        reading = self._reading and not self._direct_reader and not self._end_pending
+        reading = self._reading and not self.direct.active and not self._end_pending
         return (_EVENT_READ if reading else 0) | (_EVENT_WRITE if self.outbox.pending else 0)
 
     def _set_interest(self) -> None:
@@ -311,7 +310,7 @@ class Channel(DirectReadMixin):
         (for now) empty, and asking again would only cost a failed call.
         """
         with self._recv_lock:
-            if self._direct_reader or self._end_pending:
+            if self.direct.active or self._end_pending:
                 # A reader receives for itself now; this readiness is its.
                 return False
             return self._receive_locked(self.hub.recv_view, False) > _NOTHING and self._filled
@@ -384,6 +383,55 @@ class Channel(DirectReadMixin):
                 self._pause_reading(direct)
             return _DELIVERED
         return self._take_in(data, direct)
+
+    def _receive_on_main(self, view: memoryview) -> int:
+        """One receive on the main thread, safe from signal handlers (``_recv_lock`` held).
+
+        For a direct reader there (see ``_direct``). Only with the decoder
+        between messages; otherwise the hub carries on. The count of what
+        ``recv_into`` took is recorded inside the same C call
+        (``list.extend`` over ``map``), so an exception raised by a signal
+        handler once it returns cannot lose it; and if the exception comes
+        before the messages reached the inbox (its ``deliveries`` tells),
+        the bytes, still in this thread's buffer, are decoded afresh by a
+        new decoder (the old one was between messages before them).
+
+        Returns:
+            As :meth:`_receive_locked`.
+        """
+        if self._assembly is not None or self.decoder.in_progress:
+            return _STOPPED
+        got: list[int] = []
+        inbox = self.inbox
+        deliveries = inbox.deliveries
+        try:
+            try:
+                got.extend(map(self.sock.recv_into, (view,)))
+            except (BlockingIOError, InterruptedError):
+                return _NOTHING
+            except OSError as exc:
+                self._end_from(True, end_reason_for(exc), exc)
+                return _STOPPED
+            received = got[0]
+            self.bytes_received += received
+            self._filled = received == len(view)
+            if not received:
+                # The end of the stream stays readable: the hub meets it next.
+                return _STOPPED
+            return self._take_in(view[:received], True)
+        except BaseException:
+            if got and got[0] and inbox.deliveries == deliveries:
+                self.decoder = Decoder(self.decoder.max_message_size)
+                self._take_in(view[: got[0]], True)
+            raise
+
+    def _may_read_directly(self) -> bool:
+        """Whether a direct reader may receive now (``_recv_lock`` held)."""
+        return self._reading and not self._peer_eof and not self.ended and not self._close_requested
+
+    def _may_take_over(self) -> bool:
+        """Whether a reader may take the socket over (``_recv_lock`` held): between messages."""
+        return self._assembly is None and not self.decoder.in_progress and self._may_read_directly()
 
     def _end_from(self, direct: bool, reason: EndReason, exc: BaseException) -> None:
         if direct:
@@ -594,13 +642,7 @@ class Channel(DirectReadMixin):
                     pass
                 self._events = 0
                 self._watched_fd = -1
-            if self._direct_wake is not None:
-                if self._direct_reader:
-                    # It closes the descriptor once it has stopped polling it.
-                    self._direct_wake.set()
-                else:
-                    self._direct_wake.close()
-                    self._direct_wake = None
+            self.direct.stop()
         outbox = self.outbox
         with outbox.lock:
             outbox.closing = True
@@ -678,8 +720,9 @@ class Channel(DirectReadMixin):
             # So does a read waiting for a message: we are done reading.
             inbox.wake_readers()
         with self._interest_lock:
-            if self._direct_reader and self._direct_wake is not None:
-                self._direct_wake.set()
+            direct = self.direct
+            if direct.active and direct.wake is not None:
+                direct.wake.set()
         if not self._close_posted and self._started:
             # Posted, then marked: a close() interrupted in between posts
             # again when called again (the hub ends a channel only once).
@@ -805,11 +848,7 @@ class Channel(DirectReadMixin):
         inbox.no_more = True
         self._recv_lock = Lock()
         self._interest_lock = Lock()
-        self._direct_reader = False
-        self._direct_poller = None
-        if self._direct_wake is not None:
-            self._direct_wake.close()
-            self._direct_wake = None
+        self.direct.disown(self._recv_lock, self._interest_lock)
         self._close_requested = True
         self._on_end = []
         self._idle_timer = self._close_timer = None

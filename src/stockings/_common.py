@@ -1,7 +1,7 @@
 """What the parts of a channel share.
 
 :class:`~stockings._channel.Channel` is assembled from parts, one job
-each (the ``_outbox`` and ``_inbox`` objects, the ``_direct`` mixin); the
+each (the ``_outbox``, ``_inbox`` and ``_direct`` objects); the
 constants two of them must agree on live here, where each can import them
 without importing the channel itself.
 """

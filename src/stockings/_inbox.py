@@ -14,11 +14,12 @@ which makes it and tells it, under :attr:`Inbox.lock`, what readers must
 know of the connection: that it ended (:attr:`Inbox.ended`), that nothing
 more will come (:attr:`Inbox.no_more`: ``close()`` was called or the peer
 closed its side), that it stays open for replies (:attr:`Inbox.half_closed`).
-The inbox asks the channel for four things only (:class:`InboxOwner`):
-resuming reading on the hub thread, receiving on a waiting reader's own
-thread, making the hub watch the socket again after an interrupted
-hand-back, and checking for a socket closed behind the stocking's back. It
-holds the channel weakly, so that the two make no reference cycle.
+The inbox asks the channel for two things only (:class:`InboxOwner`):
+resuming reading on the hub thread, and checking for a socket closed
+behind the stocking's back. It holds the channel weakly, so that the two
+make no reference cycle. A waiting reader that may receive on its own
+thread asks the channel's :class:`~stockings._direct.DirectReader`
+(:attr:`Inbox.direct`).
 :attr:`Inbox.lock` guards the channel's end state and waiting for the inbox.
 """
 
@@ -30,7 +31,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from threading import Lock
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ._buffers import Assembly
 from ._common import _report
@@ -39,6 +40,9 @@ from ._hub import Hub
 from ._options import ChannelOptions
 from ._signal import ReadySignal
 from ._sync import LazyCondition
+
+if TYPE_CHECKING:
+    from ._direct import DirectReader
 
 __all__ = ["ORPHAN_CHECK_INTERVAL", "Inbox", "InboxOwner"]
 
@@ -53,17 +57,8 @@ ORPHAN_CHECK_INTERVAL = 1.0
 class InboxOwner(Protocol):
     """What an :class:`Inbox` asks of its channel."""
 
-    #: True while a reader receives on its own thread (the channel's locks).
-    _direct_reader: bool
-
     def _resume_reading(self) -> None:
         """Watch the socket for reading again, unless paused anew (hub thread)."""
-
-    def _read_directly(self, deadline: float | None) -> bool:
-        """Receive on this reader's thread until a message arrives; see ``_direct``."""
-
-    def _heal_interest(self) -> None:
-        """Make the hub watch the socket again after an interrupted hand-back."""
 
     def check_orphaned(self) -> None:
         """End the channel if its socket was closed behind its back (``Inbox.lock`` held)."""
@@ -76,7 +71,8 @@ class Inbox:
         hub: the channel's hub (resuming reading is posted to it).
         options: the channel's options (read high and low water, ``half_close``).
         owner: the channel, held weakly.
-        reads_directly: whether a waiting reader may receive on its own thread.
+        direct: the channel's direct reader, if a waiting reader may receive
+            on its own thread.
     """
 
     __slots__ = (
@@ -89,6 +85,7 @@ class Inbox:
         "_signal_inbox",
         "_watchers",
         "deliveries",
+        "direct",
         "ended",
         "half_closed",
         "hub",
@@ -100,15 +97,19 @@ class Inbox:
         "no_more",
         "options",
         "paused",
-        "reads_directly",
     )
 
     def __init__(
-        self, hub: Hub, options: ChannelOptions, owner: InboxOwner, reads_directly: bool
+        self,
+        hub: Hub,
+        options: ChannelOptions,
+        owner: InboxOwner,
+        direct: DirectReader | None,
     ) -> None:
         self.hub = hub
         self.options = options
-        self.reads_directly = reads_directly
+        #: Asked to receive for a waiting reader; ``None``: never.
+        self.direct = direct
         #: Guards the channel's end state, the readiness signal, the watchers
         #: and waiting for a message; a reader with a message waiting pops
         #: without it.
@@ -201,7 +202,7 @@ class Inbox:
                 return None
             if deadline < 0:
                 deadline = math.inf if timeout is None else time.monotonic() + timeout
-                direct = self.reads_directly
+                direct = self.direct is not None
             wait = self._wait_once(timeout == 0, deadline, direct)
             if wait == _GIVE_UP:
                 return None
@@ -215,10 +216,8 @@ class Inbox:
             ``_DIRECT`` or ``_HUB``: look again, and for the next turn receive
             directly or wait on the hub.
         """
-        owner = self._owner()
-        if owner is None:  # pragma: no cover - a reader holds its stocking
-            return _GIVE_UP
         inbox = self.messages
+        reader = self.direct
         waiter = None
         with self.lock:
             if not inbox and self.paused:
@@ -240,17 +239,14 @@ class Inbox:
             # Counted for the length of this turn (a count an interrupt
             # leaves too high costs only a spare notify).
             self._readers_waiting += 1
-            if not (direct and not owner._direct_reader):
+            if not (direct and reader is not None and not reader.active):
                 waiter = self._arrived.register()
         try:
             if waiter is None:
-                return (
-                    _DIRECT
-                    if owner._read_directly(None if deadline == math.inf else deadline)
-                    else _HUB
-                )
+                assert reader is not None
+                return _DIRECT if reader.read(None if deadline == math.inf else deadline) else _HUB
             if self.interest_stale:
-                owner._heal_interest()
+                self._heal_interest()
             # Wait with no lock held: an interrupted wait has none to take back.
             notified = waiter.acquire(True, wait)
         finally:
@@ -259,8 +255,10 @@ class Inbox:
                 if waiter is not None:
                     self._arrived.forget(waiter)
         if not notified:
-            with self.lock:
-                owner.check_orphaned()
+            owner = self._owner()
+            if owner is not None:
+                with self.lock:
+                    owner.check_orphaned()
         return _DIRECT if direct else _HUB
 
     def _clear_if_empty(self) -> None:
@@ -317,9 +315,10 @@ class Inbox:
             owner._resume_reading()
 
     def _heal_interest(self) -> None:
-        owner = self._owner()
-        if owner is not None:
-            owner._heal_interest()
+        """Make the hub watch the socket again after a direct reader's interrupted hand-back."""
+        reader = self.direct
+        if reader is not None:
+            reader.heal_interest()
 
     def wait_ended(self, timeout: float | None) -> bool:
         """Wait until the channel has ended; return whether it has."""
