@@ -14,31 +14,34 @@ itself instead (``_direct``): the message then costs one thread wake-up,
 not two.
 
 Locks: the outbox's ``lock`` guards the outbound queue and every use of
-the socket for sending; ``_recv_lock`` every receive and the decoder; the
-inbox's ``lock`` the end state and waiting for the inbox, which a reader
-with a message waiting pops without it; ``_interest_lock`` what the
-selector watches the socket for. Only the hub thread touches the selector,
-but for a direct reader changing its own socket's interest on an epoll hub.
-Where two are held, ``_recv_lock`` is taken first. User threads never block
-the hub thread for longer than one receive.
+the socket for sending; the receiver's ``lock`` every receive and the
+decoder; the inbox's ``lock`` the end state and waiting for the inbox,
+which a reader with a message waiting pops without it; ``_interest_lock``
+what the selector watches the socket for. Only the hub thread touches the
+selector, but for a direct reader changing its own socket's interest on an
+epoll hub. Where two are held, the receiver's is taken first. User threads
+never block the hub thread for longer than one receive.
 
-:class:`Channel` is put together from parts. The outbound side is an object
-of its own, :class:`~stockings._outbox.Outbox` (the outbound queue, its lock,
-write-side flow control, sending from writers' threads and for the hub),
-which the channel makes and drives through a few methods, and which calls
-back through three (``OutboxOwner``). So are the read side's two:
-:class:`~stockings._inbox.Inbox` (the messages received, the readers
-waiting for them, read-side flow control, readiness for ``fileno()`` and
-watchers), which the channel delivers to and tells of the end, and which
-calls back through two (``InboxOwner``); and
-:class:`~stockings._direct.DirectReader` (a waiting reader receiving on its
-own thread), which takes the channel's receive and interest locks and
-receives through the channel's own receive (``DirectReaderOwner``). Each
-holds the channel weakly. The stocking binds ``receive`` and
-``receive_all`` from the inbox once. This module
-keeps registration with the selector, everything the hub thread does
-(receiving, assembling large payloads, the end of the stream, flushing),
-closing, ending and what a forked child does with its copy.
+:class:`Channel` is put together from parts, each an object of its own
+that holds the channel weakly (so that a closed channel is freed at once,
+not by the cyclic collector) and asks it for a few things through a
+``...Owner`` protocol:
+
+- :class:`~stockings._outbox.Outbox`, the outbound side: the queue, its
+  lock, write-side flow control, sending from writers' threads and for the
+  hub. The stocking binds ``send`` once.
+- :class:`~stockings._inbox.Inbox`, the read side's front: the messages
+  received, the readers waiting for them, read-side flow control, and
+  readiness for ``fileno()`` and watchers. The channel tells it of the end;
+  the stocking binds ``receive`` and ``receive_all`` once.
+- :class:`~stockings._receiver.Receiver`: receiving and decoding, large
+  payloads assembled in buffers of their own, delivery to the inbox.
+- :class:`~stockings._direct.DirectReader`: a waiting reader receiving on
+  its own thread, through the receiver.
+
+This module keeps registration with the selector, what the hub thread does
+with readiness (receiving through the receiver, the end of the stream,
+flushing), closing, ending and what a forked child does with its copy.
 """
 
 from __future__ import annotations
@@ -54,20 +57,14 @@ import ssl
 import struct
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable
 from threading import Lock
 
-from ._buffers import ASSEMBLE_AHEAD, Assembly
 from ._common import (
-    _DELIVERED,
     _LIVE,
     _NOTHING,
-    _PARTIAL,
     _RELEASED,
-    _STOPPED,
     _UNREGISTERED,
-    LARGE_PAYLOAD,
     _report,
 )
 from ._direct import DirectReader
@@ -75,13 +72,10 @@ from ._epoll import EpollSelector
 from ._errors import (
     ConnectionClosed,
     EndReason,
-    IncompleteMessage,
-    MessageTooLarge,
     StockingError,
     WriteTimeout,
     end_reason_for,
 )
-from ._framing import BytesLike, Decoder
 from ._hub import Hub, Timer
 from ._inbox import Inbox
 from ._log import connection_log
@@ -89,6 +83,7 @@ from ._options import ChannelOptions
 from ._outbox import BURST_GAP as BURST_GAP
 from ._outbox import PLAIN_RULES, Outbox, SendRules
 from ._outbox import WRITER_FLUSH_SIZE as WRITER_FLUSH_SIZE
+from ._receiver import Receiver
 
 __all__ = ["Channel"]
 
@@ -132,7 +127,6 @@ class Channel:
         self.sock = sock
         self.hub = hub
         self.options = options
-        self.decoder = Decoder(options.max_message_size)
         #: The outbound side: ``send`` and ``send_many``, bound once by the
         #: stocking, and the queue the hub flushes.
         self.outbox = Outbox(
@@ -148,19 +142,6 @@ class Channel:
         self._watched_fd = -1
         self._interest_state = _UNREGISTERED
         self._interest_lock = Lock()
-        # Held by whoever receives and decodes: the hub thread, or a reader
-        # receiving for itself (see ``_direct``).
-        self._recv_lock = Lock()
-        # A reader met a fault and asked the hub to end the channel: nobody
-        # receives meanwhile, lest the hub meet it again as something else.
-        self._end_pending = False  # ``_recv_lock``
-        # Whether the last receive filled all the room it offered (``_recv_lock``).
-        self._filled = False
-        #: Receives for a waiting reader on its own thread (``direct.active``
-        #: while it does: the hub then neither receives nor watches for it).
-        self.direct = DirectReader(
-            sock, self._recv_lock, self._interest_lock, options.read_spin, self
-        )
         self._reads_directly = (
             hub.interest_from_any_thread
             and self._reads_directly
@@ -172,17 +153,15 @@ class Channel:
         #: The read side: the messages received, the readers waiting for
         #: them, read-side flow control and readiness. Its lock guards the
         #: channel's end state too.
-        self.inbox = Inbox(hub, options, self, self.direct if self._reads_directly else None)
+        self.inbox = inbox = Inbox(hub, options, self, None)
+        #: Receives and decodes, under its lock (also the count of bytes in).
+        self.receiver = Receiver(sock, hub, options, inbox, self)
+        #: Receives for a waiting reader on its own thread (``direct.active``
+        #: while it does: the hub then neither receives nor watches for it).
+        self.direct = DirectReader(sock, self._interest_lock, options.read_spin, self)
+        if self._reads_directly:
+            inbox.direct = self.direct
         self._started = False
-
-        # A large payload being received into a buffer of its own (hub thread).
-        self._assembly: Assembly | None = None
-        self._spare_buffers: deque[bytearray] = deque()
-        # What came in, for anyone to read at any time: bytes of the message
-        # stream (headers included, TLS excluded) the kernel gave; the inbox
-        # counts messages, the outbox what went out. Each is changed
-        # by one thread at a time, in the same step as the state it counts.
-        self.bytes_received = 0
         # Set, with the outbox's ``closing``, under its lock.
         self._close_requested = False
         self._abort_requested = False
@@ -195,7 +174,6 @@ class Channel:
         self._close_timer: Timer | None = None
         # Idle detection (hub thread only): the timer is set only with idle_timeout.
         self._idle_timer: Timer | None = None
-        self._last_receive = 0.0
         # The peer half-closed while replies were still queued: flush them, then end.
         self._peer_eof = False
         self._orphaned = False
@@ -228,7 +206,7 @@ class Channel:
             return
         idle = self.options.idle_timeout
         if idle is not None:
-            self._last_receive = time.monotonic()
+            self.receiver.last_receive = time.monotonic()
             self._idle_timer = self.hub.call_later(idle, self._check_idle)
         self._set_interest()
         if self.outbox.pending:
@@ -236,7 +214,7 @@ class Channel:
 
     def _wanted_events(self) -> int:
         """What the selector should watch for now (``_interest_lock`` held)."""
-        reading = self._reading and not self.direct.active and not self._end_pending
+        reading = self._reading and not self.direct.active and not self.receiver.end_pending
         return (_EVENT_READ if reading else 0) | (_EVENT_WRITE if self.outbox.pending else 0)
 
     def _set_interest(self) -> None:
@@ -309,181 +287,20 @@ class Channel:
         socket gives what it holds up to that, so one that gave less is
         (for now) empty, and asking again would only cost a failed call.
         """
-        with self._recv_lock:
-            if self.direct.active or self._end_pending:
+        receiver = self.receiver
+        with receiver.lock:
+            if self.direct.active or receiver.end_pending:
                 # A reader receives for itself now; this readiness is its.
                 return False
-            return self._receive_locked(self.hub.recv_view, False) > _NOTHING and self._filled
-
-    def _receive_locked(self, view: memoryview, direct: bool) -> int:
-        """Receive once into ``view`` or a large payload's own buffer (``_recv_lock`` held).
-
-        Args:
-            view: where small messages are received; the hub's shared
-                buffer on its thread, a reader's own buffer on the reader's.
-            direct: on a reader's thread, which must leave ending the
-                channel, and meeting the end of the stream, to the hub.
-
-        Returns:
-            ``_DELIVERED``, ``_PARTIAL`` (bytes but no whole message yet),
-            ``_NOTHING`` (the socket had nothing) or ``_STOPPED``.
-        """
-        sock = self.sock
-        decoder = self.decoder
-        missing = decoder.payload_missing
-        assembly = self._assembly
-        if (
-            assembly is None
-            and missing >= LARGE_PAYLOAD
-            and not decoder.payload_is_text
-            and (missing <= ASSEMBLE_AHEAD or missing <= 3 * decoder.payload_received)
-        ):
-            assembly = self._begin_assembly()
-        data: BytesLike
-        try:
-            if assembly is not None:
-                room = assembly.size - assembly.have
-                received = sock.recv_into(assembly.view[assembly.have : assembly.size])
-            elif missing >= LARGE_PAYLOAD:
-                room = min(missing, MAX_RECV_CHUNK)
-                data = sock.recv(room)
-                received = len(data)
-            else:
-                room = len(view)
-                received = sock.recv_into(view)
-                data = view[:received]
-        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            return _NOTHING
-        except OSError as exc:
-            self._end_from(direct, end_reason_for(exc), exc)
-            return _STOPPED
-        self._filled = received == room
-        self.bytes_received += received
-        if not received:
-            if direct:
-                # The end of the stream stays readable: the hub meets it next.
-                return _STOPPED
-            if assembly is not None:
-                left = assembly.size - assembly.have
-                self._end(
-                    EndReason.PROTOCOL_ERROR,
-                    IncompleteMessage(f"stream ended inside a message ({left} bytes missing)"),
-                )
-                return _STOPPED
-            self._end_of_stream()
-            return _STOPPED
-        if self._idle_timer is not None:
-            self._last_receive = time.monotonic()
-        if assembly is not None:
-            assembly.have += received
-            if assembly.have < assembly.size:
-                return _PARTIAL
-            self._assembly = None
-            if self.inbox.deliver([assembly]) and self._reading:
-                self._pause_reading(direct)
-            return _DELIVERED
-        return self._take_in(data, direct)
-
-    def _receive_on_main(self, view: memoryview) -> int:
-        """One receive on the main thread, safe from signal handlers (``_recv_lock`` held).
-
-        For a direct reader there (see ``_direct``). Only with the decoder
-        between messages; otherwise the hub carries on. The count of what
-        ``recv_into`` took is recorded inside the same C call
-        (``list.extend`` over ``map``), so an exception raised by a signal
-        handler once it returns cannot lose it; and if the exception comes
-        before the messages reached the inbox (its ``deliveries`` tells),
-        the bytes, still in this thread's buffer, are decoded afresh by a
-        new decoder (the old one was between messages before them).
-
-        Returns:
-            As :meth:`_receive_locked`.
-        """
-        if self._assembly is not None or self.decoder.in_progress:
-            return _STOPPED
-        got: list[int] = []
-        inbox = self.inbox
-        deliveries = inbox.deliveries
-        try:
-            try:
-                got.extend(map(self.sock.recv_into, (view,)))
-            except (BlockingIOError, InterruptedError):
-                return _NOTHING
-            except OSError as exc:
-                self._end_from(True, end_reason_for(exc), exc)
-                return _STOPPED
-            received = got[0]
-            self.bytes_received += received
-            self._filled = received == len(view)
-            if not received:
-                # The end of the stream stays readable: the hub meets it next.
-                return _STOPPED
-            return self._take_in(view[:received], True)
-        except BaseException:
-            if got and got[0] and inbox.deliveries == deliveries:
-                self.decoder = Decoder(self.decoder.max_message_size)
-                self._take_in(view[: got[0]], True)
-            raise
+            return receiver.receive(self.hub.recv_view, False) > _NOTHING and receiver.filled
 
     def _may_read_directly(self) -> bool:
-        """Whether a direct reader may receive now (``_recv_lock`` held)."""
+        """Whether a direct reader may receive now (the receiver's lock held)."""
         return self._reading and not self._peer_eof and not self.ended and not self._close_requested
 
     def _may_take_over(self) -> bool:
-        """Whether a reader may take the socket over (``_recv_lock`` held): between messages."""
-        return self._assembly is None and not self.decoder.in_progress and self._may_read_directly()
-
-    def _end_from(self, direct: bool, reason: EndReason, exc: BaseException) -> None:
-        if direct:
-            # Posted first: the flag stops the hub receiving, so it must
-            # never be set without the end on its way.
-            self.hub.call_soon(functools.partial(self._end, reason, exc))
-            self._end_pending = True
-        else:
-            self._end(reason, exc)
-
-    def _take_in(self, data: BytesLike, direct: bool = False) -> int:
-        """Decode received bytes and deliver their messages, on the thread that received them.
-
-        Returns:
-            ``_DELIVERED`` or ``_PARTIAL``; ``_STOPPED`` if the bytes broke
-            the wire format: the channel then ends (see ``_end_from``), after
-            delivering every message that came before the fault.
-        """
-        decoder = self.decoder
-        messages = decoder.feed(data)
-        if messages and self.inbox.deliver(messages) and self._reading:
-            self._pause_reading(direct)
-        failure = decoder.failure
-        if failure is not None:
-            self._end_from(direct, _failure_reason(failure), failure)
-            return _STOPPED
-        return _DELIVERED if messages else _PARTIAL
-
-    def _begin_assembly(self) -> Assembly:
-        """Take a large bytes payload over from the decoder (hub thread).
-
-        The rest of it is received straight into a buffer that is reused from
-        message to message; the reader makes the ``bytes`` (see ``Assembly``).
-        """
-        pieces, missing, _ = self.decoder.detach_payload()
-        have = sum(map(len, pieces))
-        size = have + missing
-        buffer = None
-        try:
-            buffer = self._spare_buffers.popleft()
-        except IndexError:
-            pass
-        if buffer is None or len(buffer) < size:
-            buffer = bytearray(size)
-        assembly = Assembly(buffer, size, self._spare_buffers)
-        at = 0
-        for piece in pieces:
-            assembly.view[at : at + len(piece)] = piece
-            at += len(piece)
-        assembly.have = have
-        self._assembly = assembly
-        return assembly
+        """Whether a reader may take the socket over now (the receiver's lock held)."""
+        return self.receiver.between_messages and self._may_read_directly()
 
     def _end_of_stream(self) -> None:
         # A half-closing peer may still read: hand it what the kernel takes now.
@@ -503,7 +320,7 @@ class Channel:
                 self.inbox.no_more = True
                 self.inbox.half_closed = keep_open
         try:
-            self.decoder.eof()
+            self.receiver.decoder.eof()
         except Exception as exc:
             self._end(EndReason.PROTOCOL_ERROR, exc)
             return
@@ -523,6 +340,8 @@ class Channel:
 
     def _pause_reading(self, direct: bool) -> None:
         """The inbox is over its high-water mark: stop reading (the receiving thread)."""
+        if not self._reading:
+            return
         if direct:
             # ``_reading`` is the hub thread's to change.
             self.hub.call_soon(self._pause_reading_from_hub)
@@ -549,7 +368,7 @@ class Channel:
         self._reading = True
         if self._idle_timer is not None:
             # The pause was ours: the peer's silence is counted from now.
-            self._last_receive = time.monotonic()
+            self.receiver.last_receive = time.monotonic()
         self._set_interest()
 
     def _flush_from_hub(self) -> None:
@@ -599,8 +418,8 @@ class Channel:
         if not self._reading:
             # We stopped reading ourselves (flow control, a final flush): the
             # silence is ours, not the peer's.
-            self._last_receive = now
-        silent = now - self._last_receive
+            self.receiver.last_receive = now
+        silent = now - self.receiver.last_receive
         if silent >= idle:
             self._end(
                 EndReason.TIMEOUT,
@@ -682,7 +501,7 @@ class Channel:
                 reason.value,
                 detail,
                 self.inbox.messages_received,
-                self.bytes_received,
+                self.receiver.bytes_received,
                 outbox.messages_sent,
                 outbox.bytes_sent,
                 extra={"peer": self.peer},
@@ -846,9 +665,9 @@ class Channel:
         inbox = self.inbox
         inbox.disown()
         inbox.no_more = True
-        self._recv_lock = Lock()
+        self.receiver.lock = Lock()
         self._interest_lock = Lock()
-        self.direct.disown(self._recv_lock, self._interest_lock)
+        self.direct.disown(self._interest_lock)
         self._close_requested = True
         self._on_end = []
         self._idle_timer = self._close_timer = None
@@ -862,12 +681,6 @@ class Channel:
                 f"this stocking belongs to process {parent}; a forked child cannot use it"
             )
             self.ended = inbox.ended = True
-
-
-def _failure_reason(failure: BaseException) -> EndReason:
-    if isinstance(failure, MessageTooLarge):
-        return EndReason.MESSAGE_TOO_LARGE
-    return EndReason.PROTOCOL_ERROR
 
 
 def _disown_all_after_fork() -> None:

@@ -27,7 +27,7 @@ __all__ = [
 LARGE_PAYLOAD = 64 * 1024
 # Where the selector's interest in a socket stands (``_interest_lock``).
 _UNREGISTERED, _LIVE, _RELEASED = 0, 1, 2
-# What one receive achieved (see ``Channel._receive_locked``).
+# What one receive achieved (see ``Receiver.receive``).
 _STOPPED, _NOTHING, _PARTIAL, _DELIVERED = -1, 0, 1, 2
 
 

@@ -5,24 +5,23 @@ hub's, then the reader's. So a reader that finds the inbox empty and the
 socket idle takes the socket over (:meth:`DirectReader.read`): the hub stops
 watching it for reading, and the reader polls it (spinning a moment first,
 see ``_spin_until_ready``) and receives into a buffer of its thread's own,
-through the channel's own ``_receive_locked`` under its receive lock (large
-payloads included), until a message is in the inbox; then it hands the
+through the channel's :class:`~stockings._receiver.Receiver` under its lock
+(large payloads included), until a message is in the inbox; then it hands the
 socket back. Only the happy path is the reader's: at an end of stream or an
 error it goes back to waiting on the hub, which meets the same state of the
 socket when it reads again and ends the channel as it always does.
 
 On the main thread, where signal handlers run, a reader receives only
-between messages and one receive at a time (the channel's
-``_receive_on_main``), so that an exception a handler raises can neither
-lose received bytes nor leave the socket unwatched
-(``docs/topics/interrupts.md``).
+between messages and one receive at a time (``Receiver.receive_on_main``),
+so that an exception a handler raises can neither lose received bytes nor
+leave the socket unwatched (``docs/topics/interrupts.md``).
 
 The :class:`DirectReader` is one part of a
-:class:`~stockings._channel.Channel`, which makes it with the two locks it
-takes (the channel's receive lock, then its interest lock) and which the
-inbox asks to read (``Inbox.direct``). It asks the channel for what
-receiving and the selector are (:class:`DirectReaderOwner`), holding it
-weakly, so that the two make no reference cycle. Its own state:
+:class:`~stockings._channel.Channel`, which makes it with the interest lock
+it takes (inside the receiver's) and which the inbox asks to read
+(``Inbox.direct``). It asks the channel for its receiver, its inbox and the
+selector (:class:`DirectReaderOwner`), holding it weakly, so that the parts
+make no reference cycle. Its own state:
 :attr:`DirectReader.active` (a reader has the socket; both locks),
 :attr:`DirectReader.wake` (what ``close()`` and the end set to stop its
 poll; the interest lock) and the spin's back-off (one reader at a time).
@@ -45,6 +44,7 @@ from ._signal import ReadySignal
 
 if TYPE_CHECKING:
     from ._inbox import Inbox
+    from ._receiver import Receiver
 
 __all__ = [
     "DIRECT_RECV_SIZE",
@@ -90,6 +90,8 @@ class DirectReaderOwner(Protocol):
 
     #: The inbox: its messages, the last message's size, ``interest_stale``.
     inbox: Inbox
+    #: What receives, under its lock: the reader receives through it.
+    receiver: Receiver
     #: Whether the selector may be changed (``_LIVE``) or the socket is
     #: released (``_RELEASED``); read under the interest lock.
     _interest_state: int
@@ -107,12 +109,6 @@ class DirectReaderOwner(Protocol):
     def _may_take_over(self) -> bool:
         """Whether a reader may take the socket over: also, between messages (receive lock)."""
 
-    def _receive_locked(self, view: memoryview, direct: bool) -> int:
-        """Receive once into ``view`` (receive lock held); see the channel's."""
-
-    def _receive_on_main(self, view: memoryview) -> int:
-        """Receive once on the main thread, safe from signal handlers (receive lock held)."""
-
 
 class DirectReader:
     """Receiving on a waiting reader's thread, for one channel.
@@ -120,9 +116,8 @@ class DirectReader:
     No ``__slots__``: tests record calls of its methods per instance.
 
     Args:
-        sock: the channel's socket (polled here, received from by the channel).
-        recv_lock: the channel's receive lock.
-        interest_lock: the channel's interest lock, taken inside ``recv_lock``.
+        sock: the channel's socket (polled here, received from by its receiver).
+        interest_lock: the channel's interest lock, taken inside the receiver's.
         spin: how long (seconds) to check the socket before sleeping (``read_spin``).
         owner: the channel, held weakly.
     """
@@ -130,13 +125,11 @@ class DirectReader:
     def __init__(
         self,
         sock: socket.socket,
-        recv_lock: Lock,
         interest_lock: Lock,
         spin: float,
         owner: DirectReaderOwner,
     ) -> None:
         self.sock = sock
-        self.recv_lock = recv_lock
         self.interest_lock = interest_lock
         #: True while a reader has taken the socket over (both locks): the
         #: hub then neither receives nor watches it for reading.
@@ -165,12 +158,13 @@ class DirectReader:
         if owner is None:  # pragma: no cover - a reader holds its stocking
             return False
         inbox = owner.inbox
+        receiver = owner.receiver
         # Signal handlers run on the main thread only: there, an exception
         # may land between a receive and the delivery of what it received.
         on_main = threading.get_ident() == threading.main_thread().ident
         taken = False
         try:
-            with self.recv_lock:
+            with receiver.lock:
                 if (
                     inbox.messages
                     or self.active
@@ -244,13 +238,13 @@ class DirectReader:
                         if wait <= 0:
                             return True
                     poller.poll(wait * 1000.0)
-                with self.recv_lock:
+                with receiver.lock:
                     if not owner._may_read_directly():
                         return False
                     if on_main:
-                        outcome = owner._receive_on_main(_thread_view())
+                        outcome = receiver.receive_on_main(_thread_view())
                     else:
-                        outcome = owner._receive_locked(_thread_view(), True)
+                        outcome = receiver.receive(_thread_view(), True)
                 if outcome == _DELIVERED:
                     return True
                 if outcome == _STOPPED:
@@ -346,9 +340,8 @@ class DirectReader:
                 wake.close()
                 self.wake = None
 
-    def disown(self, recv_lock: Lock, interest_lock: Lock) -> None:
-        """In a forked child: the channel's fresh locks; no poller, no wake-up."""
-        self.recv_lock = recv_lock
+    def disown(self, interest_lock: Lock) -> None:
+        """In a forked child: the channel's fresh lock; no poller, no wake-up."""
         self.interest_lock = interest_lock
         self.active = False
         self._poller = None

@@ -504,7 +504,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
 
         Over TLS, the bytes after decryption.
         """
-        return self._channel.bytes_received
+        return self._channel.receiver.bytes_received
 
     @property
     def unread_bytes(self) -> int:

@@ -128,7 +128,7 @@ def test_announced_length_allocates_nothing_ahead_of_the_data(no_leaks: None) ->
     tracemalloc.start()
     try:
         peer.sendall(bytes.fromhex("4000000000c0") + b"y" * 2**20)
-        decoder = stocking._channel.decoder
+        decoder = stocking._channel.receiver.decoder
         wait_until(lambda: decoder.payload_missing == 2**40 - 2**20)
         _, peak = tracemalloc.get_traced_memory()
     finally:
