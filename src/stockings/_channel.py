@@ -299,8 +299,17 @@ class Channel:
         return self._reading and not self._peer_eof and not self.ended and not self._close_requested
 
     def _may_take_over(self) -> bool:
-        """Whether a reader may take the socket over now (the receiver's lock held)."""
-        return self.receiver.between_messages and self._may_read_directly()
+        """As :meth:`_may_read_directly`, and between messages (the receiver's lock held)."""
+        # Spelt out: one call, on the way of every direct read.
+        receiver = self.receiver
+        return (
+            receiver.assembly is None
+            and not receiver.decoder.in_progress
+            and self._reading
+            and not self._peer_eof
+            and not self.ended
+            and not self._close_requested
+        )
 
     def _end_of_stream(self) -> None:
         # A half-closing peer may still read: hand it what the kernel takes now.

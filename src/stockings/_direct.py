@@ -95,10 +95,8 @@ class DirectReaderOwner(Protocol):
     #: Whether the selector may be changed (``_LIVE``) or the socket is
     #: released (``_RELEASED``); read under the interest lock.
     _interest_state: int
-
-    @property
-    def close_requested(self) -> bool:
-        """Whether ``close()`` was called."""
+    #: Whether ``close()`` was called.
+    _close_requested: bool
 
     def _apply_interest(self) -> None:
         """Bring the selector in line with what the channel wants (interest lock held)."""
@@ -214,7 +212,7 @@ class DirectReader:
                 # The probe above found nothing, so wait before receiving.
                 if not blocking:
                     with self.interest_lock:
-                        if owner._interest_state != _LIVE or owner.close_requested:
+                        if owner._interest_state != _LIVE or owner._close_requested:
                             return False
                         wake = self.wake
                         if wake is None:

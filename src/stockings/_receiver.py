@@ -227,11 +227,6 @@ class Receiver:
                 self.take_in(view[: got[0]], True)
             raise
 
-    @property
-    def between_messages(self) -> bool:
-        """Whether no message is partly received (``lock`` held)."""
-        return self.assembly is None and not self.decoder.in_progress
-
     def take_in(self, data: BytesLike, direct: bool = False) -> int:
         """Decode received bytes and deliver their messages, on the thread that received them.
 
