@@ -10,29 +10,38 @@ shared buffer, the :class:`~stockings._framing.Decoder` cuts whole messages
 out (a large ``bytes`` payload is received into a reused buffer of its own
 instead), and they land in the inbox, where ``receive`` (any thread) takes
 them. A reader that finds the inbox empty and the socket idle receives for
-itself instead (``_read_directly``): the message then costs one thread
-wake-up, not two.
+itself instead (``_direct``): the message then costs one thread wake-up,
+not two.
 
 Locks: the outbox's ``lock`` guards the outbound queue and every use of
-the socket for sending; ``_recv_lock`` every receive and the decoder;
-``_in_lock`` the end state and waiting for the inbox, which a reader with a
-message waiting pops without it; ``_interest_lock`` what the selector
-watches the socket for. Only the hub thread touches the selector, but for
-a direct reader changing its own socket's interest on an epoll hub. Where
-two are held, ``_recv_lock`` is taken first. User threads never block the
-hub thread for longer than one receive.
+the socket for sending; the receiver's ``lock`` every receive and the
+decoder; the inbox's ``lock`` the end state and waiting for the inbox,
+which a reader with a message waiting pops without it; ``_interest_lock``
+what the selector watches the socket for. Only the hub thread touches the
+selector, but for a direct reader changing its own socket's interest on an
+epoll hub. Where two are held, the receiver's is taken first. User threads
+never block the hub thread for longer than one receive.
 
-:class:`Channel` is put together from parts. The outbound side is an object
-of its own, :class:`~stockings._outbox.Outbox` (the outbound queue, its lock,
-write-side flow control, sending from writers' threads and for the hub),
-which the channel makes and drives through a few methods, and which calls
-back through three (``OutboxOwner``). The read side is still two mixins sharing the
-channel's state (set up, and its locks explained, in ``Channel.__init__``):
-``_inbox`` (the inbox and its readers, read-side flow control, readiness)
-and ``_direct`` (a waiting reader receiving on its own thread). This module
-keeps registration with the selector, everything the hub thread does
-(receiving, assembling large payloads, the end of the stream, flushing),
-closing, ending and what a forked child does with its copy.
+:class:`Channel` is put together from parts, each an object of its own
+that holds the channel weakly (so that a closed channel is freed at once,
+not by the cyclic collector) and asks it for a few things through a
+``...Owner`` protocol:
+
+- :class:`~stockings._outbox.Outbox`, the outbound side: the queue, its
+  lock, write-side flow control, sending from writers' threads and for the
+  hub. The stocking binds ``send`` once.
+- :class:`~stockings._inbox.Inbox`, the read side's front: the messages
+  received, the readers waiting for them, read-side flow control, and
+  readiness for ``fileno()`` and watchers. The channel tells it of the end;
+  the stocking binds ``receive`` and ``receive_all`` once.
+- :class:`~stockings._receiver.Receiver`: receiving and decoding, large
+  payloads assembled in buffers of their own, delivery to the inbox.
+- :class:`~stockings._direct.DirectReader`: a waiting reader receiving on
+  its own thread, through the receiver.
+
+This module keeps registration with the selector, what the hub thread does
+with readiness (receiving through the receiver, the end of the stream,
+flushing), closing, ending and what a forked child does with its copy.
 """
 
 from __future__ import annotations
@@ -48,43 +57,33 @@ import ssl
 import struct
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable
 from threading import Lock
 
-from ._buffers import ASSEMBLE_AHEAD, Assembly
 from ._common import (
-    _DELIVERED,
     _LIVE,
     _NOTHING,
-    _PARTIAL,
     _RELEASED,
-    _STOPPED,
     _UNREGISTERED,
-    LARGE_PAYLOAD,
     _report,
 )
-from ._direct import _MAY_SPIN, SPIN_BACKOFF_FIRST, DirectReadMixin
+from ._direct import DirectReader
 from ._epoll import EpollSelector
 from ._errors import (
     ConnectionClosed,
     EndReason,
-    IncompleteMessage,
-    MessageTooLarge,
     StockingError,
     WriteTimeout,
     end_reason_for,
 )
-from ._framing import BytesLike, Decoder, Message
 from ._hub import Hub, Timer
-from ._inbox import InboxMixin
+from ._inbox import Inbox
 from ._log import connection_log
 from ._options import ChannelOptions
 from ._outbox import BURST_GAP as BURST_GAP
 from ._outbox import PLAIN_RULES, Outbox, SendRules
 from ._outbox import WRITER_FLUSH_SIZE as WRITER_FLUSH_SIZE
-from ._signal import ReadySignal
-from ._sync import LazyCondition
+from ._receiver import Receiver
 
 __all__ = ["Channel"]
 
@@ -109,11 +108,11 @@ DEFAULT_LINGER = 5.0
 _live_channels: weakref.WeakSet[Channel] = weakref.WeakSet()
 
 
-class Channel(InboxMixin, DirectReadMixin):
+class Channel:
     """The I/O engine of one connection, served by a :class:`~stockings._hub.Hub`."""
 
     #: Whether a reader waiting for a message may receive it on its own
-    #: thread (see ``_read_directly``); subclasses with their own receive
+    #: thread (see ``_direct``); subclasses with their own receive
     #: path turn it off.
     _reads_directly = True
     #: Seconds queued messages may take to flush at interpreter exit; ``None``: no bound.
@@ -128,7 +127,6 @@ class Channel(InboxMixin, DirectReadMixin):
         self.sock = sock
         self.hub = hub
         self.options = options
-        self.decoder = Decoder(options.max_message_size)
         #: The outbound side: ``send`` and ``send_many``, bound once by the
         #: stocking, and the queue the hub flushes.
         self.outbox = Outbox(
@@ -144,22 +142,6 @@ class Channel(InboxMixin, DirectReadMixin):
         self._watched_fd = -1
         self._interest_state = _UNREGISTERED
         self._interest_lock = Lock()
-        # Held by whoever receives and decodes: the hub thread, or a reader
-        # receiving for itself (see ``_read_directly``).
-        self._recv_lock = Lock()
-        self._direct_reader = False  # ``_recv_lock`` and ``_interest_lock``
-        # A reader met a fault and asked the hub to end the channel: nobody
-        # receives meanwhile, lest the hub meet it again as something else.
-        self._end_pending = False  # ``_recv_lock``
-        # Whether the last receive filled all the room it offered (``_recv_lock``).
-        self._filled = False
-        self._direct_wake: ReadySignal | None = None
-        # How long a direct reader checks the socket before it sleeps, and
-        # its back-off (the direct reader's own: one at a time).
-        self._spin = options.read_spin if _MAY_SPIN else 0.0
-        self._spin_skip = 0
-        self._spin_backoff = SPIN_BACKOFF_FIRST
-        self._direct_poller: select.poll | None = None
         self._reads_directly = (
             hub.interest_from_any_thread
             and self._reads_directly
@@ -168,17 +150,18 @@ class Channel(InboxMixin, DirectReadMixin):
             and not isinstance(sock, ssl.SSLSocket)
         )
         self._reading = True  # hub thread only
+        #: The read side: the messages received, the readers waiting for
+        #: them, read-side flow control and readiness. Its lock guards the
+        #: channel's end state too.
+        self.inbox = inbox = Inbox(hub, options, self, None)
+        #: Receives and decodes, under its lock (also the count of bytes in).
+        self.receiver = Receiver(sock, hub, options, inbox, self)
+        #: Receives for a waiting reader on its own thread (``direct.active``
+        #: while it does: the hub then neither receives nor watches for it).
+        self.direct = DirectReader(sock, self._interest_lock, options.read_spin, self)
+        if self._reads_directly:
+            inbox.direct = self.direct
         self._started = False
-
-        # A large payload being received into a buffer of its own (hub thread).
-        self._assembly: Assembly | None = None
-        self._spare_buffers: deque[bytearray] = deque()
-        # What came in, for anyone to read at any time: messages delivered
-        # and bytes of the message stream (headers included, TLS excluded)
-        # the kernel gave; the outbox counts what went out. Each is changed
-        # by one thread at a time, in the same step as the state it counts.
-        self.messages_received = 0
-        self.bytes_received = 0
         # Set, with the outbox's ``closing``, under its lock.
         self._close_requested = False
         self._abort_requested = False
@@ -191,38 +174,11 @@ class Channel(InboxMixin, DirectReadMixin):
         self._close_timer: Timer | None = None
         # Idle detection (hub thread only): the timer is set only with idle_timeout.
         self._idle_timer: Timer | None = None
-        self._last_receive = 0.0
         # The peer half-closed while replies were still queued: flush them, then end.
         self._peer_eof = False
         self._orphaned = False
         _live_channels.add(self)
 
-        self._in_lock = Lock()
-        self._arrived = LazyCondition(self._in_lock)
-        # Messages, and large payloads the reader turns into bytes (Assembly).
-        self.inbox: deque[Message | Assembly] = deque()
-        # Unread bytes are delivered minus consumed: the hub thread adds to
-        # the one, readers to the other, so a read takes no lock. Readers
-        # racing each other may lose an addition, which can only overstate
-        # what is unread; the hub counts exactly before it pauses reading.
-        self._delivered = 0
-        self._consumed = 0
-        # How many times messages were put in the inbox: a reader that was
-        # interrupted after receiving tells by it whether they got there.
-        self._deliveries = 0
-        # The hub must watch the socket for reading again, and a direct
-        # reader interrupted while handing it back may not have made it so.
-        self._interest_stale = False
-        # The size of the last message delivered: the next is likely alike.
-        self._last_size = 0
-        self._read_paused = False
-        self._readers_waiting = 0
-        self._signal: ReadySignal | None = None
-        #: Whether ``fileno()`` readiness reflects the inbox yet (not during a handshake).
-        self._signal_inbox = True
-        #: Called (under ``_in_lock``) whenever the channel may have become
-        #: ready; see :meth:`watch`. ``None`` while nobody watches, to stay small.
-        self._watchers: list[Callable[[], None]] | None = None
         self._on_end: list[Callable[[], None]] = []
 
         self.ended = False
@@ -239,7 +195,7 @@ class Channel(InboxMixin, DirectReadMixin):
 
     def on_end(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (on the hub thread) once the channel has ended."""
-        with self._in_lock:
+        with self.inbox.lock:
             if not self.ended:
                 self._on_end.append(callback)
                 return
@@ -250,7 +206,7 @@ class Channel(InboxMixin, DirectReadMixin):
             return
         idle = self.options.idle_timeout
         if idle is not None:
-            self._last_receive = time.monotonic()
+            self.receiver.last_receive = time.monotonic()
             self._idle_timer = self.hub.call_later(idle, self._check_idle)
         self._set_interest()
         if self.outbox.pending:
@@ -258,7 +214,7 @@ class Channel(InboxMixin, DirectReadMixin):
 
     def _wanted_events(self) -> int:
         """What the selector should watch for now (``_interest_lock`` held)."""
-        reading = self._reading and not self._direct_reader and not self._end_pending
+        reading = self._reading and not self.direct.active and not self.receiver.end_pending
         return (_EVENT_READ if reading else 0) | (_EVENT_WRITE if self.outbox.pending else 0)
 
     def _set_interest(self) -> None:
@@ -331,131 +287,29 @@ class Channel(InboxMixin, DirectReadMixin):
         socket gives what it holds up to that, so one that gave less is
         (for now) empty, and asking again would only cost a failed call.
         """
-        with self._recv_lock:
-            if self._direct_reader or self._end_pending:
+        receiver = self.receiver
+        with receiver.lock:
+            if self.direct.active or receiver.end_pending:
                 # A reader receives for itself now; this readiness is its.
                 return False
-            return self._receive_locked(self.hub.recv_view, False) > _NOTHING and self._filled
+            return receiver.receive(self.hub.recv_view, False) > _NOTHING and receiver.filled
 
-    def _receive_locked(self, view: memoryview, direct: bool) -> int:
-        """Receive once into ``view`` or a large payload's own buffer (``_recv_lock`` held).
+    def _may_read_directly(self) -> bool:
+        """Whether a direct reader may receive now (the receiver's lock held)."""
+        return self._reading and not self._peer_eof and not self.ended and not self._close_requested
 
-        Args:
-            view: where small messages are received; the hub's shared
-                buffer on its thread, a reader's own buffer on the reader's.
-            direct: on a reader's thread, which must leave ending the
-                channel, and meeting the end of the stream, to the hub.
-
-        Returns:
-            ``_DELIVERED``, ``_PARTIAL`` (bytes but no whole message yet),
-            ``_NOTHING`` (the socket had nothing) or ``_STOPPED``.
-        """
-        sock = self.sock
-        decoder = self.decoder
-        missing = decoder.payload_missing
-        assembly = self._assembly
-        if (
-            assembly is None
-            and missing >= LARGE_PAYLOAD
-            and not decoder.payload_is_text
-            and (missing <= ASSEMBLE_AHEAD or missing <= 3 * decoder.payload_received)
-        ):
-            assembly = self._begin_assembly()
-        data: BytesLike
-        try:
-            if assembly is not None:
-                room = assembly.size - assembly.have
-                received = sock.recv_into(assembly.view[assembly.have : assembly.size])
-            elif missing >= LARGE_PAYLOAD:
-                room = min(missing, MAX_RECV_CHUNK)
-                data = sock.recv(room)
-                received = len(data)
-            else:
-                room = len(view)
-                received = sock.recv_into(view)
-                data = view[:received]
-        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            return _NOTHING
-        except OSError as exc:
-            self._end_from(direct, end_reason_for(exc), exc)
-            return _STOPPED
-        self._filled = received == room
-        self.bytes_received += received
-        if not received:
-            if direct:
-                # The end of the stream stays readable: the hub meets it next.
-                return _STOPPED
-            if assembly is not None:
-                left = assembly.size - assembly.have
-                self._end(
-                    EndReason.PROTOCOL_ERROR,
-                    IncompleteMessage(f"stream ended inside a message ({left} bytes missing)"),
-                )
-                return _STOPPED
-            self._end_of_stream()
-            return _STOPPED
-        if self._idle_timer is not None:
-            self._last_receive = time.monotonic()
-        if assembly is not None:
-            assembly.have += received
-            if assembly.have < assembly.size:
-                return _PARTIAL
-            self._assembly = None
-            self._deliver([assembly], direct)
-            return _DELIVERED
-        return self._take_in(data, direct)
-
-    def _end_from(self, direct: bool, reason: EndReason, exc: BaseException) -> None:
-        if direct:
-            # Posted first: the flag stops the hub receiving, so it must
-            # never be set without the end on its way.
-            self.hub.call_soon(functools.partial(self._end, reason, exc))
-            self._end_pending = True
-        else:
-            self._end(reason, exc)
-
-    def _take_in(self, data: BytesLike, direct: bool = False) -> int:
-        """Decode received bytes and deliver their messages, on the thread that received them.
-
-        Returns:
-            ``_DELIVERED`` or ``_PARTIAL``; ``_STOPPED`` if the bytes broke
-            the wire format: the channel then ends (see ``_end_from``), after
-            delivering every message that came before the fault.
-        """
-        decoder = self.decoder
-        messages = decoder.feed(data)
-        if messages:
-            self._deliver(messages, direct)
-        failure = decoder.failure
-        if failure is not None:
-            self._end_from(direct, _failure_reason(failure), failure)
-            return _STOPPED
-        return _DELIVERED if messages else _PARTIAL
-
-    def _begin_assembly(self) -> Assembly:
-        """Take a large bytes payload over from the decoder (hub thread).
-
-        The rest of it is received straight into a buffer that is reused from
-        message to message; the reader makes the ``bytes`` (see ``Assembly``).
-        """
-        pieces, missing, _ = self.decoder.detach_payload()
-        have = sum(map(len, pieces))
-        size = have + missing
-        buffer = None
-        try:
-            buffer = self._spare_buffers.popleft()
-        except IndexError:
-            pass
-        if buffer is None or len(buffer) < size:
-            buffer = bytearray(size)
-        assembly = Assembly(buffer, size, self._spare_buffers)
-        at = 0
-        for piece in pieces:
-            assembly.view[at : at + len(piece)] = piece
-            at += len(piece)
-        assembly.have = have
-        self._assembly = assembly
-        return assembly
+    def _may_take_over(self) -> bool:
+        """As :meth:`_may_read_directly`, and between messages (the receiver's lock held)."""
+        # Spelt out: one call, on the way of every direct read.
+        receiver = self.receiver
+        return (
+            receiver.assembly is None
+            and not receiver.decoder.in_progress
+            and self._reading
+            and not self._peer_eof
+            and not self.ended
+            and not self._close_requested
+        )
 
     def _end_of_stream(self) -> None:
         # A half-closing peer may still read: hand it what the kernel takes now.
@@ -471,37 +325,59 @@ class Channel(InboxMixin, DirectReadMixin):
                 outbox.closing = True
             if (pending or keep_open) and error is None:
                 self._peer_eof = True
+                # Nothing more will arrive: a waiting read returns None now.
+                self.inbox.no_more = True
+                self.inbox.half_closed = keep_open
         try:
-            self.decoder.eof()
+            self.receiver.decoder.eof()
         except Exception as exc:
             self._end(EndReason.PROTOCOL_ERROR, exc)
             return
         if self._peer_eof and not self.ended:
             self._reading = False
             self._set_interest()
-            with self._in_lock:
-                # Nothing more can arrive: a waiting read returns None now.
-                self._arrived.notify_all()
+            inbox = self.inbox
+            with inbox.lock:
                 if keep_open:
                     # Kept open for replies: a waiting loop must hear of the
                     # peer's close as it would of an end.
-                    if self._signal is not None:
-                        self._signal.set()
-                    if self._watchers:
-                        self._notify_watchers()
+                    inbox.announce()
+                else:
+                    inbox.wake_readers()
             return
         self._end(EndReason.CLOSED if self._close_requested else EndReason.PEER_CLOSED)
+
+    def _pause_reading(self, direct: bool) -> None:
+        """The inbox is over its high-water mark: stop reading (the receiving thread)."""
+        if not self._reading:
+            return
+        if direct:
+            # ``_reading`` is the hub thread's to change.
+            self.hub.call_soon(self._pause_reading_from_hub)
+            return
+        # Stop reading: the kernel buffer fills and TCP pushes back on the sender.
+        self._reading = False
+        self._set_interest()
+
+    def _pause_reading_from_hub(self) -> None:
+        inbox = self.inbox
+        with inbox.lock:
+            paused = inbox.paused
+        if paused and self._reading and not self.ended:
+            self._reading = False
+            self._set_interest()
 
     def _resume_reading(self) -> None:
         if self.ended or self._reading:
             return
-        with self._in_lock:
-            if self._read_paused:
+        inbox = self.inbox
+        with inbox.lock:
+            if inbox.paused:
                 return
         self._reading = True
         if self._idle_timer is not None:
             # The pause was ours: the peer's silence is counted from now.
-            self._last_receive = time.monotonic()
+            self.receiver.last_receive = time.monotonic()
         self._set_interest()
 
     def _flush_from_hub(self) -> None:
@@ -551,8 +427,8 @@ class Channel(InboxMixin, DirectReadMixin):
         if not self._reading:
             # We stopped reading ourselves (flow control, a final flush): the
             # silence is ours, not the peer's.
-            self._last_receive = now
-        silent = now - self._last_receive
+            self.receiver.last_receive = now
+        silent = now - self.receiver.last_receive
         if silent >= idle:
             self._end(
                 EndReason.TIMEOUT,
@@ -594,13 +470,7 @@ class Channel(InboxMixin, DirectReadMixin):
                     pass
                 self._events = 0
                 self._watched_fd = -1
-            if self._direct_wake is not None:
-                if self._direct_reader:
-                    # It closes the descriptor once it has stopped polling it.
-                    self._direct_wake.set()
-                else:
-                    self._direct_wake.close()
-                    self._direct_wake = None
+            self.direct.stop()
         outbox = self.outbox
         with outbox.lock:
             outbox.closing = True
@@ -615,16 +485,13 @@ class Channel(InboxMixin, DirectReadMixin):
                     pass
             self.sock.close()
             outbox.discard()
-        with self._in_lock:
-            self.ended = True
+        inbox = self.inbox
+        with inbox.lock:
+            self.ended = inbox.ended = True
             self.end_reason = reason
             self.end_exception = exc
-            self._arrived.notify_all()
-            if self._signal is not None:
-                self._signal.set()
-            if self._watchers:
-                self._notify_watchers()
             callbacks, self._on_end = self._on_end, []
+            inbox.announce()
         if self._close_timer is not None:
             self._close_timer.cancel()
         if self._idle_timer is not None:
@@ -642,8 +509,8 @@ class Channel(InboxMixin, DirectReadMixin):
                 self.peer,
                 reason.value,
                 detail,
-                self.messages_received,
-                self.bytes_received,
+                self.inbox.messages_received,
+                self.receiver.bytes_received,
                 outbox.messages_sent,
                 outbox.bytes_sent,
                 extra={"peer": self.peer},
@@ -665,8 +532,11 @@ class Channel(InboxMixin, DirectReadMixin):
         if self.ended:
             return
         outbox = self.outbox
+        inbox = self.inbox
         with outbox.lock:
             self._close_requested = True
+            # Read under the inbox's lock, woken below: no read waits now.
+            inbox.no_more = True
             outbox.closing = True
             if not flush:
                 # A write that gives up now says the stocking was aborted.
@@ -674,12 +544,13 @@ class Channel(InboxMixin, DirectReadMixin):
             # A write blocked at the high-water mark gives up now: its
             # message was not written before close(), so it is not flushed.
             outbox.wake_writers()
-        with self._in_lock:
+        with inbox.lock:
             # So does a read waiting for a message: we are done reading.
-            self._arrived.notify_all()
+            inbox.wake_readers()
         with self._interest_lock:
-            if self._direct_reader and self._direct_wake is not None:
-                self._direct_wake.set()
+            direct = self.direct
+            if direct.active and direct.wake is not None:
+                direct.wake.set()
         if not self._close_posted and self._started:
             # Posted, then marked: a close() interrupted in between posts
             # again when called again (the hub ends a channel only once).
@@ -694,7 +565,7 @@ class Channel(InboxMixin, DirectReadMixin):
             self.hub.call_soon(lambda: self._end(EndReason.ABORTED))
         if not self.hub.in_hub_thread():
             grace = None if timeout is None else timeout + 1.0
-            self.wait_ended(grace)
+            inbox.wait_ended(grace)
 
     def _closed_error(self) -> ConnectionClosed:
         """What a write refused by a closing or ended channel raises (for the outbox)."""
@@ -713,10 +584,11 @@ class Channel(InboxMixin, DirectReadMixin):
 
     def _end_unstarted(self, reason: EndReason) -> None:
         self.sock.close()
-        with self._in_lock:
-            self.ended = True
+        inbox = self.inbox
+        with inbox.lock:
+            self.ended = inbox.ended = True
             self.end_reason = reason
-            self._arrived.notify_all()
+            inbox.wake_readers()
 
     # ------------------------------------------------------ for other layers
     # What the stocking, its handshake thread and the interpreter-exit hooks
@@ -742,6 +614,13 @@ class Channel(InboxMixin, DirectReadMixin):
     def peer_closed(self) -> bool:
         """Whether the peer closed its side cleanly; with ``half_close`` the channel stays open."""
         return self._peer_eof or self.end_reason is EndReason.PEER_CLOSED
+
+    def check_orphaned(self) -> None:
+        """End the channel if its socket was closed behind its back (the inbox's lock held)."""
+        if self._started and not self.ended and self.sock.fileno() < 0 and not self._orphaned:
+            self._orphaned = True
+            error = OSError(errno.EBADF, "the socket was closed outside the stocking")
+            self.hub.call_soon(functools.partial(self._end, EndReason.ERROR, error))
 
     def end(self, reason: EndReason, exc: BaseException | None = None) -> None:
         """End the channel now with ``reason`` and ``exc`` (hub thread only)."""
@@ -771,7 +650,7 @@ class Channel(InboxMixin, DirectReadMixin):
         exception becomes ``exc``'s context unless ``exc`` has a cause or
         context already; an end with ``reason`` already is left as it is.
         """
-        with self._in_lock:
+        with self.inbox.lock:
             if not self.ended:
                 return False
             if self.end_reason is not reason:
@@ -792,25 +671,15 @@ class Channel(InboxMixin, DirectReadMixin):
         peer) and reads as ended.
         """
         self.outbox.disown()
-        self._in_lock = Lock()
-        self._arrived = LazyCondition(self._in_lock)
-        self._recv_lock = Lock()
+        inbox = self.inbox
+        inbox.disown()
+        inbox.no_more = True
+        self.receiver.lock = Lock()
         self._interest_lock = Lock()
-        self._direct_reader = False
-        self._direct_poller = None
-        if self._direct_wake is not None:
-            self._direct_wake.close()
-            self._direct_wake = None
-        self._readers_waiting = 0
+        self.direct.disown(self._interest_lock)
         self._close_requested = True
-        self.inbox.clear()
-        self._delivered = self._consumed = 0
-        self._watchers = None
         self._on_end = []
         self._idle_timer = self._close_timer = None
-        signal, self._signal = self._signal, None
-        if signal is not None:
-            signal.close()
         try:
             self.sock.close()
         except OSError:
@@ -820,13 +689,7 @@ class Channel(InboxMixin, DirectReadMixin):
             self.end_exception = StockingError(
                 f"this stocking belongs to process {parent}; a forked child cannot use it"
             )
-            self.ended = True
-
-
-def _failure_reason(failure: BaseException) -> EndReason:
-    if isinstance(failure, MessageTooLarge):
-        return EndReason.MESSAGE_TOO_LARGE
-    return EndReason.PROTOCOL_ERROR
+            self.ended = inbox.ended = True
 
 
 def _disown_all_after_fork() -> None:

@@ -1,7 +1,7 @@
 """What the parts of a channel share.
 
 :class:`~stockings._channel.Channel` is assembled from parts, one job
-each (the ``_outbox`` object, the ``_inbox`` and ``_direct`` mixins); the
+each (the ``_outbox``, ``_inbox`` and ``_direct`` objects); the
 constants two of them must agree on live here, where each can import them
 without importing the channel itself.
 """
@@ -27,7 +27,7 @@ __all__ = [
 LARGE_PAYLOAD = 64 * 1024
 # Where the selector's interest in a socket stands (``_interest_lock``).
 _UNREGISTERED, _LIVE, _RELEASED = 0, 1, 2
-# What one receive achieved (see ``Channel._receive_locked``).
+# What one receive achieved (see ``Receiver.receive``).
 _STOPPED, _NOTHING, _PARTIAL, _DELIVERED = -1, 0, 1, 2
 
 

@@ -2,19 +2,29 @@
 
 A reader waiting on the hub costs two thread wake-ups per message: the
 hub's, then the reader's. So a reader that finds the inbox empty and the
-socket idle takes the socket over (``_read_directly``): the hub stops
+socket idle takes the socket over (:meth:`DirectReader.read`): the hub stops
 watching it for reading, and the reader polls it (spinning a moment first,
 see ``_spin_until_ready``) and receives into a buffer of its thread's own,
-through the channel's own ``_receive_locked`` under ``_recv_lock`` (large
-payloads included), until a message is in the inbox; then it hands the
+through the channel's :class:`~stockings._receiver.Receiver` under its lock
+(large payloads included), until a message is in the inbox; then it hands the
 socket back. Only the happy path is the reader's: at an end of stream or an
 error it goes back to waiting on the hub, which meets the same state of the
 socket when it reads again and ends the channel as it always does.
 
 On the main thread, where signal handlers run, a reader receives only
-between messages and one receive at a time (``_receive_on_main``), so that
-an exception a handler raises can neither lose received bytes nor leave the
-socket unwatched (``docs/topics/interrupts.md``).
+between messages and one receive at a time (``Receiver.receive_on_main``),
+so that an exception a handler raises can neither lose received bytes nor
+leave the socket unwatched (``docs/topics/interrupts.md``).
+
+The :class:`DirectReader` is one part of a
+:class:`~stockings._channel.Channel`, which makes it with the interest lock
+it takes (inside the receiver's) and which the inbox asks to read
+(``Inbox.direct``). It asks the channel for its receiver, its inbox and the
+selector (:class:`DirectReaderOwner`), holding it weakly, so that the parts
+make no reference cycle. Its own state:
+:attr:`DirectReader.active` (a reader has the socket; both locks),
+:attr:`DirectReader.wake` (what ``close()`` and the end set to stop its
+poll; the interest lock) and the spin's back-off (one reader at a time).
 """
 
 from __future__ import annotations
@@ -24,27 +34,29 @@ import select
 import socket
 import threading
 import time
-from collections import deque
+import weakref
 from threading import Lock, local
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from ._buffers import Assembly
-from ._common import _DELIVERED, _LIVE, _NOTHING, _RELEASED, _STOPPED, LARGE_PAYLOAD
-from ._errors import EndReason, end_reason_for
-from ._framing import BytesLike, Decoder, Message
+from ._common import _DELIVERED, _LIVE, _RELEASED, _STOPPED, LARGE_PAYLOAD
 from ._inbox import ORPHAN_CHECK_INTERVAL
 from ._signal import ReadySignal
+
+if TYPE_CHECKING:
+    from ._inbox import Inbox
+    from ._receiver import Receiver
 
 __all__ = [
     "DIRECT_RECV_SIZE",
     "SPIN_BACKOFF_FIRST",
     "SPIN_BACKOFF_MAX",
     "_MAY_SPIN",
-    "DirectReadMixin",
+    "DirectReader",
+    "DirectReaderOwner",
     "_thread_view",
 ]
 
-#: What one receive on a reader's own thread asks for (see ``_read_directly``).
+#: What one receive on a reader's own thread asks for (see ``DirectReader.read``).
 DIRECT_RECV_SIZE = 64 * 1024
 #: After a spin that found nothing, a reader skips spinning for this many
 #: waits, doubling up to the second number: a peer slower than the spin
@@ -73,41 +85,65 @@ def _thread_view() -> memoryview:
     return view
 
 
-class DirectReadMixin:
-    """Receiving on a waiting reader's thread, for :class:`~stockings._channel.Channel`."""
+class DirectReaderOwner(Protocol):
+    """What a :class:`DirectReader` asks of its channel."""
 
-    # Set by ``Channel.__init__``, which documents them.
-    sock: socket.socket
-    decoder: Decoder
-    inbox: deque[Message | Assembly]
-    ended: bool
-    _recv_lock: Lock
-    bytes_received: int
-    _interest_lock: Lock
+    #: The inbox: its messages, the last message's size, ``interest_stale``.
+    inbox: Inbox
+    #: What receives, under its lock: the reader receives through it.
+    receiver: Receiver
+    #: Whether the selector may be changed (``_LIVE``) or the socket is
+    #: released (``_RELEASED``); read under the interest lock.
     _interest_state: int
-    _direct_reader: bool
-    _direct_wake: ReadySignal | None
-    _direct_poller: select.poll | None
-    _spin: float
-    _spin_skip: int
-    _spin_backoff: int
-    _assembly: Assembly | None
-    _last_size: int
-    _reading: bool
-    _peer_eof: bool
+    #: Whether ``close()`` was called.
     _close_requested: bool
-    _interest_stale: bool
-    _deliveries: int
-    _filled: bool
 
-    if TYPE_CHECKING:
-        # Channel's own.
-        def _apply_interest(self) -> None: ...
-        def _receive_locked(self, view: memoryview, direct: bool) -> int: ...
-        def _take_in(self, data: BytesLike, direct: bool = False) -> int: ...
-        def _end_from(self, direct: bool, reason: EndReason, exc: BaseException) -> None: ...
+    def _apply_interest(self) -> None:
+        """Bring the selector in line with what the channel wants (interest lock held)."""
 
-    def _read_directly(self, deadline: float | None) -> bool:
+    def _may_read_directly(self) -> bool:
+        """Whether a reader may receive now (receive lock held)."""
+
+    def _may_take_over(self) -> bool:
+        """Whether a reader may take the socket over: also, between messages (receive lock)."""
+
+
+class DirectReader:
+    """Receiving on a waiting reader's thread, for one channel.
+
+    No ``__slots__``: tests record calls of its methods per instance.
+
+    Args:
+        sock: the channel's socket (polled here, received from by its receiver).
+        interest_lock: the channel's interest lock, taken inside the receiver's.
+        spin: how long (seconds) to check the socket before sleeping (``read_spin``).
+        owner: the channel, held weakly.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        interest_lock: Lock,
+        spin: float,
+        owner: DirectReaderOwner,
+    ) -> None:
+        self.sock = sock
+        self.interest_lock = interest_lock
+        #: True while a reader has taken the socket over (both locks): the
+        #: hub then neither receives nor watches it for reading.
+        self.active = False
+        #: Set by ``close()`` and the channel's end to stop a reader's poll
+        #: (interest lock); made by the first reader that needs it.
+        self.wake: ReadySignal | None = None
+        self._poller: select.poll | None = None
+        # How long a reader checks the socket before it sleeps, and its
+        # back-off (one reader at a time).
+        self._spin = spin if _MAY_SPIN else 0.0
+        self._spin_skip = 0
+        self._spin_backoff = SPIN_BACKOFF_FIRST
+        self._owner: weakref.ref[DirectReaderOwner] = weakref.ref(owner)
+
+    def read(self, deadline: float | None) -> bool:
         """Receive on this reader's thread until a message arrives (no lock held).
 
         See the module's docstring. Bytes already waiting in the kernel are
@@ -116,29 +152,32 @@ class DirectReadMixin:
         Returns:
             Whether to receive directly again if the inbox is still empty.
         """
+        owner = self._owner()
+        if owner is None:  # pragma: no cover - a reader holds its stocking
+            return False
+        inbox = owner.inbox
+        receiver = owner.receiver
         # Signal handlers run on the main thread only: there, an exception
         # may land between a receive and the delivery of what it received.
         on_main = threading.get_ident() == threading.main_thread().ident
         taken = False
         try:
-            with self._recv_lock:
+            with receiver.lock:
                 if (
-                    self.inbox
-                    or self._direct_reader
-                    or not self._may_read_directly()
+                    inbox.messages
+                    or self.active
                     # Mid-message the hub is already at work on a stream, and
                     # one more message, not its first byte, is what keeps us.
-                    or self._assembly is not None
-                    or self.decoder.in_progress
+                    or not owner._may_take_over()
                     # Large messages: the transfer, not a wake-up, is the cost,
                     # and the hub's larger buffer and assembly move them best.
-                    or self._last_size >= LARGE_PAYLOAD
+                    or inbox.last_size >= LARGE_PAYLOAD
                 ):
                     return False
-                with self._interest_lock:
-                    if self._interest_state != _LIVE:
+                with self.interest_lock:
+                    if owner._interest_state != _LIVE:
                         return False
-                    poller = self._direct_poller
+                    poller = self._poller
                     if poller is None:
                         fd = self.sock.fileno()
                         if fd < 0:
@@ -148,22 +187,22 @@ class DirectReadMixin:
                         # Stored only once it watches the socket.
                         poller = select.poll()
                         poller.register(fd, select.POLLIN)
-                        self._direct_poller = poller
-                    if self._interest_stale:
+                        self._poller = poller
+                    if inbox.interest_stale:
                         # An interrupted hand-back: the hub watches again first.
                         self._apply_interest_for_reader()
-                        self._interest_stale = False
+                        inbox.interest_stale = False
                 if poller.poll(0):
                     # Bytes are waiting, so the hub is awake for them or soon
                     # will be: let it receive while this thread gets on with
                     # the messages. Taking over pays when there is nothing yet.
                     return False
-                with self._interest_lock:
-                    if self._interest_state != _LIVE:
+                with self.interest_lock:
+                    if owner._interest_state != _LIVE:
                         return False
                     # Set together, without a call between: whatever
                     # interrupts from here on, the ``finally`` hands back.
-                    self._direct_reader = True
+                    self.active = True
                     taken = True
                     # From now on the hub neither receives nor even wakes for it.
                     if not self._apply_interest_for_reader():
@@ -172,13 +211,13 @@ class DirectReadMixin:
             while True:
                 # The probe above found nothing, so wait before receiving.
                 if not blocking:
-                    with self._interest_lock:
-                        if self._interest_state != _LIVE or self._close_requested:
+                    with self.interest_lock:
+                        if owner._interest_state != _LIVE or owner._close_requested:
                             return False
-                        wake = self._direct_wake
+                        wake = self.wake
                         if wake is None:
-                            # close() and _end set it to stop the poll below.
-                            wake = self._direct_wake = ReadySignal()
+                            # close() and the end set it to stop the poll below.
+                            wake = self.wake = ReadySignal()
                         else:
                             # Left set by an interrupted hand-back, it would
                             # turn the waits below into a busy loop.
@@ -197,13 +236,13 @@ class DirectReadMixin:
                         if wait <= 0:
                             return True
                     poller.poll(wait * 1000.0)
-                with self._recv_lock:
-                    if self.ended or self._close_requested or not self._may_read_directly():
+                with receiver.lock:
+                    if not owner._may_read_directly():
                         return False
                     if on_main:
-                        outcome = self._receive_on_main(_thread_view())
+                        outcome = receiver.receive_on_main(_thread_view())
                     else:
-                        outcome = self._receive_locked(_thread_view(), True)
+                        outcome = receiver.receive(_thread_view(), True)
                 if outcome == _DELIVERED:
                     return True
                 if outcome == _STOPPED:
@@ -212,16 +251,16 @@ class DirectReadMixin:
             if taken:
                 # The flag first, with no lock and no call: even if taking
                 # the lock below is interrupted, no reader is left "taking
-                # over" for ever; ``_interest_stale`` then has the next
+                # over" for ever; ``interest_stale`` then has the next
                 # reader make the hub watch again.
-                self._interest_stale = True
-                self._direct_reader = False
-                with self._interest_lock:
-                    wake = self._direct_wake
-                    if self._interest_state == _RELEASED:
+                inbox.interest_stale = True
+                self.active = False
+                with self.interest_lock:
+                    wake = self.wake
+                    if owner._interest_state == _RELEASED:
                         if wake is not None:
                             wake.close()
-                            self._direct_wake = None
+                            self.wake = None
                     else:
                         restored = False
                         try:
@@ -230,46 +269,7 @@ class DirectReadMixin:
                             if not restored:
                                 # Interrupted (or failed): once more.
                                 restored = self._apply_interest_for_reader()
-                        self._interest_stale = not restored
-
-    def _receive_on_main(self, view: memoryview) -> int:
-        """One receive on the main thread, safe from signal handlers (``_recv_lock`` held).
-
-        Only with the decoder between messages; otherwise the hub carries
-        on. The count of what ``recv_into`` took is recorded inside the same
-        C call (``list.extend`` over ``map``), so an exception raised by a
-        signal handler once it returns cannot lose it; and if the exception
-        comes before the messages reached the inbox (``_deliveries`` tells),
-        the bytes, still in this thread's buffer, are decoded afresh by a new
-        decoder (the old one was between messages before them).
-
-        Returns:
-            As ``Channel._receive_locked``.
-        """
-        if self._assembly is not None or self.decoder.in_progress:
-            return _STOPPED
-        got: list[int] = []
-        deliveries = self._deliveries
-        try:
-            try:
-                got.extend(map(self.sock.recv_into, (view,)))
-            except (BlockingIOError, InterruptedError):
-                return _NOTHING
-            except OSError as exc:
-                self._end_from(True, end_reason_for(exc), exc)
-                return _STOPPED
-            received = got[0]
-            self.bytes_received += received
-            self._filled = received == len(view)
-            if not received:
-                # The end of the stream stays readable: the hub meets it next.
-                return _STOPPED
-            return self._take_in(view[:received], True)
-        except BaseException:
-            if got and got[0] and self._deliveries == deliveries:
-                self.decoder = Decoder(self.decoder.max_message_size)
-                self._take_in(view[: got[0]], True)
-            raise
+                        inbox.interest_stale = not restored
 
     def _spin_until_ready(self, poller: select.poll, deadline: float | None) -> bool:
         """Check the socket without sleeping for up to ``read_spin`` seconds.
@@ -298,16 +298,51 @@ class DirectReadMixin:
         return True
 
     def _apply_interest_for_reader(self) -> bool:
-        """:meth:`_apply_interest` on a reader's thread, which must not raise.
+        """The channel's ``_apply_interest`` on a reader's thread, which must not raise.
 
         It fails only for a socket closed behind the stocking's back, which
         the hub ends (the reader's receive, or its orphan check, tells it).
         """
+        owner = self._owner()
+        if owner is None:  # pragma: no cover - a reader holds its stocking
+            return False
         try:
-            self._apply_interest()
+            owner._apply_interest()
         except (KeyError, ValueError, OSError):
             return False
         return True
 
-    def _may_read_directly(self) -> bool:
-        return self._reading and not self._peer_eof
+    def heal_interest(self) -> None:
+        """Make the hub watch the socket again after an interrupted hand-back."""
+        owner = self._owner()
+        if owner is None:  # pragma: no cover - a reader holds its stocking
+            return
+        with self.interest_lock:
+            if (
+                owner._interest_state == _LIVE
+                and not self.active
+                and self._apply_interest_for_reader()
+            ):
+                owner.inbox.interest_stale = False
+
+    # ------------------------------------------------------- the channel's
+
+    def stop(self) -> None:
+        """The channel ended (interest lock held): stop a reader's poll, or close the wake-up."""
+        wake = self.wake
+        if wake is not None:
+            if self.active:
+                # It closes the descriptor once it has stopped polling it.
+                wake.set()
+            else:
+                wake.close()
+                self.wake = None
+
+    def disown(self, interest_lock: Lock) -> None:
+        """In a forked child: the channel's fresh lock; no poller, no wake-up."""
+        self.interest_lock = interest_lock
+        self.active = False
+        self._poller = None
+        wake, self.wake = self.wake, None
+        if wake is not None:
+            wake.close()

@@ -6,7 +6,7 @@ moment pays for an unregister and a register: a few microseconds of Python
 per change. :meth:`EpollSelector.watch` is one ``epoll_ctl`` call instead.
 The epoll set takes a change at once, even while another thread waits in
 :meth:`~EpollSelector.select`, which is what lets a reader take its socket
-over from the hub thread and hand it back (see ``Channel._read_directly``).
+over from the hub thread and hand it back (see ``DirectReader.read`` in ``_direct``).
 """
 
 from __future__ import annotations

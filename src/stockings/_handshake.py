@@ -97,7 +97,7 @@ class HandshakeThread(threading.Thread):
             return
         if result:
             stocking._handshake_complete = result
-            self._channel.set_signal_inbox(True)
+            self._channel.inbox.set_signal_inbox(True)
         else:
             self._fail(HandshakeFailed("handshake returned a false value"))
 
@@ -109,5 +109,5 @@ class HandshakeThread(threading.Thread):
         if channel.relabel_end(EndReason.HANDSHAKE_FAILED, failure):
             return
         channel.end_soon(EndReason.HANDSHAKE_FAILED, failure)
-        channel.wait_ended(None)
+        channel.inbox.wait_ended(None)
         channel.relabel_end(EndReason.HANDSHAKE_FAILED, failure)

@@ -131,7 +131,7 @@ def _linger_at_exit() -> None:
     deadline = None if longest is None else time.monotonic() + longest + _GRACE
     for channel in lingering:
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        channel.wait_ended(remaining)
+        channel.inbox.wait_ended(remaining)
 
 
 def _begin_linger(channel: Channel, linger: float | None) -> None:

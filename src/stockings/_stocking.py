@@ -24,6 +24,7 @@ from ._errors import ConnectionClosed, EndReason, HandshakeFailed, NotReady
 from ._framing import DEFAULT_MAX_MESSAGE_SIZE, Message
 from ._handshake import HandshakeThread
 from ._hub import Hub, shared_hub
+from ._inbox import Inbox
 from ._log import connection_log
 from ._options import ChannelOptions, connected_peer
 from ._shutdown import abandoned
@@ -184,9 +185,11 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         self._channel = channel_type(sock, hub, options)
         self._channel.linger = linger
         self._channel.peer = peer = self._peer_name()
-        # Bound once: write is the hottest call there is.
+        # Bound once: write and read are the hottest calls there are.
         self._send = self._channel.outbox.send
-        self._receive = self._channel.receive
+        self._inbox = inbox = self._channel.inbox
+        self._receive = inbox.receive
+        self._receive_all = inbox.receive_all
         # Aborts the connection, with a ResourceWarning, if this stocking is
         # dropped unclosed; holds the channel, never the stocking.
         self._finalizer = weakref.finalize(
@@ -195,7 +198,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         self._finalizer.atexit = False
         custom_handshake = type(self).handshake is not Stocking.handshake
         if custom_handshake:
-            self._channel.set_signal_inbox(False)
+            inbox.set_signal_inbox(False)
         self._channel.start()
         if connection_log.isEnabledFor(logging.DEBUG):
             connection_log.debug("%s: opened (%s)", peer, type(self).__name__, extra={"peer": peer})
@@ -399,7 +402,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         """
         if not self._handshake_complete:
             raise NotReady("the handshake has not completed")
-        messages = self._channel.receive_all(timeout)
+        messages = self._receive_all(timeout)
         if self._plain_post_read:
             return messages  # type: ignore[return-value]  # ReadT is Message then
         return [self.post_read(message) for message in messages]
@@ -413,7 +416,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
 
         ``timeout`` works as for :meth:`read`.
         """
-        return self._channel.receive(timeout)
+        return self._receive(timeout)
 
     def __iter__(self) -> Iterator[ReadT]:
         """Yield messages until the stocking ends and every one has been read.
@@ -427,7 +430,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         """
         if not self._handshake_complete:
             raise NotReady("the handshake has not completed")
-        receive = self._channel.receive
+        receive = self._receive
         post_read = None if self._plain_post_read else self.post_read
         while True:
             message = receive(None)
@@ -451,7 +454,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         loops notice the end. Made on first call (``os.eventfd`` where
         available); closed by :meth:`close`.
         """
-        return self._channel.readiness_fd()
+        return self._inbox.readiness_fd()
 
     def write_data_queued(self) -> bool:
         """True while written bytes have not yet been handed to the socket."""
@@ -485,7 +488,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
     @property
     def messages_received(self) -> int:
         """How many whole messages arrived (read or still waiting to be read)."""
-        return self._channel.messages_received
+        return self._inbox.messages_received
 
     @property
     def bytes_sent(self) -> int:
@@ -501,12 +504,12 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
 
         Over TLS, the bytes after decryption.
         """
-        return self._channel.bytes_received
+        return self._channel.receiver.bytes_received
 
     @property
     def unread_bytes(self) -> int:
         """How much received data waits to be read (bytes, or characters for text)."""
-        return self._channel.unread_bytes
+        return self._inbox.unread_bytes
 
     @property
     def active(self) -> bool:
@@ -572,7 +575,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         is aborted when it is garbage collected, with a ``ResourceWarning``.
         """
         self._channel.close(flush=flush, timeout=timeout)
-        self._channel.release_signal()
+        self._inbox.release_signal()
         self._finalizer.detach()
 
     def abort(self) -> None:
@@ -589,9 +592,9 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         return self._channel.hub
 
     @property
-    def _wait_source(self) -> Channel:
+    def _wait_source(self) -> Inbox:
         """What a :class:`~stockings.Waiter` watches: ``ready``, ``watch`` and ``unwatch``."""
-        return self._channel
+        return self._inbox
 
     def _on_end(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once the connection has ended.

@@ -252,10 +252,11 @@ class TlsChannel(Channel):
                     error = exc
                 pending = 0 if eof or error is not None else tls.pending()
             if filled:
-                self.bytes_received += filled
+                receiver = self.receiver
+                receiver.bytes_received += filled
                 if self._idle_timer is not None:
-                    self._last_receive = time.monotonic()
-                if self._take_in(view[:filled]) == _STOPPED:
+                    receiver.last_receive = time.monotonic()
+                if receiver.take_in(view[:filled]) == _STOPPED:
                     return False
             if error is not None:
                 if self._closed_our_side:

@@ -11,21 +11,24 @@ from __future__ import annotations
 
 import bisect
 import functools
+import gc
 import itertools
 import random
 import socket
 import struct
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 import stockings
-import stockings._channel
+import stockings._direct
 from conftest import tcp_pair, unix_pair, wait_until
 from stockings import EndReason, Stocking
-from stockings._channel import _MAY_SPIN, Channel
+from stockings._channel import Channel
+from stockings._direct import _MAY_SPIN
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -47,22 +50,22 @@ def in_thread(target: Callable[[], object]) -> tuple[threading.Thread, list[obje
 
 def polling_on_its_own(channel: Channel) -> bool:
     """True once a reader has taken the socket over and is about to poll it."""
-    return channel._direct_reader and channel._direct_wake is not None
+    return channel.direct.active and channel.direct.wake is not None
 
 
 class Recorder:
-    """Records what each call of one channel method returned."""
+    """Records what each call of one method of a channel or its parts returned."""
 
-    def __init__(self, channel: Channel, method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, target: object, method: str, monkeypatch: pytest.MonkeyPatch) -> None:
         self.outcomes: list[object] = []
-        original = getattr(channel, method)
+        original = getattr(target, method)
 
         def recording(*args: Any) -> object:
             outcome = original(*args)
             self.outcomes.append(outcome)
             return outcome
 
-        monkeypatch.setattr(channel, method, recording)
+        monkeypatch.setattr(target, method, recording)
 
 
 @pytest.fixture
@@ -92,9 +95,9 @@ def test_a_waiting_reader_receives_without_the_hub(
     assert outcome == [b"straight to the reader"]
     assert hub.outcomes == []
     # The socket is the hub's again: with nobody reading, it still receives.
-    assert not channel._direct_reader
+    assert not channel.direct.active
     peer.sendall(stockings.encode(b"to the hub"))
-    wait_until(lambda: channel.ready)
+    wait_until(lambda: channel.inbox.ready)
     assert hub.outcomes
     assert stocking.read() == b"to the hub"
 
@@ -116,8 +119,8 @@ def test_bytes_already_waiting_are_left_to_the_hub(
     monkeypatch.setattr(channel, "_receive", held_back)
     peer.sendall(stockings.encode(b"waiting"))
     reader, outcome = in_thread(lambda: stocking.read(timeout=None))
-    wait_until(lambda: channel._readers_waiting == 1)
-    assert not channel._direct_reader
+    wait_until(lambda: channel.inbox._readers_waiting == 1)
+    assert not channel.direct.active
     gate.set()
     reader.join(10)
     assert outcome == [b"waiting"]
@@ -148,7 +151,7 @@ def test_after_a_large_message_the_hub_receives_the_next(
     assert stocking.read(timeout=10) == big
     # The next is likely large too: the hub, with its larger buffer and
     # in-place assembly, moves it best, so the reader does not take over.
-    takeovers = Recorder(channel, "_apply_interest_for_reader", monkeypatch)
+    takeovers = Recorder(channel.direct, "_apply_interest_for_reader", monkeypatch)
     assert stocking.read(timeout=0.05) is None
     assert takeovers.outcomes == []
     peer.sendall(stockings.encode(b"small"))
@@ -182,7 +185,7 @@ def test_two_readers_get_every_message_once(pair: tuple[Stocking, socket.socket]
     readers = [threading.Thread(target=read_into, args=(mine,), daemon=True) for mine in got]
     for reader in readers:
         reader.start()
-    wait_until(lambda: stocking._channel._readers_waiting == 2)
+    wait_until(lambda: stocking._channel.inbox._readers_waiting == 2)
     messages = [b"%d" % i for i in range(count)]
     peer.sendall(b"".join(map(stockings.encode, messages)))
     wait_until(lambda: len(got[0]) + len(got[1]) == count)
@@ -200,10 +203,10 @@ def test_a_read_timeout_hands_the_socket_back(pair: tuple[Stocking, socket.socke
     stocking, peer = pair
     channel = stocking._channel
     assert stocking.read(timeout=0.05) is None
-    assert channel._direct_wake is not None  # it did poll for itself
-    assert not channel._direct_reader
+    assert channel.direct.wake is not None  # it did poll for itself
+    assert not channel.direct.active
     peer.sendall(stockings.encode("after the timeout"))
-    wait_until(lambda: channel.ready)
+    wait_until(lambda: channel.inbox.ready)
     assert stocking.read() == "after the timeout"
 
 
@@ -219,7 +222,7 @@ def test_closing_wakes_a_direct_reader(pair: tuple[Stocking, socket.socket], flu
     reader.join(10)
     assert outcome == [None]
     assert stocking.end_reason is (EndReason.CLOSED if flush else EndReason.ABORTED)
-    assert stocking._channel._direct_wake is None  # its descriptor is closed
+    assert stocking._channel.direct.wake is None  # its descriptor is closed
 
 
 def test_the_peer_closing_wakes_a_direct_reader(pair: tuple[Stocking, socket.socket]) -> None:
@@ -313,7 +316,7 @@ def test_a_spinning_reader_takes_a_reply_without_sleeping(
     # A spin long enough that only the reply can end it.
     stocking = Stocking(ours, read_spin=20.0)
     wait_until(lambda: stocking._channel._events)
-    spins = Recorder(stocking._channel, "_spin_until_ready", monkeypatch)
+    spins = Recorder(stocking._channel.direct, "_spin_until_ready", monkeypatch)
     with peer:
         reader, outcome = in_thread(lambda: stocking.read(timeout=None))
         wait_until(lambda: polling_on_its_own(stocking._channel))
@@ -329,44 +332,44 @@ def test_a_reader_spins_less_while_spinning_does_not_pay(
 ) -> None:
     stocking, peer = pair
     channel = stocking._channel
-    channel._spin = 0.001  # as if read_spin=0.001 on any machine
-    spins = Recorder(channel, "_spin_until_ready", monkeypatch)
+    channel.direct._spin = 0.001  # as if read_spin=0.001 on any machine
+    spins = Recorder(channel.direct, "_spin_until_ready", monkeypatch)
     # Nothing comes: the reader spins at the 1st wait, skips 1, spins at
     # the 3rd, skips 2, spins at the 6th, and will skip the next 4.
     for _ in range(6):
         assert stocking.read(timeout=0.01) is None
     assert spins.outcomes == [False] * 6
-    assert (channel._spin_skip, channel._spin_backoff) == (4, 8)
+    assert (channel.direct._spin_skip, channel.direct._spin_backoff) == (4, 8)
     # One spin that pays starts it over.
-    channel._spin_skip = 0
-    channel._spin = 20.0
+    channel.direct._spin_skip = 0
+    channel.direct._spin = 20.0
     reader, outcome = in_thread(lambda: stocking.read(timeout=None))
     wait_until(lambda: polling_on_its_own(channel))
     peer.sendall(stockings.encode(b"at last"))
     reader.join(10)
     assert outcome == [b"at last"]
     assert spins.outcomes[-1] is True
-    assert (channel._spin_skip, channel._spin_backoff) == (0, 1)
+    assert (channel.direct._spin_skip, channel.direct._spin_backoff) == (0, 1)
 
 
 def test_read_spin_zero_never_spins(monkeypatch: pytest.MonkeyPatch, no_leaks: None) -> None:
     ours, peer = tcp_pair()
     stocking = Stocking(ours, read_spin=0)
     wait_until(lambda: stocking._channel._events)
-    spins = Recorder(stocking._channel, "_spin_until_ready", monkeypatch)
+    spins = Recorder(stocking._channel.direct, "_spin_until_ready", monkeypatch)
     with peer:
         assert stocking.read(timeout=0.01) is None
-        assert stocking._channel._direct_wake is not None  # it did read directly
+        assert stocking._channel.direct.wake is not None  # it did read directly
         assert spins.outcomes == []
         stocking.close()
 
 
 def test_one_cpu_never_spins(monkeypatch: pytest.MonkeyPatch, no_leaks: None) -> None:
-    monkeypatch.setattr(stockings._channel, "_MAY_SPIN", False)
+    monkeypatch.setattr(stockings._direct, "_MAY_SPIN", False)
     ours, peer = tcp_pair()
     stocking = Stocking(ours, read_spin=1.0)
     with peer:
-        assert stocking._channel._spin == 0
+        assert stocking._channel.direct._spin == 0
         stocking.close()
 
 
@@ -457,3 +460,30 @@ def test_readers_with_mixed_timeouts_get_a_mixed_stream_whole(
     for mine in got:
         order = [int(m.split(b":", 1)[0]) for m in mine]
         assert order == sorted(order)
+
+
+def test_a_closed_stocking_that_read_directly_is_freed_at_once(no_leaks: None) -> None:
+    # The inbox and the direct reader call back into their channel: held
+    # weakly, so the parts make no cycle and the cyclic collector is not needed.
+    def read_then_close() -> tuple[weakref.ref[Channel], weakref.ref[object]]:
+        ours, theirs = tcp_pair()
+        stocking, peer = Stocking(ours), Stocking(theirs)
+        channel = stocking._channel
+        wait_until(lambda: channel._events)
+        # A wait that took the socket over, then one served by the hub.
+        assert stocking.read(timeout=0.01) is None
+        assert channel.direct.wake is not None
+        peer.write(b"x")
+        assert stocking.read(timeout=10) == b"x"
+        stocking.close()
+        peer.close()
+        return weakref.ref(channel), weakref.ref(channel.direct)
+
+    gc.collect()
+    gc.disable()
+    try:
+        channel, direct = read_then_close()
+        assert channel() is None
+        assert direct() is None
+    finally:
+        gc.enable()

@@ -128,7 +128,7 @@ def test_announced_length_allocates_nothing_ahead_of_the_data(no_leaks: None) ->
     tracemalloc.start()
     try:
         peer.sendall(bytes.fromhex("4000000000c0") + b"y" * 2**20)
-        decoder = stocking._channel.decoder
+        decoder = stocking._channel.receiver.decoder
         wait_until(lambda: decoder.payload_missing == 2**40 - 2**20)
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -301,7 +301,7 @@ def test_socket_closed_under_us(flavour: type[Stocking], no_leaks: None) -> None
         daemon=True, target=lambda: results.append(stocking.read(timeout=None))
     )
     reader.start()
-    wait_until(lambda: stocking._channel._readers_waiting == 1)
+    wait_until(lambda: stocking._channel.inbox._readers_waiting == 1)
     stocking.sock.close()  # the rogue caller
     reader.join(15)
     assert not reader.is_alive(), "read(timeout=None) hung on a socket closed under it"

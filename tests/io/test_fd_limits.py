@@ -188,7 +188,7 @@ def test_a_socket_the_selector_refuses_ends_only_its_own_stocking(
     intruder = Channel(high(c), hub, options())
     intruder.start()
     try:
-        intruder.wait_ended(10)
+        intruder.inbox.wait_ended(10)
         assert intruder.end_reason is EndReason.ERROR
         assert isinstance(intruder.end_exception, ValueError)
         assert intruder.sock.fileno() == -1
@@ -242,7 +242,7 @@ def test_a_broken_selector_ends_every_stocking_and_orphans_none() -> None:
         # A wake-up: the loop now meets the broken selector.
         hub.call_soon(lambda: None)
         for stocking in served:
-            assert stocking._channel.wait_ended(10)
+            assert stocking._channel.inbox.wait_ended(10)
             assert stocking.end_reason is EndReason.ERROR
             assert stocking.end_exception is FlakySelector.error
         wait_until(lambda: not hub.running)
@@ -273,7 +273,7 @@ def test_a_callback_that_raises_ends_only_its_stocking(thread_errors: list[objec
 
     hub.call_soon(types.MethodType(explode, victim._channel))
     try:
-        assert victim._channel.wait_ended(10)
+        assert victim._channel.inbox.wait_ended(10)
         assert victim.end_reason is EndReason.ERROR
         assert victim.end_exception is failure
         echo(left, right)
@@ -303,7 +303,7 @@ def test_a_bug_in_the_loop_ends_stockings_not_yet_registered(
         waiting = [Stocking(a, hub=hub) for a, _ in pairs]
         try:
             for stocking in waiting:
-                assert stocking._channel.wait_ended(10)
+                assert stocking._channel.inbox.wait_ended(10)
                 assert stocking.end_reason is EndReason.ERROR
                 assert stocking.end_exception is bug
                 started = time.monotonic()

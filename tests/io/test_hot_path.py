@@ -254,7 +254,7 @@ def test_large_payloads_arrive_intact_while_buffers_are_reused(
         for message, received in zip(sent, got, strict=True):
             assert type(received) is type(message)
             assert received == message
-        assert len(right._channel._spare_buffers) <= _buffers.SPARE_BUFFERS
+        assert len(right._channel.receiver._spare_buffers) <= _buffers.SPARE_BUFFERS
 
 
 def test_a_stream_cut_inside_an_assembled_payload_is_incomplete(no_leaks: None) -> None:
@@ -264,7 +264,7 @@ def test_a_stream_cut_inside_an_assembled_payload_is_incomplete(no_leaks: None) 
         peer.sendall(stockings.encode(b"before") + stockings.encode_header(2**20, False))
         peer.sendall(b"z" * 300_000)
         assert stocking.read(timeout=10) == b"before"
-        wait_until(lambda: stocking._channel._assembly is not None)
+        wait_until(lambda: stocking._channel.receiver.assembly is not None)
     wait_until(lambda: stocking.ended)
     assert stocking.end_reason is stockings.EndReason.PROTOCOL_ERROR
     assert isinstance(stocking.end_exception, stockings.IncompleteMessage)

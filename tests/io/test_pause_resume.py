@@ -112,13 +112,13 @@ def test_draining_the_inbox_resumes_reading_after_racing_readers_lost_a_count() 
         for _ in range(COUNT):
             sender.write(MESSAGE)
         channel = receiver._channel
-        wait_until(lambda: channel._read_paused)
+        wait_until(lambda: channel.inbox.paused)
 
         # The real race, made to happen every time: one reader is held
         # between computing its new count and storing it while another
         # reads; its store then wipes out the other's reads from the count.
         reached, release = threading.Event(), threading.Event()
-        code = type(channel).receive.__code__
+        code = type(channel.inbox).receive.__code__
         held: list[object] = []
         if sys.version_info >= (3, 12):
             unhook = hold_with_monitoring(code, "_consumed", reached, release)
@@ -151,14 +151,14 @@ def test_draining_the_inbox_resumes_reading_after_racing_readers_lost_a_count() 
             unhook()
         assert held == [MESSAGE]
         received = 1 + OVERTAKING_READS
-        assert channel._delivered - channel._consumed > len(channel.inbox) * len(MESSAGE), (
-            "the race did not overstate the count"
-        )
+        assert channel.inbox._delivered - channel.inbox._consumed > len(
+            channel.inbox.messages
+        ) * len(MESSAGE), "the race did not overstate the count"
 
         while True:
             # Read exactly what is in the inbox: one more read() would resume
             # by another path and hide the bug.
-            for _ in range(len(channel.inbox)):
+            for _ in range(len(channel.inbox.messages)):
                 assert receiver.read() == MESSAGE
                 received += 1
             if received == COUNT:

@@ -62,17 +62,17 @@ def receive_one_event(script: list[int | None]) -> tuple[ScriptedSocket, Channel
 def test_one_event_takes_a_bounded_number_of_receives() -> None:
     sock, channel = receive_one_event([None] * 100)
     assert sock.calls == RECEIVES_PER_WAKE > 1
-    assert len(channel.inbox) == sock.sent // len(FRAMED)
+    assert len(channel.inbox.messages) == sock.sent // len(FRAMED)
 
 
 def test_a_receive_that_fills_less_than_it_offered_is_the_last() -> None:
     # A stream socket gives what it holds: less than asked means empty.
     sock, channel = receive_one_event([None, None, 1000, None])
     assert sock.calls == 3
-    assert list(channel.inbox) == [MESSAGE] * (sock.sent // len(FRAMED))
+    assert list(channel.inbox.messages) == [MESSAGE] * (sock.sent // len(FRAMED))
 
 
 def test_one_that_would_block_ends_the_event_too() -> None:
     sock, channel = receive_one_event([None])
     assert sock.calls == 2
-    assert list(channel.inbox) == [MESSAGE] * (sock.sent // len(FRAMED))
+    assert list(channel.inbox.messages) == [MESSAGE] * (sock.sent // len(FRAMED))
