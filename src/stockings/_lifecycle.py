@@ -241,24 +241,17 @@ class Lifecycle:
         if self.reason is None:
             self._decide(reason, exc, State.ENDED)
 
-    def released(self) -> None:
-        """The transport is gone: the connection has ended, with the reason it had."""
+    def released(self) -> tuple[EndReason, BaseException | None]:
+        """The transport is gone: the connection has ended; return its reason and exception.
+
+        An end nobody decided is a clean one (see :attr:`clean_reason`).
+        """
         if self.reason is None:
             self._decide(self.clean_reason, None, State.ENDED)
         self.state = State.ENDED
-
-    def relabel(self, reason: EndReason, exc: BaseException) -> None:
-        """Once ended, record ``reason`` and ``exc`` as why: a layer learnt what the end meant.
-
-        The end's own exception becomes ``exc``'s context unless ``exc`` has
-        a cause or context already; an end with ``reason`` already is left
-        as it is.
-        """
-        if self.state is State.ENDED and self.reason is not reason:
-            if exc.__cause__ is None and exc.__context__ is None:
-                exc.__context__ = self.exception
-            self.reason = reason
-            self.exception = exc
+        reason = self.reason
+        assert reason is not None
+        return reason, self.exception
 
     # ------------------------------------------------------------ handshake gate
 

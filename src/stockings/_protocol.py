@@ -11,11 +11,13 @@ on the protocol's decisions: ``reading_wanted`` (pause or resume reading),
 when ``should_reset``, then ``connection_lost``).
 
 The lifecycle is ``OPEN -> CLOSING -> WRITE_SHUT -> ENDED``; any state may
-jump to ``ENDED``. ``CLOSING`` takes no new writes: ``close()`` was called
-here, or the peer half-closed with replies still queued (they are flushed,
-then the end is ``PEER_CLOSED``). The first reason decided is the one the
-connection ends with, whatever happens after. Time is the binding's: it
-calls ``check_idle(now)`` and is told when to call again.
+jump to ``ENDED``. Its rules are a :class:`~stockings._lifecycle.Lifecycle`'s
+(``lifecycle``), shared with the threaded channel. ``CLOSING`` takes no new
+writes: ``close()`` was called here, or the peer half-closed with replies
+still queued (they are flushed, then the end is ``PEER_CLOSED``). The first
+reason decided is the one the connection ends with, whatever happens after.
+Time is the binding's: it calls ``check_idle(now)`` and is told when to call
+again.
 """
 
 from __future__ import annotations
