@@ -42,6 +42,11 @@ not by the cyclic collector) and asks it for a few things through a
 This module keeps registration with the selector, what the hub thread does
 with readiness (receiving through the receiver, the end of the stream,
 flushing), closing, ending and what a forked child does with its copy.
+
+How it ends (which reason wins, when a close has flushed, what a refused
+write says) is not decided here but by its
+:class:`~stockings._lifecycle.Lifecycle`, the same rules the sans-IO
+protocol follows; the channel performs the I/O.
 """
 
 from __future__ import annotations
@@ -73,11 +78,11 @@ from ._errors import (
     ConnectionClosed,
     EndReason,
     StockingError,
-    WriteTimeout,
     end_reason_for,
 )
 from ._hub import Hub, Timer
 from ._inbox import Inbox
+from ._lifecycle import Lifecycle
 from ._log import connection_log
 from ._options import ChannelOptions
 from ._outbox import BURST_GAP as BURST_GAP
@@ -162,9 +167,12 @@ class Channel:
         if self._reads_directly:
             inbox.direct = self.direct
         self._started = False
+        # How the channel ends is decided by its lifecycle; the channel
+        # performs the I/O. ``close()`` records its requests there with plain
+        # stores, in the stretch that sets the outbox's ``closing``.
+        self._lifecycle = Lifecycle()
         # Set, with the outbox's ``closing``, under its lock.
         self._close_requested = False
-        self._abort_requested = False
         # Whether close() has asked the hub to end the channel; set once it
         # has, so a close() interrupted before that asks again.
         self._close_posted = False
@@ -174,7 +182,8 @@ class Channel:
         self._close_timer: Timer | None = None
         # Idle detection (hub thread only): the timer is set only with idle_timeout.
         self._idle_timer: Timer | None = None
-        # The peer half-closed while replies were still queued: flush them, then end.
+        # The peer half-closed and the channel stays open, to flush the replies
+        # still queued (then end) or, with ``half_close``, for more.
         self._peer_eof = False
         self._orphaned = False
         _live_channels.add(self)
@@ -328,12 +337,21 @@ class Channel:
                 # Nothing more will arrive: a waiting read returns None now.
                 self.inbox.no_more = True
                 self.inbox.half_closed = keep_open
+        failure = None
         try:
             self.receiver.decoder.eof()
         except Exception as exc:
-            self._end(EndReason.PROTOCOL_ERROR, exc)
+            failure = exc
+        lifecycle = self._lifecycle
+        lifecycle.receive_eof(
+            flushing=pending and error is None,
+            half_close=keep_open and error is None,
+            failure=failure,
+        )
+        if lifecycle.reason is not None:
+            self._end_as_decided()
             return
-        if self._peer_eof and not self.ended:
+        if not self.ended:
             self._reading = False
             self._set_interest()
             inbox = self.inbox
@@ -344,8 +362,6 @@ class Channel:
                     inbox.announce()
                 else:
                     inbox.wake_readers()
-            return
-        self._end(EndReason.CLOSED if self._close_requested else EndReason.PEER_CLOSED)
 
     def _pause_reading(self, direct: bool) -> None:
         """The inbox is over its high-water mark: stop reading (the receiving thread)."""
@@ -388,10 +404,11 @@ class Channel:
             error = outbox.flush()
             # Judged under the lock: a write may queue a message once it is
             # released, but not after close() has marked the queue closing,
-            # so only "empty and closing" seen together means empty for good.
-            # An abort's own call ends it as ABORTED; a flush it overtook
-            # must not close it cleanly first.
-            done = not outbox.pending and outbox.closing and not self._abort_requested
+            # so only "empty and closing" seen together means empty for good
+            # (the lifecycle is closing only once the outbox is). An abort's
+            # own call ends it as ABORTED; a flush it overtook must not close
+            # it cleanly first.
+            done = self._lifecycle.may_shut(outbox.pending)
         if error is not None:
             self._end(end_reason_for(error), error)
             return
@@ -404,6 +421,7 @@ class Channel:
             # A close() interrupted after posting this posts it again.
             return
         self._close_begun = True
+        self._lifecycle.close()
         if not self.outbox.pending:
             self._finish_close()
             return
@@ -412,11 +430,10 @@ class Channel:
         self._flush_from_hub()
 
     def _close_timed_out(self) -> None:
-        left = self.outbox.queued_bytes
-        self._end(
-            EndReason.TIMEOUT,
-            WriteTimeout(f"close() gave up flushing with {left} bytes still unsent"),
-        )
+        lifecycle = self._lifecycle
+        lifecycle.close_timed_out(self.outbox.queued_bytes)
+        if lifecycle.ended:
+            self._end_as_decided()
 
     def _check_idle(self) -> None:
         """The idle timer fired (hub thread): end the channel if the peer stayed silent."""
@@ -428,14 +445,12 @@ class Channel:
             # We stopped reading ourselves (flow control, a final flush): the
             # silence is ours, not the peer's.
             self.receiver.last_receive = now
-        silent = now - self.receiver.last_receive
-        if silent >= idle:
-            self._end(
-                EndReason.TIMEOUT,
-                TimeoutError(f"nothing received from the peer for {silent:.3g} s"),
-            )
-            return
-        self._idle_timer = self.hub.call_later(idle - silent, self._check_idle)
+        lifecycle = self._lifecycle
+        wait = lifecycle.check_idle(now, self.receiver.last_receive, idle)
+        if wait is not None:
+            self._idle_timer = self.hub.call_later(wait, self._check_idle)
+        elif lifecycle.ended:
+            self._end_as_decided()
 
     def _finish_close(self) -> None:
         if self._close_finishing:
@@ -453,14 +468,25 @@ class Channel:
             for _ in range(64):
                 if self.ended or self._peer_eof or not self._receive():
                     break
-        if self._peer_eof and not self._close_requested:
-            self._end(EndReason.PEER_CLOSED)
-        self._end(EndReason.CLOSED)
+        # Drained: until here a reset or a broken message would still have won.
+        self._lifecycle.write_shut()
+        self._end_as_decided()
+
+    def _end_as_decided(self) -> None:
+        lifecycle = self._lifecycle
+        if lifecycle.reason is not None:
+            self._end(lifecycle.reason, lifecycle.exception)
 
     def _end(self, reason: EndReason, exc: BaseException | None = None) -> None:
-        """End the channel (hub thread): release the socket, wake every waiter."""
+        """End the channel (hub thread): release the socket, wake every waiter.
+
+        With ``reason`` and ``exc``, unless the lifecycle decided the end already.
+        """
         if self.ended:
             return
+        lifecycle = self._lifecycle
+        lifecycle.end(reason, exc)
+        reason, exc = lifecycle.released()
         with self._interest_lock:
             self._interest_state = _RELEASED
             if self._events or self._watched_fd >= 0:
@@ -474,9 +500,7 @@ class Channel:
         outbox = self.outbox
         with outbox.lock:
             outbox.closing = True
-            if (
-                reason is EndReason.ABORTED or outbox.pending
-            ) and self.sock.family in _TCP_FAMILIES:
+            if lifecycle.should_reset(outbox.pending) and self.sock.family in _TCP_FAMILIES:
                 # Reset rather than FIN: the peer must not mistake a stream
                 # cut short (perhaps inside a message) for a clean close.
                 try:
@@ -533,14 +557,17 @@ class Channel:
             return
         outbox = self.outbox
         inbox = self.inbox
+        lifecycle = self._lifecycle
         with outbox.lock:
+            # Requests only, recorded without a call: the hub decides on them.
             self._close_requested = True
             # Read under the inbox's lock, woken below: no read waits now.
             inbox.no_more = True
+            lifecycle.close_requested = True
             outbox.closing = True
             if not flush:
                 # A write that gives up now says the stocking was aborted.
-                self._abort_requested = True
+                lifecycle.abort_requested = True
             # A write blocked at the high-water mark gives up now: its
             # message was not written before close(), so it is not flushed.
             outbox.wake_writers()
@@ -569,20 +596,14 @@ class Channel:
 
     def _closed_error(self) -> ConnectionClosed:
         """What a write refused by a closing or ended channel raises (for the outbox)."""
-        reason = self.end_reason
-        if reason is None:
-            if self._abort_requested:
-                return ConnectionClosed("the stocking was aborted", EndReason.ABORTED)
-            if self._peer_eof and not self._close_requested:
-                return ConnectionClosed(
-                    "the peer closed its side; flushing the last replies", EndReason.PEER_CLOSED
-                )
-            return ConnectionClosed("the stocking is closing", EndReason.CLOSED)
-        error = ConnectionClosed(f"the stocking has ended: {reason.value}", reason)
-        error.__cause__ = self.end_exception
-        return error
+        return self._lifecycle.closed_error()
 
     def _end_unstarted(self, reason: EndReason) -> None:
+        # Decided before the stretch below: a close() interrupted in between
+        # ends it again, as decided.
+        lifecycle = self._lifecycle
+        lifecycle.end(reason)
+        reason, _ = lifecycle.released()
         self.sock.close()
         inbox = self.inbox
         with inbox.lock:
@@ -658,6 +679,10 @@ class Channel:
                     exc.__context__ = self.end_exception
                 self.end_reason = reason
                 self.end_exception = exc
+                # The lifecycle keeps the same account (for ``_closed_error``).
+                lifecycle = self._lifecycle
+                lifecycle.reason = reason
+                lifecycle.exception = exc
             return True
 
     def _disown_after_fork(self, parent: int) -> None:
@@ -685,10 +710,14 @@ class Channel:
         except OSError:
             pass
         if not self.ended:
-            self.end_reason = EndReason.ERROR
-            self.end_exception = StockingError(
-                f"this stocking belongs to process {parent}; a forked child cannot use it"
+            lifecycle = self._lifecycle
+            lifecycle.end(
+                EndReason.ERROR,
+                StockingError(
+                    f"this stocking belongs to process {parent}; a forked child cannot use it"
+                ),
             )
+            self.end_reason, self.end_exception = lifecycle.released()
             self.ended = inbox.ended = True
 
 

@@ -11,51 +11,39 @@ on the protocol's decisions: ``reading_wanted`` (pause or resume reading),
 when ``should_reset``, then ``connection_lost``).
 
 The lifecycle is ``OPEN -> CLOSING -> WRITE_SHUT -> ENDED``; any state may
-jump to ``ENDED``. ``CLOSING`` takes no new writes: ``close()`` was called
-here, or the peer half-closed with replies still queued (they are flushed,
-then the end is ``PEER_CLOSED``). The first reason decided is the one the
-connection ends with, whatever happens after. Time is the binding's: it
-calls ``check_idle(now)`` and is told when to call again.
+jump to ``ENDED``. Its rules are a :class:`~stockings._lifecycle.Lifecycle`'s
+(``lifecycle``), shared with the threaded channel. ``CLOSING`` takes no new
+writes: ``close()`` was called here, or the peer half-closed with replies
+still queued (they are flushed, then the end is ``PEER_CLOSED``). The first
+reason decided is the one the connection ends with, whatever happens after.
+Time is the binding's: it calls ``check_idle(now)`` and is told when to call
+again.
 """
 
 from __future__ import annotations
 
-import enum
+from collections.abc import Callable
+from typing import TypeVar
 
 from ._errors import (
-    ConnectionClosed,
     EndReason,
     HandshakeFailed,
     IncompleteMessage,
     MessageTooLarge,
     NotReady,
-    WriteTimeout,
-    end_reason_for,
 )
 from ._framing import Decoder, Message, encode_header, payload_of
+from ._lifecycle import Lifecycle, State
 from ._options import ChannelOptions
 from ._received import Received
 
 __all__ = ["Protocol", "State"]
 
+_T = TypeVar("_T")
+
 # Headers made once for the commonest writes: small bytes payloads.
 _SMALL = 1024
 _SMALL_BYTES_HEADERS = [encode_header(length, False) for length in range(_SMALL)]
-# Ends that are nobody's handshake failure, even before the gate opened.
-_NOT_HANDSHAKE_ENDS = (EndReason.CLOSED, EndReason.ABORTED, EndReason.HANDSHAKE_FAILED)
-
-
-class State(enum.Enum):
-    """Where a connection is in its life."""
-
-    #: Messages flow both ways.
-    OPEN = "open"
-    #: No new writes; what is queued is being flushed.
-    CLOSING = "closing"
-    #: Everything was flushed and our side of the stream shut; the end is decided.
-    WRITE_SHUT = "write-shut"
-    #: Over; ``end_reason`` says why.
-    ENDED = "ended"
 
 
 class Protocol:
@@ -70,16 +58,11 @@ class Protocol:
 
     def __init__(self, options: ChannelOptions, *, gated: bool = False) -> None:
         self.options = options
-        self.state = State.OPEN
+        #: The lifecycle rules: state, end reason, requests (see ``_lifecycle``).
+        self.lifecycle = Lifecycle(gated=gated)
         self.received = Received(options.read_high_water, options.read_low_water)
         #: The received messages not yet taken by :meth:`next_message`.
         self.inbox = self.received.messages
-        #: False while the handshake gate is shut.
-        self.gate_open = not gated
-        #: True once the peer has ended its side of the stream.
-        self.peer_eof = False
-        #: True once ``close()`` (flushing) was asked for here.
-        self.close_requested = False
         self._decoder = Decoder(options.max_message_size)
         limit = options.max_message_size
         self._limit = limit if limit is not None else 1 << 80
@@ -88,15 +71,30 @@ class Protocol:
         # What the binding has taken from data_to_send but not yet handed on.
         self._backlog = 0
         self._writers_blocked = False
-        self._reset = False
         self._heard = False
         self._last_heard: float | None = None
-        self._reason: EndReason | None = None
-        self._exception: BaseException | None = None
-        # The end that cut a handshake short, until the handshake says how.
-        self._relabelled = False
 
     # ------------------------------------------------------------ state
+
+    @property
+    def state(self) -> State:
+        """Where the connection is in its life."""
+        return self.lifecycle.state
+
+    @property
+    def gate_open(self) -> bool:
+        """False while the handshake gate is shut."""
+        return self.lifecycle.gate_open
+
+    @property
+    def peer_eof(self) -> bool:
+        """True once the peer has ended its side of the stream."""
+        return self.lifecycle.peer_eof
+
+    @property
+    def close_requested(self) -> bool:
+        """True once ``close()`` (flushing) was asked for here."""
+        return self.lifecycle.close_requested
 
     @property
     def ended(self) -> bool:
@@ -106,7 +104,8 @@ class Protocol:
     @property
     def end_reason(self) -> EndReason | None:
         """Why the connection ended; ``None`` until it has."""
-        return self._reason if self.state is State.ENDED else None
+        lifecycle = self.lifecycle
+        return lifecycle.reason if lifecycle.state is State.ENDED else None
 
     @property
     def decided_reason(self) -> EndReason | None:
@@ -115,12 +114,13 @@ class Protocol:
         Decided at ``WRITE_SHUT`` already, before :attr:`end_reason` reports
         it at ``ENDED``; never changed once decided.
         """
-        return self._reason
+        return self.lifecycle.reason
 
     @property
     def end_exception(self) -> BaseException | None:
         """The exception behind the end, if any; ``None`` until it ended."""
-        return self._exception if self.state is State.ENDED else None
+        lifecycle = self.lifecycle
+        return lifecycle.exception if lifecycle.state is State.ENDED else None
 
     @property
     def finished(self) -> bool:
@@ -167,7 +167,7 @@ class Protocol:
         that closing with bytes unread does not turn our FIN into a reset;
         :meth:`close_timed_out` ends the wait.
         """
-        if self._reason is None:
+        if self.lifecycle.reason is None:
             return False
         # Nor is it worth waiting for a FIN that our own read pause holds back.
         return self.state is State.ENDED or self.peer_eof or self.received.paused
@@ -175,7 +175,7 @@ class Protocol:
     @property
     def should_reset(self) -> bool:
         """Whether the transport should be closed with a reset rather than a FIN."""
-        return self._reset
+        return self.lifecycle.should_reset()
 
     # ------------------------------------------------------------ bytes in
 
@@ -185,7 +185,8 @@ class Protocol:
         A break of the wire format ends the connection (``PROTOCOL_ERROR``
         or ``MESSAGE_TOO_LARGE``) after every message before it was kept.
         """
-        if self._reason is not None and self.state is not State.WRITE_SHUT:
+        lifecycle = self.lifecycle
+        if lifecycle.reason is not None and lifecycle.state is not State.WRITE_SHUT:
             return
         self._heard = True
         decoder = self._decoder
@@ -196,12 +197,7 @@ class Protocol:
             self.received.add(messages)
         failure = decoder.failure
         if failure is not None:
-            reason = (
-                EndReason.MESSAGE_TOO_LARGE
-                if isinstance(failure, MessageTooLarge)
-                else EndReason.PROTOCOL_ERROR
-            )
-            self._end(reason, failure)
+            self._end_with(lifecycle.decode_failed, failure)
 
     def receive_small(self, data: bytes | bytearray | memoryview, size: int) -> bool:
         """Take in ``data[:size]`` if it is one whole small ``bytes`` message; else do nothing.
@@ -211,7 +207,7 @@ class Protocol:
         for anything else (the caller then passes the bytes to
         :meth:`receive_data`).
         """
-        if self._reason is not None:
+        if self.lifecycle.reason is not None:
             return False
         message = self._decoder.feed_small(data, size)
         if message is None:
@@ -232,22 +228,19 @@ class Protocol:
         replies are still queued: those are flushed first (the peer may still
         read). Inside a message it is a ``PROTOCOL_ERROR``.
         """
-        if self.peer_eof:
+        lifecycle = self.lifecycle
+        if lifecycle.peer_eof:
             return
-        self.peer_eof = True
-        if self._reason is not None:
-            return
-        try:
-            self._decoder.eof()
-        except IncompleteMessage as exc:
-            self._end(EndReason.PROTOCOL_ERROR, exc)
-            return
-        if self.state is State.OPEN:
-            if self._out or self._backlog:
-                self.state = State.CLOSING
-            else:
-                self._end(EndReason.PEER_CLOSED)
+        failure = None
+        if lifecycle.reason is None:
+            try:
+                self._decoder.eof()
+            except IncompleteMessage as exc:
+                failure = exc
         # CLOSING: the flush goes on; write_shut() picks the reason.
+        flushing = bool(self._out or self._backlog) or lifecycle.state is State.CLOSING
+        lifecycle.receive_eof(flushing=flushing, failure=failure)
+        self._after_decision()
 
     def connection_lost(self, exc: BaseException | None = None) -> None:
         """The transport is gone: after :attr:`should_release`, or from under us.
@@ -255,20 +248,19 @@ class Protocol:
         Args:
             exc: the error that broke it, or ``None`` for a plain end of stream.
         """
-        if self._reason is None:
+        lifecycle = self.lifecycle
+        if lifecycle.reason is None:
             if exc is not None:
-                self._end(end_reason_for(exc), exc)
+                lifecycle.fail(exc)
             elif self._out:
                 left = self._out_bytes
-                self._end(
+                lifecycle.end(
                     EndReason.RESET,
                     ConnectionResetError(f"the connection was lost with {left} bytes unsent"),
                 )
-            elif not self.peer_eof:
+            elif not lifecycle.peer_eof:
                 self.receive_eof()
-            if self._reason is None:
-                self._end(EndReason.CLOSED if self.close_requested else EndReason.PEER_CLOSED)
-        self.state = State.ENDED
+        lifecycle.released()
         self._out.clear()
         self._out_bytes = self._backlog = 0
 
@@ -341,8 +333,8 @@ class Protocol:
         """The header and payload of a message this connection may send now."""
         if not (self.gate_open or handshake):
             raise NotReady("the handshake has not completed")
-        if self.state is not State.OPEN:
-            raise self._closed_error()
+        if self.lifecycle.state is not State.OPEN:
+            raise self.lifecycle.closed_error()
         if type(message) is bytes and (length := len(message)) < _SMALL:
             # The commonest write, without the general path's calls.
             payload: bytes | bytearray | memoryview = message
@@ -390,11 +382,7 @@ class Protocol:
 
     def close(self) -> None:
         """Ask for a clean end: no new writes; flush, then shut the stream."""
-        if self._reason is not None:
-            return
-        self.close_requested = True
-        if self.state is State.OPEN:
-            self.state = State.CLOSING
+        self.lifecycle.close()
 
     def write_shut(self) -> None:
         """The binding shut our side of the stream after :attr:`should_shut_write`.
@@ -405,21 +393,17 @@ class Protocol:
         Raises:
             RuntimeError: :attr:`should_shut_write` is false.
         """
-        if self._reason is not None:
+        if self.lifecycle.reason is not None:
             return
         if not self.should_shut_write:
             raise RuntimeError("write_shut() before the close has flushed")
-        # A peer that half-closed first, whose replies we flushed, closed it.
-        peer_first = self.peer_eof and not self.close_requested
-        self._decide(
-            EndReason.PEER_CLOSED if peer_first else EndReason.CLOSED, None, State.WRITE_SHUT
-        )
+        self.lifecycle.write_shut()
+        self._writers_blocked = False
 
     def abort(self) -> None:
         """End now, dropping what is queued; the peer sees a reset."""
-        if self._reason is None:
-            self._reset = True
-            self._end(EndReason.ABORTED)
+        self.lifecycle.abort()
+        self._after_decision()
 
     def close_timed_out(self) -> None:
         """The close ran out of time: end with ``TIMEOUT``, or stop waiting for the peer.
@@ -428,18 +412,11 @@ class Protocol:
         :class:`~stockings.WriteTimeout`; once flushed and shut (``WRITE_SHUT``)
         it keeps its clean reason and only stops waiting for the peer's end.
         """
-        if self.state is State.WRITE_SHUT:
-            self.state = State.ENDED
-        elif self._reason is None:
-            left = self.queued_bytes
-            self._end(
-                EndReason.TIMEOUT,
-                WriteTimeout(f"close() gave up flushing with {left} bytes still unsent"),
-            )
+        self._end_with(self.lifecycle.close_timed_out, self.queued_bytes)
 
     def fail(self, exc: BaseException) -> None:
         """The transport failed with ``exc``: end with the reason it stands for."""
-        self._end(end_reason_for(exc), exc)
+        self._end_with(self.lifecycle.fail, exc)
 
     def check_idle(self, now: float) -> float | None:
         """Apply the idle rule at time ``now``; return seconds until the next check.
@@ -451,63 +428,38 @@ class Protocol:
         with ``TIMEOUT``).
         """
         idle = self.options.idle_timeout
-        if idle is None or self._reason is not None:
+        if idle is None or self.lifecycle.reason is not None:
             return None
         received = self.received
         if self._heard or received.paused_since_check or self._last_heard is None:
             self._heard = False
             received.paused_since_check = received.paused
             self._last_heard = now
-        silent = now - self._last_heard
-        if silent >= idle:
-            self._end(
-                EndReason.TIMEOUT,
-                TimeoutError(f"nothing received from the peer for {silent:.3g} s"),
-            )
-            return None
-        return idle - silent
+        wait = self.lifecycle.check_idle(now, self._last_heard, idle)
+        self._after_decision()
+        return wait
 
     def open_gate(self) -> None:
         """The handshake succeeded: application messages may flow."""
-        self.gate_open = True
+        self.lifecycle.open_gate()
 
     def handshake_failed(self, failure: HandshakeFailed) -> None:
         """The handshake failed: end with ``HANDSHAKE_FAILED`` (or relabel the end)."""
-        if self._reason is None:
-            self._end(EndReason.HANDSHAKE_FAILED, failure)
-        elif self._relabelled:
-            # The handshake says precisely what the end during it broke.
-            if failure.__cause__ is None and failure.__context__ is None:
-                failure.__context__ = self._exception
-            self._relabelled = False
-            self._exception = failure
+        self._end_with(self.lifecycle.handshake_failed, failure)
 
     # ------------------------------------------------------------ internals
 
-    def _end(self, reason: EndReason, exc: BaseException | None = None) -> None:
-        if self._reason is not None:
-            return
-        self._decide(reason, exc)
+    def _end_with(self, decide: Callable[[_T], None], arg: _T) -> None:
+        decide(arg)
+        self._after_decision()
 
-    def _decide(
-        self, reason: EndReason, exc: BaseException | None, state: State = State.ENDED
-    ) -> None:
-        if not self.gate_open and reason not in _NOT_HANDSHAKE_ENDS:
-            # The connection never became usable: the handshake is what failed.
-            failure = HandshakeFailed(f"the connection ended during the handshake ({reason.value})")
-            failure.__cause__ = exc
-            self._relabelled = True
-            reason, exc = EndReason.HANDSHAKE_FAILED, failure
-        self._reason = reason
-        self._exception = exc
-        self.state = state
-        if state is State.ENDED:
+    def _after_decision(self) -> None:
+        """Act on what the lifecycle decided: an end drops the queue and frees writers."""
+        lifecycle = self.lifecycle
+        if lifecycle.reason is None:
+            return
+        if lifecycle.state is State.ENDED:
             # Whatever is still queued here will never be sent.
             self._out.clear()
             self._out_bytes = 0
         self._writers_blocked = False
-
-    def _closed_error(self) -> ConnectionClosed:
-        if self._reason is not None:
-            return ConnectionClosed(f"the stocking has ended ({self._reason.value})", self._reason)
-        return ConnectionClosed("the stocking is closing")

@@ -30,10 +30,11 @@ from typing import Protocol
 
 from ._buffers import ASSEMBLE_AHEAD, Assembly
 from ._common import _DELIVERED, _NOTHING, _PARTIAL, _STOPPED, LARGE_PAYLOAD
-from ._errors import EndReason, IncompleteMessage, MessageTooLarge, end_reason_for
+from ._errors import EndReason, IncompleteMessage, end_reason_for
 from ._framing import BytesLike, Decoder
 from ._hub import Hub
 from ._inbox import Inbox
+from ._lifecycle import failure_reason
 from ._options import ChannelOptions
 
 __all__ = ["MAX_RECV_CHUNK", "Receiver", "ReceiverOwner"]
@@ -241,7 +242,7 @@ class Receiver:
             self._pause(direct)
         failure = decoder.failure
         if failure is not None:
-            self._end_from(direct, _failure_reason(failure), failure)
+            self._end_from(direct, failure_reason(failure), failure)
             return _STOPPED
         return _DELIVERED if messages else _PARTIAL
 
@@ -286,9 +287,3 @@ class Receiver:
         assembly.have = have
         self.assembly = assembly
         return assembly
-
-
-def _failure_reason(failure: BaseException) -> EndReason:
-    if isinstance(failure, MessageTooLarge):
-        return EndReason.MESSAGE_TOO_LARGE
-    return EndReason.PROTOCOL_ERROR

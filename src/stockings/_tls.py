@@ -129,9 +129,6 @@ class TlsChannel(Channel):
         self._want_write = False
         # close_notify could not be sent yet for lack of buffer space.
         self._unwrapping = False
-        # Set once close_notify is out and our side shut down: what the
-        # peer does after that (a reset, a TLS error) cannot undo the close.
-        self._closed_our_side = False
         if self._handshaking:
             self.outbox.hold()
 
@@ -259,11 +256,9 @@ class TlsChannel(Channel):
                 if receiver.take_in(view[:filled]) == _STOPPED:
                     return False
             if error is not None:
-                if self._closed_our_side:
-                    # Everything written went out before close_notify.
-                    self._end(EndReason.CLOSED)
-                else:
-                    self._end(end_reason_for(error), error)
+                # Once close_notify is out and our side shut, the lifecycle
+                # keeps the close clean: everything written went out before.
+                self._end(end_reason_for(error), error)
                 return False
             if eof:
                 self._end_of_stream()
@@ -334,17 +329,20 @@ class TlsChannel(Channel):
             socket.socket.shutdown(self._tls, socket.SHUT_WR)
         except OSError:
             drain = False
+        # What the peer does from now on (a reset, a TLS error, silence)
+        # cannot undo the close: its reason is decided.
+        lifecycle = self._lifecycle
+        lifecycle.write_shut()
         if drain:
-            self._closed_our_side = True
             for _ in range(_CLOSE_DRAIN_ROUNDS):
                 if self.ended or self._peer_eof or not self._receive():
                     break
-        if self._peer_eof and not self._close_requested:
-            self._end(EndReason.PEER_CLOSED)
-        if drain and not self.ended and self.sock.family in _TCP_FAMILIES:
+        # A peer that closed first is not waited for.
+        ours = lifecycle.reason is EndReason.CLOSED
+        if drain and ours and not self.ended and self.sock.family in _TCP_FAMILIES:
             self._linger()
             return
-        self._end(EndReason.CLOSED)
+        self._end_as_decided()
 
     def _linger(self) -> None:
         """Keep the shut-down socket open until the peer has acknowledged all of it.
@@ -354,22 +352,16 @@ class TlsChannel(Channel):
         any time): the kernel answers data for a closed socket with a reset
         and drops what it had not sent yet. Meanwhile whatever arrives is
         read as usual (``handle_events``), and the peer's end ends the wait.
-        Bounded by the close timeout, if any, and ``_CLOSE_LINGER``.
+        Bounded by ``_CLOSE_LINGER``, and by the close timeout, if any, whose
+        running out now only ends the wait (the lifecycle keeps the close clean).
         """
-        deadline = time.monotonic() + _CLOSE_LINGER
-        timer = self._close_timer
-        if timer is not None:
-            # The flush is done: running out of time now ends it as CLOSED, not TIMEOUT.
-            deadline = min(deadline, timer.deadline)
-            timer.cancel()
-            self._close_timer = None
-        self._look_at_unacknowledged(deadline, _LINGER_FIRST_LOOK)
+        self._look_at_unacknowledged(time.monotonic() + _CLOSE_LINGER, _LINGER_FIRST_LOOK)
 
     def _look_at_unacknowledged(self, deadline: float, gap: float) -> None:
         if self.ended:
             return
         if _unacknowledged(self.sock) <= 0 or time.monotonic() >= deadline:
-            self._end(EndReason.CLOSED)
+            self._end_as_decided()
             return
         self._set_interest()
         self.hub.call_later(

@@ -112,7 +112,7 @@ class AuthStocking(Stocking):
         if message is not None:
             return message
         if self.ended:
-            reason = self._protocol._reason
+            reason = self._protocol.decided_reason
             said = reason.value if reason is not None else "ended"
             raise HandshakeFailed(
                 f"the connection ended ({said}) while waiting for the peer's {what}"
