@@ -61,7 +61,6 @@ import socket
 import ssl
 import struct
 import time
-import weakref
 from collections.abc import Callable
 from threading import Lock
 
@@ -83,6 +82,7 @@ from ._errors import (
 from ._hub import Hub, Timer
 from ._inbox import Inbox
 from ._lifecycle import Lifecycle
+from ._live import LiveSet
 from ._log import connection_log
 from ._options import ChannelOptions
 from ._outbox import BURST_GAP as BURST_GAP
@@ -110,7 +110,7 @@ _PEERS_FAULTS = frozenset({EndReason.PROTOCOL_ERROR, EndReason.MESSAGE_TOO_LARGE
 DEFAULT_LINGER = 5.0
 
 #: Every channel of this process, so that a forked child can disown them.
-_live_channels: weakref.WeakSet[Channel] = weakref.WeakSet()
+_live_channels: LiveSet[Channel] = LiveSet()
 
 
 class Channel:

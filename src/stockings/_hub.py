@@ -30,13 +30,13 @@ import selectors
 import socket
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
 from ._epoll import EpollSelector
 from ._hub_faults import fd_limit_of, owner_of, report, sort_refused
+from ._live import LiveSet
 
 __all__ = ["Hub", "Timer", "shared_hub"]
 
@@ -406,7 +406,7 @@ class Hub:
 _shared_hubs: dict[str, Hub] = {}
 _shared_lock = threading.Lock()
 #: Every hub of this process, so that a forked child can reset them.
-_live_hubs: weakref.WeakSet[Hub] = weakref.WeakSet()
+_live_hubs: LiveSet[Hub] = LiveSet()
 
 
 def _reset_after_fork() -> None:
