@@ -46,11 +46,26 @@ class LiveSet(Generic[T]):
         if len(refs) >= self._prune_at:
             # Raised first, so that threads adding meanwhile do not all prune.
             self._prune_at = 2 * len(refs)
-            for key, ref in list(refs.items()):
+            for key, ref in _snapshot(refs):
                 if ref() is None:
                     refs.pop(key, None)
             self._prune_at = max(_PRUNE_FLOOR, 2 * len(refs))
 
     def __iter__(self) -> Iterator[T]:
         """The members alive now (a snapshot: members may die or come meanwhile)."""
-        return iter([item for ref in list(self._refs.values()) if (item := ref()) is not None])
+        return iter([item for _, ref in _snapshot(self._refs) if (item := ref()) is not None])
+
+
+def _snapshot(refs: dict[int, weakref.ref[T]]) -> list[tuple[int, weakref.ref[T]]]:
+    """The entries of ``refs`` now, though other threads add to it meanwhile.
+
+    Copying a dictionary allocates, which may run the cyclic collector and
+    with it other threads (Python 3.10 and 3.11 collect at any allocation),
+    so another thread's ``add`` can change its size during the copy: then
+    copy again.
+    """
+    while True:
+        try:
+            return list(refs.items())
+        except RuntimeError:
+            continue

@@ -58,13 +58,20 @@ def test_a_member_dies_without_a_python_callback() -> None:
 def test_threads_adding_at_once_lose_no_live_member() -> None:
     live: LiveSet[Member] = LiveSet()
     kept: list[list[Member]] = [[] for _ in range(4)]
+    errors: list[BaseException] = []
 
     def add_many(mine: list[Member]) -> None:
-        for n in range(5000):
-            member = Member()
-            live.add(member)
-            if n % 10 == 0:
-                mine.append(member)
+        try:
+            for n in range(5000):
+                member = Member()
+                live.add(member)
+                if n % 10 == 0:
+                    mine.append(member)
+                if n % 100 == 0:
+                    # Listing while others add, as a fork or exit would.
+                    assert len(list(live)) >= len(mine)
+        except BaseException as exc:
+            errors.append(exc)
 
     threads = [
         threading.Thread(target=add_many, args=(mine,), name=f"test-adder-{k}")
@@ -74,5 +81,6 @@ def test_threads_adding_at_once_lose_no_live_member() -> None:
         thread.start()
     for thread in threads:
         thread.join(30)
+    assert errors == []
     expected = {id(member) for mine in kept for member in mine}
     assert expected <= {id(member) for member in live}
