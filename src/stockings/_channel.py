@@ -39,8 +39,12 @@ not by the cyclic collector) and asks it for a few things through a
 - :class:`~stockings._direct.DirectReader`: a waiting reader receiving on
   its own thread, through the receiver.
 
+- its transport (``_transport``): what the selector watches, what
+  readiness leads to and how the write side is shut, for a plain socket or
+  for TLS (``_tls``). The channel knows nothing of TLS.
+
 This module keeps registration with the selector, what the hub thread does
-with readiness (receiving through the receiver, the end of the stream,
+for the transport (receiving through the receiver, the end of the stream,
 flushing), closing, ending and what a forked child does with its copy.
 
 How it ends (which reason wins, when a close has flushed, what a refused
@@ -56,9 +60,7 @@ import functools
 import logging
 import os
 import select
-import selectors
 import socket
-import ssl
 import struct
 import time
 from collections.abc import Callable
@@ -86,19 +88,13 @@ from ._live import LiveSet
 from ._log import connection_log
 from ._options import ChannelOptions
 from ._outbox import BURST_GAP as BURST_GAP
-from ._outbox import PLAIN_RULES, Outbox, SendRules
 from ._outbox import WRITER_FLUSH_SIZE as WRITER_FLUSH_SIZE
+from ._outbox import Outbox
 from ._receiver import Receiver
+from ._transport import CLOSE_DRAIN_ROUNDS, PLAIN, Transport
 
 __all__ = ["Channel"]
 
-#: The most one ``recv`` of a large payload asks for.
-MAX_RECV_CHUNK = 4 * 1024 * 1024
-
-#: The most receives one readiness event of the socket leads to.
-RECEIVES_PER_WAKE = 8
-_EVENT_READ = selectors.EVENT_READ
-_EVENT_WRITE = selectors.EVENT_WRITE
 #: ``SO_LINGER`` on, zero seconds: ``close()`` sends RST.
 _LINGER_RESET = struct.pack("ii", 1, 0)
 _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
@@ -116,22 +112,24 @@ _live_channels: LiveSet[Channel] = LiveSet()
 class Channel:
     """The I/O engine of one connection, served by a :class:`~stockings._hub.Hub`."""
 
-    #: Whether a reader waiting for a message may receive it on its own
-    #: thread (see ``_direct``); subclasses with their own receive
-    #: path turn it off.
-    _reads_directly = True
     #: Seconds queued messages may take to flush at interpreter exit; ``None``: no bound.
     linger: float | None = DEFAULT_LINGER
     #: Who is at the other end, for log records; the stocking names it.
     peer = "?"
-    #: How the outbox may use the socket; a TLS channel has its own.
-    _send_rules: SendRules = PLAIN_RULES
 
-    def __init__(self, sock: socket.socket, hub: Hub, options: ChannelOptions) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        hub: Hub,
+        options: ChannelOptions,
+        transport: Transport = PLAIN,
+    ) -> None:
         sock.setblocking(False)
         self.sock = sock
         self.hub = hub
         self.options = options
+        #: How bytes cross the socket: plain, or TLS (``_tls.transport_for``).
+        self.transport = transport
         #: The outbound side: ``send`` and ``send_many``, bound once by the
         #: stocking, and the queue the hub flushes.
         self.outbox = Outbox(
@@ -139,7 +137,7 @@ class Channel:
             hub,
             options,
             self,
-            self._send_rules,
+            transport.send_rules,
         )
         self._events = 0  # what the selector watches for (``_interest_lock``)
         # The descriptor registered with an EpollSelector, which keeps it
@@ -149,10 +147,9 @@ class Channel:
         self._interest_lock = Lock()
         self._reads_directly = (
             hub.interest_from_any_thread
-            and self._reads_directly
+            and transport.reads_directly
             and sock.type == socket.SOCK_STREAM
             and hasattr(select, "poll")
-            and not isinstance(sock, ssl.SSLSocket)
         )
         self._reading = True  # hub thread only
         #: The read side: the messages received, the readers waiting for
@@ -186,6 +183,9 @@ class Channel:
         # still queued (then end) or, with ``half_close``, for more.
         self._peer_eof = False
         self._orphaned = False
+        if transport.handshaking:
+            # Messages wait until the transport's handshake is done.
+            self.outbox.hold()
         _live_channels.add(self)
 
         self._on_end: list[Callable[[], None]] = []
@@ -220,11 +220,12 @@ class Channel:
         self._set_interest()
         if self.outbox.pending:
             self._flush_from_hub()
+        self.transport.start(self)
 
     def _wanted_events(self) -> int:
         """What the selector should watch for now (``_interest_lock`` held)."""
         reading = self._reading and not self.direct.active and not self.receiver.end_pending
-        return (_EVENT_READ if reading else 0) | (_EVENT_WRITE if self.outbox.pending else 0)
+        return self.transport.wanted_events(self, reading, self.outbox.pending)
 
     def _set_interest(self) -> None:
         with self._interest_lock:
@@ -270,15 +271,7 @@ class Channel:
     def handle_events(self, mask: int) -> None:
         """Act on the socket's readiness (hub thread); never raises."""
         try:
-            if mask & _EVENT_READ:
-                # While the kernel has more, take it now: a turn of the loop
-                # costs more than a receive. Bounded, so other connections
-                # on this hub wait for at most a few receives.
-                for _ in range(RECEIVES_PER_WAKE):
-                    if not self._receive() or not self._reading:
-                        break
-            if mask & _EVENT_WRITE and not self.ended:
-                self._flush_from_hub()
+            self.transport.handle_events(self, mask)
         except Exception as exc:
             # Anything unforeseen ends this connection, reported, and spares the others.
             self._end(EndReason.ERROR, exc)
@@ -395,6 +388,7 @@ class Channel:
             # The pause was ours: the peer's silence is counted from now.
             self.receiver.last_receive = time.monotonic()
         self._set_interest()
+        self.transport.resumed(self)
 
     def _flush_from_hub(self) -> None:
         if self.ended:
@@ -421,6 +415,10 @@ class Channel:
             # A close() interrupted after posting this posts it again.
             return
         self._close_begun = True
+        if self.transport.handshaking and self.outbox.queued_bytes == 0:
+            # Nothing was written: no need to wait for a handshake to end it.
+            self._end(EndReason.CLOSED)
+            return
         self._lifecycle.close()
         if not self.outbox.pending:
             self._finish_close()
@@ -453,24 +451,21 @@ class Channel:
             self._end_as_decided()
 
     def _finish_close(self) -> None:
-        if self._close_finishing:
+        if self._close_finishing or self.ended:
             # Both the flush that emptied the queue and _begin_close may get here.
             return
         self._close_finishing = True
-        try:
-            self.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-        else:
-            # Take in what already arrived, so closing with unread bytes in the
-            # kernel does not turn our FIN into a reset that the peer might see
-            # before our last messages.
-            for _ in range(64):
-                if self.ended or self._peer_eof or not self._receive():
-                    break
-        # Drained: until here a reset or a broken message would still have won.
-        self._lifecycle.write_shut()
-        self._end_as_decided()
+        self.transport.finish_close(self)
+
+    def _drain(self, receive: Callable[[], bool]) -> None:
+        """Take in what already arrived, our write side shut, before the socket is closed.
+
+        So that closing with unread bytes in the kernel does not turn our FIN
+        into a reset that the peer might see before our last messages.
+        """
+        for _ in range(CLOSE_DRAIN_ROUNDS):
+            if self.ended or self._peer_eof or not receive():
+                break
 
     def _end_as_decided(self) -> None:
         lifecycle = self._lifecycle
@@ -620,6 +615,11 @@ class Channel:
     def started(self) -> bool:
         """Whether :meth:`start` has attached the channel to its hub."""
         return self._started
+
+    @property
+    def handshaking(self) -> bool:
+        """Whether the transport's handshake (TLS) has yet to complete."""
+        return self.transport.handshaking
 
     @property
     def close_requested(self) -> bool:

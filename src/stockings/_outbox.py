@@ -18,8 +18,8 @@ thread, an end when a send fails, and the error a refused write raises.
 It holds the channel weakly, so that the two make no reference cycle and
 a channel nobody holds is freed at once, not by the cyclic collector.
 How it may use the socket (``sendmsg`` or not, which exceptions mean "the
-kernel is full", whether this thread may send now) is a :class:`SendRules`,
-so the plain path knows nothing of TLS.
+kernel is full", whether this thread may send now) is its transport's
+:class:`~stockings._transport.SendRules`, so the plain path knows nothing of TLS.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from itertools import islice
 from threading import Lock
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from ._buffers import Batch
 from ._common import LARGE_PAYLOAD
@@ -43,17 +43,16 @@ from ._framing import _SHORT_HEADERS_BYTES, BytesLike, encode_header, payload_of
 from ._hub import Hub
 from ._options import ChannelOptions
 from ._sync import LazyCondition
+from ._transport import PLAIN_RULES, SendRules
 
 __all__ = [
     "BURST_GAP",
     "JOIN_SIZE",
     "MAX_IOVECS",
-    "PLAIN_RULES",
     "WRITER_FLUSH_SIZE",
     "_BYTES_HEADERS",
     "Outbox",
     "OutboxOwner",
-    "SendRules",
 ]
 
 #: The most buffers one ``sendmsg`` call is given.
@@ -79,25 +78,6 @@ _BYTES_FRAMED = [len(header) + length for length, header in enumerate(_BYTES_HEA
 #: every write back without costing the plain path a check. It is removed
 #: (by identity) by :meth:`Outbox.release`.
 _HOLD = memoryview(bytearray())
-
-
-class SendRules(NamedTuple):
-    """How an :class:`Outbox` may use its socket."""
-
-    #: Whether several buffers may go to the kernel in one ``sendmsg``
-    #: (where the socket has it); without it they are joined, and only
-    #: small messages batch.
-    use_sendmsg: bool = True
-    #: What a send raises when the kernel takes nothing now: the rest waits
-    #: for the socket to turn writable.
-    would_block: tuple[type[BaseException], ...] = (BlockingIOError, InterruptedError)
-    #: Asked before each send from the queue: when it says no, what is
-    #: queued stays queued, and the hub sends it (``None``: always yes).
-    may_send: Callable[[], bool] | None = None
-
-
-#: A plain socket's rules.
-PLAIN_RULES = SendRules()
 
 
 def _never() -> bool:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import socket
-import ssl
 import time
 import weakref
 from collections import deque
@@ -152,7 +151,7 @@ class Receiver:
                 room = len(view)
                 received = sock.recv_into(view)
                 data = view[:received]
-        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+        except (BlockingIOError, InterruptedError):
             return _NOTHING
         except OSError as exc:
             self._end_from(direct, end_reason_for(exc), exc)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import selectors
 import socket
-import ssl
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Generic
@@ -29,7 +28,7 @@ from ._log import connection_log
 from ._options import ChannelOptions, connected_peer
 from ._shutdown import abandoned
 from ._sockopts import prepare_socket
-from ._tls import TlsChannel
+from ._tls import transport_for
 from ._typing import Outgoing, ReadT, WriteP
 
 __all__ = ["DEFAULT_WRITE_HIGH_WATER", "Stocking"]
@@ -181,8 +180,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
             half_close,
         )
         # Chosen once here, so the plain path never checks for TLS.
-        channel_type = TlsChannel if isinstance(sock, ssl.SSLSocket) else Channel
-        self._channel = channel_type(sock, hub, options)
+        self._channel = Channel(sock, hub, options, transport_for(sock))
         self._channel.linger = linger
         self._channel.peer = peer = self._peer_name()
         # Bound once: write and read are the hottest calls there are.

@@ -1,9 +1,10 @@
-"""TLS stockings: a channel over an ``ssl.SSLSocket``, driven without blocking.
+"""TLS stockings: the transport of a channel over an ``ssl.SSLSocket``, driven without blocking.
 
 A stocking made over an ``ssl.SSLSocket`` (wrapped with
-``do_handshake_on_connect=False``) gets a :class:`TlsChannel` instead of a
-plain :class:`~stockings._channel.Channel`. Everything above the socket is
-the same; what differs is how the TLS engine is driven:
+``do_handshake_on_connect=False``) gets a :class:`TlsTransport` in its
+:class:`~stockings._channel.Channel` instead of the plain one (see
+``_transport``). Everything above the transport is the same; what differs
+is how the TLS engine is driven:
 
 - The TLS handshake runs on the hub thread, one non-blocking step per
   readiness event, so a peer that stalls its handshake holds up no other
@@ -16,7 +17,7 @@ the same; what differs is how the TLS engine is driven:
   every other use of the TLS object (receive, handshake, shutdown) takes
   that lock too, so user threads can still write directly.
 - How the outbox sends differs in three ways, given to it as its
-  :class:`~stockings._outbox.SendRules` (``_TLS_RULES``): no ``sendmsg``;
+  :class:`~stockings._transport.SendRules` (``_TLS_RULES``): no ``sendmsg``;
   ``SSLWantWriteError`` and ``SSLWantReadError`` mean the kernel is full;
   and the main thread never sends, only queues, and the hub sends
   (``_off_main_thread``). Until the handshake is done the outbox holds
@@ -25,8 +26,8 @@ the same; what differs is how the TLS engine is driven:
   yet (``pending()``) are invisible to ``select``, so receiving goes on
   until the TLS object has nothing left, not just until the socket is empty.
   A read may also need the socket to be writable, and a write readable
-  (``SSLWantWriteError`` from a read and the reverse); the channel watches
-  for whichever the engine asks.
+  (``SSLWantWriteError`` from a read and the reverse); the transport has
+  the selector watch for whichever the engine asks.
 - ``close()`` sends TLS close_notify before shutting the socket down, so the
   peer can tell a clean end from a truncation. ``abort()`` and errors do not.
   The descriptor then stays open while the kernel still holds bytes the
@@ -34,6 +35,12 @@ the same; what differs is how the TLS engine is driven:
   session tickets whenever it gets round to the end of its handshake, and
   data reaching a closed socket makes the kernel reset the connection and
   drop whatever it had not delivered yet, the end of our last message.
+
+The TLS engine stays on the ``SSLSocket`` rather than on an
+``ssl.MemoryBIO`` pair: both are driven the same way here, one step per
+readiness event, but the socket's engine reads and writes the kernel in C,
+one call per record, where a memory pair would add a Python-level copy and
+a system call of our own for every record both ways.
 
 Renegotiation (TLS 1.2) is not supported: contexts should set
 ``ssl.OP_NO_RENEGOTIATION``; TLS 1.3 has none.
@@ -50,23 +57,17 @@ import sys
 import threading
 import time
 
-from ._channel import Channel
 from ._common import _STOPPED
 from ._errors import EndReason, HandshakeFailed, end_reason_for
-from ._hub import Hub
 from ._log import connection_log
-from ._options import ChannelOptions
-from ._outbox import SendRules
+from ._transport import PLAIN, SendRules, Transport, TransportOwner
 
-__all__ = ["TlsChannel"]
+__all__ = ["TlsTransport", "transport_for"]
 
 _EVENT_READ = selectors.EVENT_READ
 _EVENT_WRITE = selectors.EVENT_WRITE
 _WOULD_BLOCK = (BlockingIOError, InterruptedError)
 
-#: How many times closing reads what already arrived, to keep the peer from
-#: seeing a reset before our close_notify (as the plain channel does).
-_CLOSE_DRAIN_ROUNDS = 64
 #: The longest (seconds) a closed TCP socket waits for the peer to acknowledge
 #: what the kernel still holds, and the first and longest gaps between looks.
 _CLOSE_LINGER = 5.0
@@ -111,17 +112,27 @@ _TLS_RULES = SendRules(
 )
 
 
-class TlsChannel(Channel):
-    """The channel of a stocking over an ``ssl.SSLSocket``."""
+def transport_for(sock: socket.socket) -> Transport:
+    """The transport for ``sock``: TLS for an ``ssl.SSLSocket``, else the plain one."""
+    if isinstance(sock, ssl.SSLSocket):
+        return TlsTransport(sock)
+    return PLAIN
+
+
+class TlsTransport:
+    """The transport of one channel over an ``ssl.SSLSocket`` (hub thread).
+
+    Every use of the TLS object takes the channel's ``outbox.lock``, which
+    the outbox holds for every send.
+    """
 
     # The TLS object is not for two threads at once: the hub receives.
-    _reads_directly = False
-    _send_rules = _TLS_RULES
+    reads_directly = False
+    send_rules = _TLS_RULES
 
-    def __init__(self, sock: socket.socket, hub: Hub, options: ChannelOptions) -> None:
-        if not isinstance(sock, ssl.SSLSocket):
-            raise TypeError(f"a TLS channel needs an ssl.SSLSocket, not {type(sock).__name__}")
-        super().__init__(sock, hub, options)
+    __slots__ = ("_handshaking", "_tls", "_unwrapping", "_want_write")
+
+    def __init__(self, sock: ssl.SSLSocket) -> None:
         self._tls = sock
         # ``version()`` stays None until a handshake has completed.
         self._handshaking = sock.version() is None
@@ -129,54 +140,46 @@ class TlsChannel(Channel):
         self._want_write = False
         # close_notify could not be sent yet for lack of buffer space.
         self._unwrapping = False
-        if self._handshaking:
-            self.outbox.hold()
 
     @property
     def handshaking(self) -> bool:
         """True until the TLS handshake has completed."""
         return self._handshaking
 
-    # ------------------------------------------------------------------ hub
-
-    def _register(self) -> None:
-        super()._register()
-        if self._handshaking and not self.ended:
+    def start(self, channel: TransportOwner) -> None:
+        if self._handshaking and not channel.ended:
             # A client speaks first: start the handshake without waiting for an event.
-            self._advance_handshake()
+            self._advance_handshake(channel)
 
-    def _wanted_events(self) -> int:
-        reading = self._reading and not self._unwrapping
-        writing = self._want_write or (self.outbox.pending and not self._handshaking)
+    def wanted_events(self, channel: TransportOwner, reading: bool, writing: bool) -> int:
+        reading = reading and not self._unwrapping
+        writing = self._want_write or (writing and not self._handshaking)
         return (_EVENT_READ if reading or self._handshaking else 0) | (
             _EVENT_WRITE if writing else 0
         )
 
-    def handle_events(self, mask: int) -> None:
-        """Act on the socket's readiness (hub thread); never raises."""
-        try:
-            if self._handshaking:
-                self._advance_handshake()
-            elif self._unwrapping:
-                self._advance_unwrap()
+    def handle_events(self, channel: TransportOwner, mask: int) -> None:
+        if self._handshaking:
+            self._advance_handshake(channel)
+        elif self._unwrapping:
+            self._advance_unwrap(channel)
+        else:
+            # Either readiness may be what a blocked read or write waited for.
+            self._want_write = False
+            if channel._reading:
+                self._receive(channel)
+            if channel.ended:
+                return
+            if channel.outbox.pending:
+                channel._flush_from_hub()
             else:
-                # Either readiness may be what a blocked read or write waited for.
-                self._want_write = False
-                if self._reading:
-                    self._receive()
-                if self.ended:
-                    return
-                if self.outbox.pending:
-                    self._flush_from_hub()
-                else:
-                    self._set_interest()
-        except Exception as exc:
-            self._end(EndReason.ERROR, exc)
+                channel._set_interest()
 
-    def _advance_handshake(self) -> None:
+    def _advance_handshake(self, channel: TransportOwner) -> None:
         failure: OSError | None = None
         done = False
-        with self.outbox.lock:
+        outbox = channel.outbox
+        with outbox.lock:
             try:
                 self._tls.do_handshake()
             except ssl.SSLWantReadError:
@@ -191,43 +194,44 @@ class TlsChannel(Channel):
                 done = True
                 self._handshaking = False
                 self._want_write = False
-                self.outbox.release()
+                outbox.release()
         if failure is not None:
             error = HandshakeFailed(f"TLS handshake failed: {failure}")
             error.__cause__ = failure
-            self._end(EndReason.HANDSHAKE_FAILED, error)
+            channel._end(EndReason.HANDSHAKE_FAILED, error)
             return
         if not done:
-            self._set_interest()
+            channel._set_interest()
             return
         if connection_log.isEnabledFor(logging.DEBUG):
             connection_log.debug(
                 "%s: TLS handshake done (%s, %s)",
-                self.peer,
+                channel.peer,
                 self._tls.version(),
                 (self._tls.cipher() or ("?",))[0],
-                extra={"peer": self.peer},
+                extra={"peer": channel.peer},
             )
         # The peer's first records may have come in with its last handshake
         # message, already read into the TLS object where select cannot see them.
-        self._receive()
-        if not self.ended:
-            self._flush_from_hub()
+        self._receive(channel)
+        if not channel.ended:
+            channel._flush_from_hub()
 
-    def _receive(self) -> bool:
+    def _receive(self, channel: TransportOwner) -> bool:
         """Receive until the TLS object and the socket are empty, or the buffer is full.
 
         Returns:
             True if there may be more to receive right away.
         """
         tls = self._tls
-        view = self.hub.recv_view
+        view = channel.hub.recv_view
         size = len(view)
+        lock = channel.outbox.lock
         while True:
             filled = 0
             eof = False
             error: OSError | None = None
-            with self.outbox.lock:
+            with lock:
                 try:
                     while filled < size:
                         received = tls.recv_into(view[filled:])
@@ -249,59 +253,49 @@ class TlsChannel(Channel):
                     error = exc
                 pending = 0 if eof or error is not None else tls.pending()
             if filled:
-                receiver = self.receiver
+                receiver = channel.receiver
                 receiver.bytes_received += filled
-                if self._idle_timer is not None:
+                if channel._idle_timer is not None:
                     receiver.last_receive = time.monotonic()
                 if receiver.take_in(view[:filled]) == _STOPPED:
                     return False
             if error is not None:
                 # Once close_notify is out and our side shut, the lifecycle
                 # keeps the close clean: everything written went out before.
-                self._end(end_reason_for(error), error)
+                channel._end(end_reason_for(error), error)
                 return False
             if eof:
-                self._end_of_stream()
+                channel._end_of_stream()
                 return False
-            if pending and self._reading and not self.ended:
+            if pending and channel._reading and not channel.ended:
                 # Decrypted bytes that select cannot see: take them now.
                 continue
             # A full buffer: the socket may hold more, and select will say so.
             return filled == size
 
-    def _resume_reading(self) -> None:
-        super()._resume_reading()
-        if self._reading and not self.ended and not self._handshaking:
-            with self.outbox.lock:
+    def resumed(self, channel: TransportOwner) -> None:
+        if channel._reading and not channel.ended and not self._handshaking:
+            with channel.outbox.lock:
                 pending = self._tls.pending()
             if pending:
                 # Decrypted bytes wait in the TLS object: no event will announce them.
-                self._receive()
+                self._receive(channel)
 
     # ---------------------------------------------------------------- close
 
-    def _begin_close(self, timeout: float | None) -> None:
-        if self._handshaking and not self.ended and self.outbox.queued_bytes == 0:
-            # Nothing was written: no need to wait for a handshake to end it.
-            self._end(EndReason.CLOSED)
-            return
-        super()._begin_close(timeout)
-
-    def _finish_close(self) -> None:
-        if self.ended or self._unwrapping or self._close_finishing:
-            return
-        self._close_finishing = True
+    def finish_close(self, channel: TransportOwner) -> None:
         if self._handshaking:
-            self._end(EndReason.CLOSED)
+            channel._end(EndReason.CLOSED)
             return
-        self._unwrapping = True
-        self._advance_unwrap()
+        if not self._unwrapping:
+            self._unwrapping = True
+            self._advance_unwrap(channel)
 
-    def _advance_unwrap(self) -> None:
+    def _advance_unwrap(self, channel: TransportOwner) -> None:
         """Send close_notify, shut the socket down, take in what arrived, end."""
         sent = False
         finished = False
-        with self.outbox.lock:
+        with channel.outbox.lock:
             try:
                 self._tls.unwrap()
             except ssl.SSLWantReadError:
@@ -318,7 +312,7 @@ class TlsChannel(Channel):
                 # Both close_notify alerts are through: TLS is over both ways.
                 sent = finished = True
         if not sent:
-            self._set_interest()
+            channel._set_interest()
             return
         self._unwrapping = False
         self._want_write = False
@@ -331,20 +325,18 @@ class TlsChannel(Channel):
             drain = False
         # What the peer does from now on (a reset, a TLS error, silence)
         # cannot undo the close: its reason is decided.
-        lifecycle = self._lifecycle
+        lifecycle = channel._lifecycle
         lifecycle.write_shut()
         if drain:
-            for _ in range(_CLOSE_DRAIN_ROUNDS):
-                if self.ended or self._peer_eof or not self._receive():
-                    break
+            channel._drain(lambda: self._receive(channel))
         # A peer that closed first is not waited for.
         ours = lifecycle.reason is EndReason.CLOSED
-        if drain and ours and not self.ended and self.sock.family in _TCP_FAMILIES:
-            self._linger()
+        if drain and ours and not channel.ended and self._tls.family in _TCP_FAMILIES:
+            self._linger(channel)
             return
-        self._end_as_decided()
+        channel._end_as_decided()
 
-    def _linger(self) -> None:
+    def _linger(self, channel: TransportOwner) -> None:
         """Keep the shut-down socket open until the peer has acknowledged all of it.
 
         Closing it earlier is safe only if the peer sends nothing more, which
@@ -355,16 +347,16 @@ class TlsChannel(Channel):
         Bounded by ``_CLOSE_LINGER``, and by the close timeout, if any, whose
         running out now only ends the wait (the lifecycle keeps the close clean).
         """
-        self._look_at_unacknowledged(time.monotonic() + _CLOSE_LINGER, _LINGER_FIRST_LOOK)
+        self._look_at_unacknowledged(channel, time.monotonic() + _CLOSE_LINGER, _LINGER_FIRST_LOOK)
 
-    def _look_at_unacknowledged(self, deadline: float, gap: float) -> None:
-        if self.ended:
+    def _look_at_unacknowledged(self, channel: TransportOwner, deadline: float, gap: float) -> None:
+        if channel.ended:
             return
-        if _unacknowledged(self.sock) <= 0 or time.monotonic() >= deadline:
-            self._end_as_decided()
+        if _unacknowledged(self._tls) <= 0 or time.monotonic() >= deadline:
+            channel._end_as_decided()
             return
-        self._set_interest()
-        self.hub.call_later(
-            gap,
-            lambda: self._look_at_unacknowledged(deadline, min(2 * gap, _LINGER_LAST_LOOK)),
+        channel._set_interest()
+        next_gap = min(2 * gap, _LINGER_LAST_LOOK)
+        channel.hub.call_later(
+            gap, lambda: self._look_at_unacknowledged(channel, deadline, next_gap)
         )

@@ -21,7 +21,8 @@ from stockings import ConnectionClosed, EndReason
 from stockings._framing import Decoder
 from stockings._hub import Hub
 from stockings._options import ChannelOptions
-from stockings._outbox import Outbox, SendRules
+from stockings._outbox import Outbox
+from stockings._transport import SendRules
 
 
 class StandIn:

@@ -7,9 +7,10 @@ import socket
 from itertools import islice, repeat
 
 import stockings
-from stockings._channel import RECEIVES_PER_WAKE, Channel
+from stockings._channel import Channel
 from stockings._hub import Hub
 from stockings._options import ChannelOptions
+from stockings._transport import RECEIVES_PER_WAKE
 
 MESSAGE = b"x" * 90
 FRAMED = stockings.encode(MESSAGE)

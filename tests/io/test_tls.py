@@ -408,7 +408,7 @@ def test_a_late_session_ticket_does_not_cut_the_last_message_short(
         server_sock.close()
     else:
         pytest.fail("the server's handshake never stopped before the client's Finished")
-    wait_until(lambda: not client._channel.handshaking)  # type: ignore[attr-defined]
+    wait_until(lambda: not client._channel.handshaking)
     payload = BIG[: 1024 * 1024]
     client.write(payload)
     closer = threading.Thread(target=client.close, name="test-closer")
@@ -664,7 +664,7 @@ def test_close_notify_goes_out_once_when_a_flush_and_close_meet(
     channel = writer._channel
     writer.write(b"warm-up")
     assert reader.read(timeout=10) == b"warm-up"
-    tls = channel._tls
+    tls = channel.sock
     unwraps: list[int] = []
     original_unwrap = tls.unwrap
 
