@@ -70,11 +70,9 @@ from ._common import (
     _LIVE,
     _NOTHING,
     _RELEASED,
-    _UNREGISTERED,
     _report,
 )
 from ._direct import DirectReader
-from ._epoll import EpollSelector
 from ._errors import (
     ConnectionClosed,
     EndReason,
@@ -83,6 +81,7 @@ from ._errors import (
 )
 from ._hub import Hub, Timer
 from ._inbox import Inbox
+from ._interest import Interest
 from ._lifecycle import Lifecycle
 from ._live import LiveSet
 from ._log import connection_log
@@ -139,12 +138,8 @@ class Channel:
             self,
             transport.send_rules,
         )
-        self._events = 0  # what the selector watches for (``_interest_lock``)
-        # The descriptor registered with an EpollSelector, which keeps it
-        # registered while it watches it for nothing; -1 when not.
-        self._watched_fd = -1
-        self._interest_state = _UNREGISTERED
-        self._interest_lock = Lock()
+        #: What the selector watches the socket for, under its own lock.
+        self.interest = Interest(sock, hub)
         self._reads_directly = (
             hub.interest_from_any_thread
             and transport.reads_directly
@@ -160,7 +155,7 @@ class Channel:
         self.receiver = Receiver(sock, hub, options, inbox, self)
         #: Receives for a waiting reader on its own thread (``direct.active``
         #: while it does: the hub then neither receives nor watches for it).
-        self.direct = DirectReader(sock, self._interest_lock, options.read_spin, self)
+        self.direct = DirectReader(sock, self.interest, options.read_spin, self)
         if self._reads_directly:
             inbox.direct = self.direct
         self._started = False
@@ -223,48 +218,21 @@ class Channel:
         self.transport.start(self)
 
     def _wanted_events(self) -> int:
-        """What the selector should watch for now (``_interest_lock`` held)."""
+        """What the selector should watch for now (the interest's lock held)."""
         reading = self._reading and not self.direct.active and not self.receiver.end_pending
         return self.transport.wanted_events(self, reading, self.outbox.pending)
 
     def _set_interest(self) -> None:
-        with self._interest_lock:
-            if self._interest_state == _RELEASED:
+        interest = self.interest
+        with interest.lock:
+            if interest.state == _RELEASED:
                 return
-            self._interest_state = _LIVE
-            self._apply_interest()
+            interest.state = _LIVE
+            interest.apply(self._wanted_events(), self)
 
     def _apply_interest(self) -> None:
-        """Bring the selector in line with :meth:`_wanted_events` (``_interest_lock`` held)."""
-        events = self._wanted_events()
-        if events == self._events:
-            return
-        selector = self.hub.selector
-        try:
-            if isinstance(selector, EpollSelector):
-                # Registered once; from then on one epoll_ctl per change.
-                if self._watched_fd >= 0:
-                    # Unknown until watch() returns: a change interrupted by a
-                    # signal handler (a direct reader on the main thread) is
-                    # then made again by the next call, not taken as done.
-                    self._events = -1
-                    selector.watch(self._watched_fd, events)
-                elif events:
-                    self._watched_fd = selector.register(self.sock, events, self).fd
-            elif not self._events:
-                selector.register(self.sock, events, self)
-            elif not events:
-                selector.unregister(self.sock)
-            else:
-                selector.modify(self.sock, events, self)
-        except ValueError as exc:
-            # The selectors' word for a socket closed behind the stocking's
-            # back (its fileno() is -1): a connection error like any other,
-            # so the stocking ends with an OSError whichever path met it first.
-            if self.sock.fileno() >= 0:
-                raise
-            raise OSError(errno.EBADF, "the socket was closed behind the stocking") from exc
-        self._events = events
+        """Bring the selector in line with :meth:`_wanted_events` (the interest's lock held)."""
+        self.interest.apply(self._wanted_events(), self)
 
     # ------------------------------------------------------------- hub thread
 
@@ -278,8 +246,7 @@ class Channel:
 
     def hub_failed(self, exc: BaseException) -> None:
         """The loop broke under us; record why, as a connection error."""
-        self._events = 0
-        self._watched_fd = -1
+        self.interest.forget()
         self._end(EndReason.ERROR, exc)
 
     def _receive(self) -> bool:
@@ -482,15 +449,9 @@ class Channel:
         lifecycle = self._lifecycle
         lifecycle.end(reason, exc)
         reason, exc = lifecycle.released()
-        with self._interest_lock:
-            self._interest_state = _RELEASED
-            if self._events or self._watched_fd >= 0:
-                try:
-                    self.hub.selector.unregister(self.sock)
-                except (KeyError, ValueError, OSError):
-                    pass
-                self._events = 0
-                self._watched_fd = -1
+        interest = self.interest
+        with interest.lock:
+            interest.release()
             self.direct.stop()
         outbox = self.outbox
         with outbox.lock:
@@ -569,7 +530,7 @@ class Channel:
         with inbox.lock:
             # So does a read waiting for a message: we are done reading.
             inbox.wake_readers()
-        with self._interest_lock:
+        with self.interest.lock:
             direct = self.direct
             if direct.active and direct.wake is not None:
                 direct.wake.set()
@@ -700,8 +661,8 @@ class Channel:
         inbox.disown()
         inbox.no_more = True
         self.receiver.lock = Lock()
-        self._interest_lock = Lock()
-        self.direct.disown(self._interest_lock)
+        self.interest.lock = Lock()
+        self.direct.disown()
         self._close_requested = True
         self._on_end = []
         self._idle_timer = self._close_timer = None

@@ -35,7 +35,7 @@ import socket
 import threading
 import time
 import weakref
-from threading import Lock, local
+from threading import local
 from typing import TYPE_CHECKING, Protocol
 
 from ._common import _DELIVERED, _LIVE, _RELEASED, _STOPPED, LARGE_PAYLOAD
@@ -44,6 +44,7 @@ from ._signal import ReadySignal
 
 if TYPE_CHECKING:
     from ._inbox import Inbox
+    from ._interest import Interest
     from ._receiver import Receiver
 
 __all__ = [
@@ -92,9 +93,6 @@ class DirectReaderOwner(Protocol):
     inbox: Inbox
     #: What receives, under its lock: the reader receives through it.
     receiver: Receiver
-    #: Whether the selector may be changed (``_LIVE``) or the socket is
-    #: released (``_RELEASED``); read under the interest lock.
-    _interest_state: int
     #: Whether ``close()`` was called.
     _close_requested: bool
 
@@ -115,7 +113,7 @@ class DirectReader:
 
     Args:
         sock: the channel's socket (polled here, received from by its receiver).
-        interest_lock: the channel's interest lock, taken inside the receiver's.
+        interest: the channel's selector registration; its lock is taken inside the receiver's.
         spin: how long (seconds) to check the socket before sleeping (``read_spin``).
         owner: the channel, held weakly.
     """
@@ -123,12 +121,12 @@ class DirectReader:
     def __init__(
         self,
         sock: socket.socket,
-        interest_lock: Lock,
+        interest: Interest,
         spin: float,
         owner: DirectReaderOwner,
     ) -> None:
         self.sock = sock
-        self.interest_lock = interest_lock
+        self.interest = interest
         #: True while a reader has taken the socket over (both locks): the
         #: hub then neither receives nor watches it for reading.
         self.active = False
@@ -174,8 +172,8 @@ class DirectReader:
                     or inbox.last_size >= LARGE_PAYLOAD
                 ):
                     return False
-                with self.interest_lock:
-                    if owner._interest_state != _LIVE:
+                with self.interest.lock:
+                    if self.interest.state != _LIVE:
                         return False
                     poller = self._poller
                     if poller is None:
@@ -197,8 +195,8 @@ class DirectReader:
                     # will be: let it receive while this thread gets on with
                     # the messages. Taking over pays when there is nothing yet.
                     return False
-                with self.interest_lock:
-                    if owner._interest_state != _LIVE:
+                with self.interest.lock:
+                    if self.interest.state != _LIVE:
                         return False
                     # Set together, without a call between: whatever
                     # interrupts from here on, the ``finally`` hands back.
@@ -211,8 +209,8 @@ class DirectReader:
             while True:
                 # The probe above found nothing, so wait before receiving.
                 if not blocking:
-                    with self.interest_lock:
-                        if owner._interest_state != _LIVE or owner._close_requested:
+                    with self.interest.lock:
+                        if self.interest.state != _LIVE or owner._close_requested:
                             return False
                         wake = self.wake
                         if wake is None:
@@ -255,9 +253,9 @@ class DirectReader:
                 # reader make the hub watch again.
                 inbox.interest_stale = True
                 self.active = False
-                with self.interest_lock:
+                with self.interest.lock:
                     wake = self.wake
-                    if owner._interest_state == _RELEASED:
+                    if self.interest.state == _RELEASED:
                         if wake is not None:
                             wake.close()
                             self.wake = None
@@ -317,9 +315,9 @@ class DirectReader:
         owner = self._owner()
         if owner is None:  # pragma: no cover - a reader holds its stocking
             return
-        with self.interest_lock:
+        with self.interest.lock:
             if (
-                owner._interest_state == _LIVE
+                self.interest.state == _LIVE
                 and not self.active
                 and self._apply_interest_for_reader()
             ):
@@ -338,9 +336,8 @@ class DirectReader:
                 wake.close()
                 self.wake = None
 
-    def disown(self, interest_lock: Lock) -> None:
-        """In a forked child: the channel's fresh lock; no poller, no wake-up."""
-        self.interest_lock = interest_lock
+    def disown(self) -> None:
+        """In a forked child: no poller, no wake-up (the interest has a fresh lock)."""
         self.active = False
         self._poller = None
         wake, self.wake = self.wake, None

@@ -76,7 +76,7 @@ def pair(
     ours, theirs = make_pair()
     stocking = Stocking(ours)
     # A read before the hub has registered the socket waits on the hub.
-    wait_until(lambda: stocking._channel._events)
+    wait_until(lambda: stocking._channel.interest.events)
     with theirs:
         yield stocking, theirs
         stocking.abort()
@@ -240,7 +240,7 @@ def test_the_peer_closing_wakes_a_direct_reader(pair: tuple[Stocking, socket.soc
 def test_a_reset_met_by_a_direct_reader_ends_the_stocking(no_leaks: None) -> None:
     ours, peer = tcp_pair()  # SO_LINGER's reset is TCP's
     stocking = Stocking(ours)
-    wait_until(lambda: stocking._channel._events)
+    wait_until(lambda: stocking._channel.interest.events)
     reader, outcome = in_thread(lambda: stocking.read(timeout=None))
     wait_until(lambda: polling_on_its_own(stocking._channel))
     peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -255,7 +255,7 @@ def test_a_reset_met_by_a_direct_reader_ends_the_stocking(no_leaks: None) -> Non
 def test_a_lying_header_met_by_a_direct_reader_ends_the_stocking(no_leaks: None) -> None:
     ours, peer = tcp_pair()
     stocking = Stocking(ours, max_message_size=1000)
-    wait_until(lambda: stocking._channel._events)
+    wait_until(lambda: stocking._channel.interest.events)
     with peer:
         reader, outcome = in_thread(lambda: [stocking.read(timeout=None) for _ in range(2)])
         wait_until(lambda: polling_on_its_own(stocking._channel))
@@ -271,7 +271,7 @@ def test_a_lying_header_met_by_a_direct_reader_ends_the_stocking(no_leaks: None)
 def test_a_direct_reader_keeps_to_the_read_high_water_mark(no_leaks: None) -> None:
     ours, peer = tcp_pair()
     stocking = Stocking(ours, read_high_water=4096, read_low_water=1024)
-    wait_until(lambda: stocking._channel._events)
+    wait_until(lambda: stocking._channel.interest.events)
     channel = stocking._channel
     with peer:
         reader, outcome = in_thread(lambda: stocking.read(timeout=None))
@@ -315,7 +315,7 @@ def test_a_spinning_reader_takes_a_reply_without_sleeping(
     ours, peer = tcp_pair()
     # A spin long enough that only the reply can end it.
     stocking = Stocking(ours, read_spin=20.0)
-    wait_until(lambda: stocking._channel._events)
+    wait_until(lambda: stocking._channel.interest.events)
     spins = Recorder(stocking._channel.direct, "_spin_until_ready", monkeypatch)
     with peer:
         reader, outcome = in_thread(lambda: stocking.read(timeout=None))
@@ -355,7 +355,7 @@ def test_a_reader_spins_less_while_spinning_does_not_pay(
 def test_read_spin_zero_never_spins(monkeypatch: pytest.MonkeyPatch, no_leaks: None) -> None:
     ours, peer = tcp_pair()
     stocking = Stocking(ours, read_spin=0)
-    wait_until(lambda: stocking._channel._events)
+    wait_until(lambda: stocking._channel.interest.events)
     spins = Recorder(stocking._channel.direct, "_spin_until_ready", monkeypatch)
     with peer:
         assert stocking.read(timeout=0.01) is None
@@ -384,7 +384,7 @@ def test_a_socket_closed_behind_the_stocking_before_a_read_ends_it(
 ) -> None:
     ours, peer = tcp_pair()
     stocking = Stocking(ours)
-    wait_until(lambda: stocking._channel._events)
+    wait_until(lambda: stocking._channel.interest.events)
     with peer:
         stocking.sock.close()  # a rogue caller, before any read took the socket over
         reader, outcome = in_thread(lambda: stocking.read(timeout=None))
@@ -469,7 +469,7 @@ def test_a_closed_stocking_that_read_directly_is_freed_at_once(no_leaks: None) -
         ours, theirs = tcp_pair()
         stocking, peer = Stocking(ours), Stocking(theirs)
         channel = stocking._channel
-        wait_until(lambda: channel._events)
+        wait_until(lambda: channel.interest.events)
         # A wait that took the socket over, then one served by the hub.
         assert stocking.read(timeout=0.01) is None
         assert channel.direct.wake is not None
