@@ -3,7 +3,8 @@
 A :class:`Stocking` wraps a socket in a :class:`~stockings._channel.Channel`
 served by a hub thread, and adds what 1.2.3 users know: the ``pre_write`` /
 ``post_read`` hooks, the optional ``handshake`` run in its own thread, and
-the camelCase spellings of 1.2.3.
+the camelCase spellings of 1.2.3. What only its constructor needs (defaults,
+the choice of a hub) is in :mod:`stockings._opening`.
 """
 
 from __future__ import annotations
@@ -22,27 +23,30 @@ from ._epoll import EpollSelector, epoll_available
 from ._errors import ConnectionClosed, EndReason, HandshakeFailed, NotReady
 from ._framing import DEFAULT_MAX_MESSAGE_SIZE, Message
 from ._handshake import HandshakeThread
-from ._hub import Hub, shared_hub
+from ._hub import Hub
 from ._inbox import Inbox
 from ._log import connection_log
+from ._opening import (
+    DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_READ_HIGH_WATER,
+    DEFAULT_READ_SPIN,
+    DEFAULT_WRITE_HIGH_WATER,
+    check_linger,
+    prepare_hub,
+)
 from ._options import ChannelOptions, connected_peer
 from ._shutdown import abandoned
-from ._sockopts import prepare_socket
 from ._tls import transport_for
 from ._typing import Outgoing, ReadT, WriteP
 
-__all__ = ["DEFAULT_WRITE_HIGH_WATER", "Stocking"]
+# Other modules import the defaults from here.
+__all__ = [
+    "DEFAULT_CLOSE_TIMEOUT",
+    "DEFAULT_READ_HIGH_WATER",
+    "DEFAULT_WRITE_HIGH_WATER",
+    "Stocking",
+]
 
-#: Default outbound high-water mark: ``write`` blocks above it.
-DEFAULT_WRITE_HIGH_WATER = 4 * 1024 * 1024
-#: Default inbound high-water mark: the hub stops reading above it.
-DEFAULT_READ_HIGH_WATER = 4 * 1024 * 1024
-#: How long (seconds) a waiting ``read`` keeps checking the socket before it
-#: sleeps: about what a peer on the same machine takes to answer, and far
-#: less than the tens of microseconds a thread's wake-up from sleep can cost.
-DEFAULT_READ_SPIN = 50e-6
-#: Default bound on how long ``close()`` spends flushing.
-DEFAULT_CLOSE_TIMEOUT = 10.0
 #: Ends that are no handshake's failure, even before a handshake succeeded.
 _LOCAL_OR_HANDSHAKE_ENDS = (EndReason.CLOSED, EndReason.ABORTED, EndReason.HANDSHAKE_FAILED)
 
@@ -54,73 +58,32 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
     as ``str`` or ``bytes`` as it was written. A background hub thread does
     the I/O, so neither call blocks on the network (``read`` waits only when
     asked to with ``timeout``). By default all stockings of a flavour share
-    one hub thread.
-
-    For type checkers the class is generic in what ``read`` returns and in
-    the arguments ``write`` takes; a plain ``Stocking`` is
-    ``Stocking[str | bytes, [str | Buffer]]``. A subclass whose
-    ``post_read`` returns something else says so, as in
-    ``class JsonStocking(Stocking[Any])``, and one whose ``pre_write``
-    takes other arguments gives them too (``Stocking[Any, [str, int]]``, or
-    ``Stocking[Any, ...]`` for any).
+    one hub thread. For type checkers the class is generic in what ``read``
+    returns and in what ``write`` takes: a plain ``Stocking`` is
+    ``Stocking[str | bytes, [str | Buffer]]`` (``docs/topics/addresses.md``).
+    Each option in full, with its default: ``docs/reference/options.md``.
 
     Args:
-        sock: a connected stream socket (TCP, Unix, ``socket.socketpair()``).
-            The stocking owns it from now on and sets it non-blocking.
-        max_message_size: the longest message accepted from the peer, and
-            allowed to ``write``, in bytes (default 64 MiB); ``None`` for no limit.
-        write_high_water: ``write`` blocks while more than this many bytes
-            wait to be sent, until they drain below ``write_low_water``
-            (default a quarter of the high mark).
-        write_timeout: how long ``write`` may block so; ``None`` (default)
-            waits as long as it takes, then :class:`WriteTimeout` is raised.
-        read_high_water: once received but unread messages exceed this many
-            bytes, the stocking stops reading the socket so that TCP pushes
-            back on the sender, until they drop below ``read_low_water``.
+        sock: a connected stream socket, owned (and set non-blocking) from now on.
+        max_message_size: the longest message, either way, in bytes; ``None``: no limit.
+        write_high_water: ``write`` blocks while more bytes than this wait to be sent.
+        write_low_water: ``write`` then waits until fewer do (default: a quarter of the high).
+        write_timeout: how long ``write`` may block so before :class:`WriteTimeout`.
+        read_high_water: the hub stops reading while more bytes than this wait to be read.
+        read_low_water: reading resumes once fewer do (default: a quarter of the high).
         hub: serve this stocking from the given :class:`Hub`.
-        private: give this stocking a hub and thread of its own (1.2.3's
-            model) rather than the flavour's shared hub.
-        nodelay: set ``TCP_NODELAY`` on TCP sockets (default true: stockings
-            coalesce small messages itself, so Nagle's delay only costs latency).
-        keepalive: TCP keepalive. ``None`` (default) leaves the socket as it
-            is; ``True`` turns ``SO_KEEPALIVE`` on with the system's timings;
-            a number of seconds also sets how long the connection may stay
-            silent before the first probe, with probes that far apart
-            divided by three (at least 1 s), three unanswered probes ending
-            it. A dead peer then ends the stocking with ``EndReason.TIMEOUT``,
-            within the same time when sent data goes unacknowledged
-            (``TCP_USER_TIMEOUT``, where the system has it).
-            Ignored for non-TCP sockets.
-        idle_timeout: end the stocking with ``EndReason.TIMEOUT`` once
-            nothing at all has arrived from the peer for this many seconds
-            (``None``, the default: never). Time the stocking spends not
-            reading by its own choice (``read_high_water``) does not count.
-        read_spin: how long, in seconds, a ``read`` that waits keeps
-            checking the socket before its thread sleeps (default 50 µs; 0
-            never). Where it pays, a reply from a nearby peer is taken
-            without the cost of waking a sleeping thread; where replies
-            come slower it backs off, so an idle stocking costs no CPU.
-            Only the default flavour on Linux spins, and only on a machine
-            with more than one CPU for this process.
-        linger: when the interpreter exits with messages still queued to
-            send, how long they may take to flush, in seconds (default 5);
-            the connection is then reset rather than closed, so the peer
-            never takes a message cut short for a clean end. ``None``
-            waits as long as it takes; ``0`` resets at once.
-        half_close: when the peer closes its side cleanly, keep this side
-            open for replies until :meth:`close` (default false: the
-            stocking ends, as in 1.2.3). ``read`` then returns the messages
-            left and ``None`` after them, :attr:`peer_closed` turns true,
-            and ``fileno()`` and :func:`~stockings.wait` report the
-            stocking ready; ``write`` still sends.
+        private: give it a hub and thread of its own (1.2.3's model).
+        nodelay: set ``TCP_NODELAY`` on TCP sockets.
+        keepalive: TCP keepalive: ``True``, or seconds of silence before probes.
+        idle_timeout: end with ``EndReason.TIMEOUT`` after this long with nothing received.
+        read_spin: how long a waiting ``read`` checks the socket before it sleeps.
+        linger: how long queued messages may flush at interpreter exit, before a reset.
+        half_close: when the peer closes its side cleanly, stay open for replies.
 
     Raises:
         TypeError: ``sock`` is not a ``socket.socket``, or an option is unknown.
-        ValueError: ``sock`` is not a stream socket, or is listening (accept
-            a connection first, or use :class:`~stockings.Server`); an
-            option has a value out of range; the flavour cannot serve the
-            socket's descriptor (:class:`~stockings.SelectStocking` takes none from
-            1024, ``FD_SETSIZE``, up).
+        ValueError: ``sock`` is not a stream socket, or is listening; an option
+            is out of range; the flavour cannot serve the socket's descriptor.
         OSError: ``sock`` is not connected.
     """
 
@@ -165,10 +128,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         self.write_timeout = write_timeout
         self._handshake_complete: Any = False
         self._handshake_thread: HandshakeThread | None = None
-        if linger is not None and not linger >= 0:
-            raise ValueError("linger must be None or a number of seconds, 0 or more")
-        hub = self._choose_hub(hub, private)
-        prepare_socket(sock, hub, type(self).__name__, nodelay, keepalive)
+        hub = prepare_hub(self, hub, private, nodelay, keepalive, linger)
         options = ChannelOptions(
             max_message_size,
             write_high_water,
@@ -180,46 +140,32 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
             half_close,
         )
         # Chosen once here, so the plain path never checks for TLS.
-        self._channel = Channel(sock, hub, options, transport_for(sock))
-        self._channel.linger = linger
-        self._channel.peer = peer = self._peer_name()
+        self._channel = channel = Channel(sock, hub, options, transport_for(sock))
+        channel.linger = linger
+        channel.peer = peer = self._peer_name()
         # Bound once: write and read are the hottest calls there are.
-        self._send = self._channel.outbox.send
-        self._inbox = inbox = self._channel.inbox
+        self._send = channel.outbox.send
+        self._inbox = inbox = channel.inbox
         self._receive = inbox.receive
         self._receive_all = inbox.receive_all
         # Aborts the connection, with a ResourceWarning, if this stocking is
         # dropped unclosed; holds the channel, never the stocking.
-        self._finalizer = weakref.finalize(
-            self, abandoned, self._channel, f"<{type(self).__name__} {self._peer_name()}>"
-        )
+        name = f"<{type(self).__name__} {peer}>"
+        self._finalizer = weakref.finalize(self, abandoned, channel, name)
         self._finalizer.atexit = False
         custom_handshake = type(self).handshake is not Stocking.handshake
         if custom_handshake:
             inbox.set_signal_inbox(False)
-        self._channel.start()
+        channel.start()
         if connection_log.isEnabledFor(logging.DEBUG):
             connection_log.debug("%s: opened (%s)", peer, type(self).__name__, extra={"peer": peer})
         if custom_handshake:
-            self._handshake_thread = HandshakeThread(
-                self, self._channel, f"stockings-handshake-{self._peer_name()}"
-            )
-            self._handshake_thread.start()
+            thread = HandshakeThread(self, channel, f"stockings-handshake-{peer}")
+            self._handshake_thread = thread
+            thread.start()
         else:
             # The default handshake has nothing to say: no thread, no wait.
             self._handshake_complete = True
-
-    def _choose_hub(self, hub: Hub | None, private: bool) -> Hub:
-        if hub is not None:
-            return hub
-        max_wait = self._max_wait()
-        if private:
-            return Hub(
-                type(self).selector_factory,
-                name=f"stockings-io-{self._peer_name()}",
-                max_wait=max_wait,
-            )
-        return shared_hub(self.flavour, type(self).selector_factory, max_wait)
 
     @classmethod
     def _max_wait(cls) -> float | None:
@@ -240,15 +186,12 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
     def handshake(self) -> Any:
         """Agree with the peer before any application message; override to customise.
 
-        Runs once, in its own (non-daemon) thread when overridden, and talks
-        to the peer with :meth:`_write` and :meth:`_read`. Until it returns
-        a true value, ``read`` and ``write`` raise :class:`NotReady`; if it
-        returns a false value or raises, the stocking ends with
-        ``EndReason.HANDSHAKE_FAILED`` and a :class:`HandshakeFailed` end
-        exception. A loop in it should check :attr:`active`: when the
-        interpreter exits (its main thread has finished) while a handshake
-        still runs, the stocking ends so ("interpreter shutting down"), and
-        such a loop returns instead of holding the exit.
+        Runs once, in its own non-daemon thread when overridden, talking to
+        the peer with :meth:`_write` and :meth:`_read`. Until it returns a
+        true value ``read`` and ``write`` raise :class:`NotReady`; a false
+        value or an exception ends the stocking with ``HANDSHAKE_FAILED`` (a
+        :class:`HandshakeFailed` end exception). A loop in it should check
+        :attr:`active`, false once the interpreter exits (``docs/topics/shutdown.md``).
 
         Returns:
             A true value on success; it becomes :attr:`handshake_complete`.
@@ -266,17 +209,13 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         self._handshake_complete = value
 
     def wait_handshake(self, timeout: float | None = None) -> bool:
-        """Wait for a custom handshake to finish; return whether it succeeded.
+        """Wait up to ``timeout`` seconds (``None``: no bound) for a custom handshake.
 
         Returns at once for the default handshake, which needs no exchange.
 
-        Args:
-            timeout: the longest to wait, in seconds; ``None`` waits until the
-                handshake has finished.
-
         Returns:
-            Whether the handshake has completed (``handshake_complete`` is
-            true); false if it failed or is still running after ``timeout``.
+            Whether it has completed (``handshake_complete`` is true); false if
+            it failed or is still running after ``timeout``.
         """
         thread = self._handshake_thread
         if thread is not None:
@@ -290,10 +229,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
 
         Returns the first positional argument by default, so that
         ``write("text")`` sends ``"text"``. Must return ``str`` or a
-        bytes-like object.
-
-        Raises:
-            TypeError: no positional argument was given.
+        bytes-like object. Raises ``TypeError`` without a positional argument.
         """
         try:
             message = args[0]
@@ -308,11 +244,9 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
     def write(self, *args: WriteP.args, **kwargs: WriteP.kwargs) -> None:
         """Send one whole message, built by ``pre_write(*args, **kwargs)``.
 
-        Safe to call from many threads at once: messages never interleave.
-        Returns as soon as the message is queued (or sent); the peer's
-        ``read`` returns it whole. Interrupted by a signal handler's
-        exception (Ctrl-C), it has queued the message whole or not at all
-        (see ``docs/topics/interrupts.md``).
+        Safe from many threads at once: messages never interleave. Returns
+        once the message is queued (or sent). A Ctrl-C inside it leaves the
+        message queued whole or not at all (``docs/topics/interrupts.md``).
 
         Raises:
             NotReady: the handshake has not completed.
@@ -338,17 +272,16 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
     def read(self, timeout: float | None = 0.0) -> ReadT | None:
         """Return the next whole message, through ``post_read``, or ``None``.
 
-        Args:
-            timeout: ``0`` (the default, as in 1.2.3) returns at once;
-                a positive number waits up to that many seconds; ``None``
-                waits until a message arrives or the stocking ends.
+        A Ctrl-C inside it leaves the message first in line for the next call.
 
-        Interrupted by a signal handler's exception (Ctrl-C), it leaves the
-        message it was taking first in line for the next call.
+        Args:
+            timeout: ``0`` (the default, as in 1.2.3) returns at once; a number
+                waits up to that many seconds; ``None`` waits until a message
+                arrives or the stocking ends.
 
         Returns:
-            The message, or ``None`` when none came in time, or when the
-            stocking has ended and every received message has been read.
+            The message; ``None`` when none came in time, or when the stocking
+            has ended and every received message has been read.
 
         Raises:
             NotReady: the handshake has not completed.
@@ -363,13 +296,9 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
     def write_many(self, messages: Iterable[Any]) -> None:
         """Send several whole messages at once, each built by ``pre_write(message)``.
 
-        Cheaper per message than as many ``write`` calls: the batch is encoded
-        in one go, queued under one lock and handed to the kernel in one call.
-        It is all or nothing (every message is checked before any is queued),
-        and no other thread's message lands inside it.
-
-        Args:
-            messages: what ``pre_write`` turns into messages, one each.
+        All or nothing (every message is checked before any is queued), with
+        no other thread's message inside the batch, and cheaper per message
+        than as many ``write`` calls (``docs/topics/performance.md``).
 
         Raises:
             NotReady: the handshake has not completed.
@@ -389,14 +318,9 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
     def read_all(self, timeout: float | None = 0.0) -> list[ReadT]:
         """Return every message received so far, through ``post_read``, oldest first.
 
-        Args:
-            timeout: how long to wait for the first one, as for :meth:`read`.
-
-        Returns:
-            The messages; an empty list when none came in time.
-
-        Raises:
-            NotReady: the handshake has not completed.
+        Waits for the first one as :meth:`read` does with ``timeout``; returns
+        an empty list when none came in time. Raises :class:`NotReady` before
+        the handshake has completed.
         """
         if not self._handshake_complete:
             raise NotReady("the handshake has not completed")
@@ -410,21 +334,15 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         self._send(message, self.write_timeout)
 
     def _read(self, timeout: float | None = 0.0) -> Message | None:
-        """Receive a message as is, bypassing ``post_read``; for handshakes.
-
-        ``timeout`` works as for :meth:`read`.
-        """
+        """Receive a message as is, bypassing ``post_read``, as :meth:`read`; for handshakes."""
         return self._receive(timeout)
 
     def __iter__(self) -> Iterator[ReadT]:
         """Yield messages until the stocking ends and every one has been read.
 
-        Ends quietly after a clean end (``close()`` here or a clean close by
-        the peer); after any other end it raises :class:`ConnectionClosed`,
-        chained to the cause, once every message has been yielded.
-
-        Raises:
-            NotReady: the handshake has not completed.
+        Ends quietly after a clean end; after any other it raises
+        :class:`ConnectionClosed`, chained to the cause. Raises
+        :class:`NotReady` before the handshake has completed.
         """
         if not self._handshake_complete:
             raise NotReady("the handshake has not completed")
@@ -448,9 +366,8 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
     def fileno(self) -> int:
         """A descriptor, unique to this stocking, readable while ``read()`` has a message.
 
-        It is also readable once the stocking has ended, so ``select()``
-        loops notice the end. Made on first call (``os.eventfd`` where
-        available); closed by :meth:`close`.
+        Also readable once the stocking has ended; made on first call, closed
+        by :meth:`close` (``docs/howto/waiting.md``).
         """
         return self._inbox.readiness_fd()
 
@@ -470,17 +387,12 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
 
     @linger.setter
     def linger(self, value: float | None) -> None:
-        if value is not None and not value >= 0:
-            raise ValueError("linger must be None or a number of seconds, 0 or more")
+        check_linger(value)
         self._channel.linger = value
 
     @property
     def messages_sent(self) -> int:
-        """How many messages ``write`` (and ``write_many``) accepted to send.
-
-        Counted when the message is queued: it goes out unless the
-        connection ends first (``queued_bytes`` tells how much has not).
-        """
+        """How many messages ``write`` (and ``write_many``) queued: sent unless it ends first."""
         return self._channel.outbox.messages_sent
 
     @property
@@ -490,18 +402,12 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
 
     @property
     def bytes_sent(self) -> int:
-        """How many bytes of the message stream the kernel took, headers included.
-
-        Over TLS, the bytes before encryption.
-        """
+        """How many bytes of the message stream (headers too; before TLS) the kernel took."""
         return self._channel.outbox.bytes_sent
 
     @property
     def bytes_received(self) -> int:
-        """How many bytes of the message stream arrived, headers included.
-
-        Over TLS, the bytes after decryption.
-        """
+        """How many bytes of the message stream (headers too; after TLS) arrived."""
         return self._channel.receiver.bytes_received
 
     @property
@@ -521,20 +427,12 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
 
     @property
     def peer_closed(self) -> bool:
-        """True once the peer has closed its side of the connection cleanly.
-
-        Without ``half_close`` the stocking has then ended too; with it, it
-        stays open for replies until :meth:`close`.
-        """
+        """True once the peer has closed its side cleanly (see ``half_close``)."""
         return self._channel.peer_closed
 
     @property
     def end_reason(self) -> EndReason | None:
-        """Why the stocking ended, or ``None`` while it has not.
-
-        A connection that ends, other than by ``close()`` or ``abort()`` here,
-        before a custom handshake has succeeded ends with ``HANDSHAKE_FAILED``.
-        """
+        """Why the stocking ended, or ``None`` while it has not (``docs/topics/closing.md``)."""
         reason = self._channel.end_reason
         if reason is not None and self._cut_in_handshake(reason):
             return EndReason.HANDSHAKE_FAILED
@@ -564,13 +462,9 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
     def close(self, timeout: float | None = DEFAULT_CLOSE_TIMEOUT, flush: bool = True) -> None:
         """End the connection; messages already received stay readable.
 
-        With ``flush`` (the default) whatever was written before is sent
-        first, for up to ``timeout`` seconds, then the socket is shut down
-        cleanly; otherwise (see :meth:`abort`) queued data is dropped.
-        Returns once the socket is closed. Idempotent.
-
-        A stocking dropped without ``close()`` while its connection is open
-        is aborted when it is garbage collected, with a ``ResourceWarning``.
+        With ``flush`` whatever was written before is sent first, for up to
+        ``timeout`` seconds; otherwise (:meth:`abort`) it is dropped. Returns
+        once the socket is closed. Idempotent (``docs/topics/closing.md``).
         """
         self._channel.close(flush=flush, timeout=timeout)
         self._inbox.release_signal()
@@ -595,19 +489,17 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         return self._inbox
 
     def _on_end(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` once the connection has ended.
+        """Call ``callback`` (quick, never blocking) on the hub thread once it has ended.
 
-        It runs on the hub thread, or at once here if the connection has
-        ended already; it must be quick and must not block.
+        Or at once here if the connection has ended already.
         """
         self._channel.on_end(callback)
 
     def _start_close(self, timeout: float | None) -> None:
         """Begin a flushing close, as ``close(timeout)`` does, without waiting for it.
 
-        For the hub thread (:attr:`_hub`) only, where it cannot wait: many
-        stockings started so flush at the same time, and each one's
-        :meth:`close` then only waits for its own end.
+        For the hub thread only, so that many stockings flush at once and
+        each one's :meth:`close` then only waits for its own end.
         """
         self._channel.close(flush=True, timeout=timeout)
 

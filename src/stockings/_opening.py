@@ -1,0 +1,79 @@
+"""What making a :class:`~stockings.Stocking` does before it has a channel.
+
+Its defaults, and the steps that serve the constructor alone: the check of
+``linger``, the choice of a hub, and the socket's preparation for it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._hub import Hub, shared_hub
+from ._sockopts import prepare_socket
+
+if TYPE_CHECKING:
+    from ._stocking import Stocking
+
+__all__ = [
+    "DEFAULT_CLOSE_TIMEOUT",
+    "DEFAULT_READ_HIGH_WATER",
+    "DEFAULT_READ_SPIN",
+    "DEFAULT_WRITE_HIGH_WATER",
+    "check_linger",
+    "prepare_hub",
+]
+
+#: Default outbound high-water mark: ``write`` blocks above it.
+DEFAULT_WRITE_HIGH_WATER = 4 * 1024 * 1024
+#: Default inbound high-water mark: the hub stops reading above it.
+DEFAULT_READ_HIGH_WATER = 4 * 1024 * 1024
+#: How long (seconds) a waiting ``read`` keeps checking the socket before it
+#: sleeps: about what a peer on the same machine takes to answer, and far
+#: less than the tens of microseconds a thread's wake-up from sleep can cost.
+DEFAULT_READ_SPIN = 50e-6
+#: Default bound on how long ``close()`` spends flushing.
+DEFAULT_CLOSE_TIMEOUT = 10.0
+
+
+def check_linger(linger: float | None) -> None:
+    """Refuse a ``linger`` that is neither ``None`` nor a number of seconds, 0 or more."""
+    if linger is not None and not linger >= 0:
+        raise ValueError("linger must be None or a number of seconds, 0 or more")
+
+
+def prepare_hub(
+    stocking: Stocking[Any, ...],
+    hub: Hub | None,
+    private: bool,
+    nodelay: bool,
+    keepalive: bool | float | None,
+    linger: float | None,
+) -> Hub:
+    """Check ``linger``, choose the stocking's hub and prepare its socket for it.
+
+    Args:
+        stocking: the stocking being made, its ``sock`` and ``addr`` set.
+        hub: the hub it was given, if any.
+        private: whether it gets a hub of its own.
+        nodelay: its ``nodelay`` option.
+        keepalive: its ``keepalive`` option.
+        linger: its ``linger`` option.
+
+    Returns:
+        The hub to serve it.
+
+    Raises:
+        ValueError: ``linger`` or ``keepalive`` is out of range, or the hub
+            cannot serve the socket's descriptor.
+    """
+    check_linger(linger)
+    cls = type(stocking)
+    if hub is None:
+        max_wait = cls._max_wait()
+        if private:
+            name = f"stockings-io-{stocking._peer_name()}"
+            hub = Hub(cls.selector_factory, name=name, max_wait=max_wait)
+        else:
+            hub = shared_hub(stocking.flavour, cls.selector_factory, max_wait)
+    prepare_socket(stocking.sock, hub, cls.__name__, nodelay, keepalive)
+    return hub
