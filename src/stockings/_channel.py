@@ -1,63 +1,36 @@
-"""One connection's I/O: its socket, decoder, outbound queue and inbox.
+"""One connection's I/O: the parts it is made of, wired to its hub, and how it ends.
 
-The path of a message: ``outbox.send`` (any thread) encodes it and either
-hands it straight to the socket, when nothing is queued ahead of it and the
-last send was not a moment ago, or appends it to the outbound queue (small
-messages into one batch buffer at its tail), which the writer sends itself
-every ``WRITER_FLUSH_SIZE`` bytes and the hub thread flushes in as few
-``sendmsg`` calls as the kernel allows. The hub thread receives into its
-shared buffer, the :class:`~stockings._framing.Decoder` cuts whole messages
-out (a large ``bytes`` payload is received into a reused buffer of its own
-instead), and they land in the inbox, where ``receive`` (any thread) takes
-them. A reader that finds the inbox empty and the socket idle receives for
-itself instead (``_direct``): the message then costs one thread wake-up,
-not two.
+The path of a message, one module each, in order (``CONTRIBUTING.md``,
+"Where the code is"): a write goes into the :class:`~stockings._outbox.Outbox`,
+which hands it to the kernel under its transport's rules
+(:mod:`~stockings._transport`, :mod:`~stockings._tls`); the hub thread, or
+a waiting reader on its own (:class:`~stockings._direct.DirectReader`),
+receives through the :class:`~stockings._receiver.Receiver`, whose
+:class:`~stockings._framing.Decoder` cuts whole messages out; they land in
+the :class:`~stockings._inbox.Inbox`, where a read takes them.
 
-Locks: the outbox's ``lock`` guards the outbound queue and every use of
-the socket for sending; the receiver's ``lock`` every receive and the
-decoder; the inbox's ``lock`` the end state and waiting for the inbox,
-which a reader with a message waiting pops without it; ``_interest_lock``
-what the selector watches the socket for. Only the hub thread touches the
-selector, but for a direct reader changing its own socket's interest on an
-epoll hub. Where two are held, the receiver's is taken first. User threads
+Each part is an object of its own that holds the channel weakly, or is
+handed it per call, so that a closed channel is freed at once, not by the
+cyclic collector, and asks it for a few things through an ``...Owner``
+protocol. Locks: the outbox's guards the outbound queue and every use of
+the socket for sending (every use of a TLS object); the receiver's every
+receive and the decoder; the inbox's the end state and waiting for
+messages; the :class:`~stockings._interest.Interest`'s what the selector
+watches. Where two are held, the receiver's is taken first. User threads
 never block the hub thread for longer than one receive.
-
-:class:`Channel` is put together from parts, each an object of its own
-that holds the channel weakly (so that a closed channel is freed at once,
-not by the cyclic collector) and asks it for a few things through a
-``...Owner`` protocol:
-
-- :class:`~stockings._outbox.Outbox`, the outbound side: the queue, its
-  lock, write-side flow control, sending from writers' threads and for the
-  hub. The stocking binds ``send`` once.
-- :class:`~stockings._inbox.Inbox`, the read side's front: the messages
-  received, the readers waiting for them, read-side flow control, and
-  readiness for ``fileno()`` and watchers. The channel tells it of the end;
-  the stocking binds ``receive`` and ``receive_all`` once.
-- :class:`~stockings._receiver.Receiver`: receiving and decoding, large
-  payloads assembled in buffers of their own, delivery to the inbox.
-- :class:`~stockings._direct.DirectReader`: a waiting reader receiving on
-  its own thread, through the receiver.
-
-- its transport (``_transport``): what the selector watches, what
-  readiness leads to and how the write side is shut, for a plain socket or
-  for TLS (``_tls``). The channel knows nothing of TLS.
 
 This module keeps registration with the selector, what the hub thread does
 for the transport (receiving through the receiver, the end of the stream,
-flushing), closing, ending and what a forked child does with its copy.
-
-How it ends (which reason wins, when a close has flushed, what a refused
-write says) is not decided here but by its
-:class:`~stockings._lifecycle.Lifecycle`, the same rules the sans-IO
-protocol follows; the channel performs the I/O.
+flushing), closing, ending and what a forked child does with its copy. How
+it ends (which reason wins, when a close has flushed, what a refused write
+says) is decided by its :class:`~stockings._lifecycle.Lifecycle`, the same
+rules the sans-IO protocol follows; the channel performs the I/O.
 """
 
 from __future__ import annotations
 
 import errno
 import functools
-import logging
 import os
 import select
 import socket
@@ -84,7 +57,7 @@ from ._inbox import Inbox
 from ._interest import Interest
 from ._lifecycle import Lifecycle
 from ._live import LiveSet
-from ._log import connection_log
+from ._log import log_connection_end
 from ._options import ChannelOptions
 from ._outbox import BURST_GAP as BURST_GAP
 from ._outbox import WRITER_FLUSH_SIZE as WRITER_FLUSH_SIZE
@@ -97,8 +70,6 @@ __all__ = ["Channel"]
 #: ``SO_LINGER`` on, zero seconds: ``close()`` sends RST.
 _LINGER_RESET = struct.pack("ii", 1, 0)
 _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
-# Ends the peer caused by breaking the wire format: worth an operator's notice.
-_PEERS_FAULTS = frozenset({EndReason.PROTOCOL_ERROR, EndReason.MESSAGE_TOO_LARGE})
 
 #: How long, by default, messages still queued when the interpreter exits
 #: may take to flush before the connection is reset (see ``_shutdown``).
@@ -478,23 +449,13 @@ class Channel:
             self._idle_timer.cancel()
             self._idle_timer = None
         self.hub.detach(self)
-        if reason in _PEERS_FAULTS:
-            connection_log.warning(
-                "%s: the peer broke the protocol: %s", self.peer, exc, extra={"peer": self.peer}
-            )
-        if connection_log.isEnabledFor(logging.DEBUG):
-            detail = f" ({exc!r})" if exc is not None else ""
-            connection_log.debug(
-                "%s: ended: %s%s; in: %d messages, %d bytes; out: %d messages, %d bytes",
-                self.peer,
-                reason.value,
-                detail,
-                self.inbox.messages_received,
-                self.receiver.bytes_received,
-                outbox.messages_sent,
-                outbox.bytes_sent,
-                extra={"peer": self.peer},
-            )
+        log_connection_end(
+            self.peer,
+            reason,
+            exc,
+            (inbox.messages_received, self.receiver.bytes_received),
+            (outbox.messages_sent, outbox.bytes_sent),
+        )
         for callback in callbacks:
             try:
                 callback()

@@ -19,7 +19,16 @@ from __future__ import annotations
 
 import logging
 
-__all__ = ["connection_log", "hub_log", "log_unexpected", "root_log", "server_log"]
+from ._errors import EndReason
+
+__all__ = [
+    "connection_log",
+    "hub_log",
+    "log_connection_end",
+    "log_unexpected",
+    "root_log",
+    "server_log",
+]
 
 root_log = logging.getLogger("stockings")
 root_log.addHandler(logging.NullHandler())
@@ -31,3 +40,35 @@ hub_log = logging.getLogger("stockings.hub")
 def log_unexpected(exc: BaseException, what: str = "unexpected error") -> None:
     """Log an exception nobody else will see, with its traceback, at ERROR."""
     hub_log.error("%s: %r", what, exc, exc_info=(type(exc), exc, exc.__traceback__))
+
+
+# Ends the peer caused by breaking the wire format: worth an operator's notice.
+_PEERS_FAULTS = frozenset({EndReason.PROTOCOL_ERROR, EndReason.MESSAGE_TOO_LARGE})
+
+
+def log_connection_end(
+    peer: str,
+    reason: EndReason,
+    exc: BaseException | None,
+    received: tuple[int, int],
+    sent: tuple[int, int],
+) -> None:
+    """Log a connection's end: at WARNING if the peer broke the protocol, and at DEBUG.
+
+    ``received`` and ``sent`` are (messages, bytes) counts.
+    """
+    if reason in _PEERS_FAULTS:
+        connection_log.warning(
+            "%s: the peer broke the protocol: %s", peer, exc, extra={"peer": peer}
+        )
+    if connection_log.isEnabledFor(logging.DEBUG):
+        detail = f" ({exc!r})" if exc is not None else ""
+        connection_log.debug(
+            "%s: ended: %s%s; in: %d messages, %d bytes; out: %d messages, %d bytes",
+            peer,
+            reason.value,
+            detail,
+            *received,
+            *sent,
+            extra={"peer": peer},
+        )
