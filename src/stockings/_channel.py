@@ -34,18 +34,16 @@ import functools
 import os
 import select
 import socket
-import struct
 import time
-from collections.abc import Callable
 from threading import Lock
 
 from ._common import (
     _LIVE,
     _NOTHING,
     _RELEASED,
-    _report,
 )
 from ._direct import DirectReader
+from ._ending import Closer
 from ._errors import (
     ConnectionClosed,
     EndReason,
@@ -57,19 +55,15 @@ from ._inbox import Inbox
 from ._interest import Interest
 from ._lifecycle import Lifecycle
 from ._live import LiveSet
-from ._log import log_connection_end
 from ._options import ChannelOptions
 from ._outbox import BURST_GAP as BURST_GAP
 from ._outbox import WRITER_FLUSH_SIZE as WRITER_FLUSH_SIZE
 from ._outbox import Outbox
 from ._receiver import Receiver
-from ._transport import CLOSE_DRAIN_ROUNDS, PLAIN, Transport
+from ._transport import PLAIN, Transport
 
 __all__ = ["Channel"]
 
-#: ``SO_LINGER`` on, zero seconds: ``close()`` sends RST.
-_LINGER_RESET = struct.pack("ii", 1, 0)
-_TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 #: How long, by default, messages still queued when the interpreter exits
 #: may take to flush before the connection is reset (see ``_shutdown``).
@@ -136,13 +130,19 @@ class Channel:
         self._lifecycle = Lifecycle()
         # Set, with the outbox's ``closing``, under its lock.
         self._close_requested = False
-        # Whether close() has asked the hub to end the channel; set once it
-        # has, so a close() interrupted before that asks again.
-        self._close_posted = False
-        # Hub thread only: each step of a close is taken once.
-        self._close_begun = False
-        self._close_finishing = False
-        self._close_timer: Timer | None = None
+        #: Closes and ends the channel as the lifecycle decides; its entry
+        #: points are bound here once.
+        self.closer = closer = Closer(self)
+        self.close = closer.close
+        self.on_end = closer.on_end
+        self.end = self._end = closer.end
+        self.end_soon = closer.end_soon
+        self.abort_from_any_thread = closer.abort_from_any_thread
+        self.relabel_end = closer.relabel_end
+        self._end_as_decided = closer.end_as_decided
+        self._end_of_stream = closer.end_of_stream
+        self._finish_close = closer.finish
+        self._drain = closer.drain
         # Idle detection (hub thread only): the timer is set only with idle_timeout.
         self._idle_timer: Timer | None = None
         # The peer half-closed and the channel stays open, to flush the replies
@@ -153,8 +153,6 @@ class Channel:
             # Messages wait until the transport's handshake is done.
             self.outbox.hold()
         _live_channels.add(self)
-
-        self._on_end: list[Callable[[], None]] = []
 
         self.ended = False
         self.end_reason: EndReason | None = None
@@ -167,14 +165,6 @@ class Channel:
         if not self._started:
             self._started = True
             self.hub.attach(self._register, self)
-
-    def on_end(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` (on the hub thread) once the channel has ended."""
-        with self.inbox.lock:
-            if not self.ended:
-                self._on_end.append(callback)
-                return
-        callback()
 
     def _register(self) -> None:
         if self.ended:
@@ -251,49 +241,6 @@ class Channel:
             and not self._close_requested
         )
 
-    def _end_of_stream(self) -> None:
-        # A half-closing peer may still read: hand it what the kernel takes now.
-        outbox = self.outbox
-        with outbox.lock:
-            error = outbox.send_now()
-            pending = outbox.pending
-            keep_open = self.options.half_close
-            if not keep_open:
-                # Replies written before the peer's FIN still reach it; one
-                # written from now on would be dropped by the end, so it is
-                # refused instead: take no new writes, flush, end.
-                outbox.closing = True
-            if (pending or keep_open) and error is None:
-                self._peer_eof = True
-                # Nothing more will arrive: a waiting read returns None now.
-                self.inbox.no_more = True
-                self.inbox.half_closed = keep_open
-        failure = None
-        try:
-            self.receiver.decoder.eof()
-        except Exception as exc:
-            failure = exc
-        lifecycle = self._lifecycle
-        lifecycle.receive_eof(
-            flushing=pending and error is None,
-            half_close=keep_open and error is None,
-            failure=failure,
-        )
-        if lifecycle.reason is not None:
-            self._end_as_decided()
-            return
-        if not self.ended:
-            self._reading = False
-            self._set_interest()
-            inbox = self.inbox
-            with inbox.lock:
-                if keep_open:
-                    # Kept open for replies: a waiting loop must hear of the
-                    # peer's close as it would of an end.
-                    inbox.announce()
-                else:
-                    inbox.wake_readers()
-
     def _pause_reading(self, direct: bool) -> None:
         """The inbox is over its high-water mark: stop reading (the receiving thread)."""
         if not self._reading:
@@ -348,29 +295,6 @@ class Channel:
         if done:
             self._finish_close()
 
-    def _begin_close(self, timeout: float | None) -> None:
-        if self.ended or self._close_begun:
-            # A close() interrupted after posting this posts it again.
-            return
-        self._close_begun = True
-        if self.transport.handshaking and self.outbox.queued_bytes == 0:
-            # Nothing was written: no need to wait for a handshake to end it.
-            self._end(EndReason.CLOSED)
-            return
-        self._lifecycle.close()
-        if not self.outbox.pending:
-            self._finish_close()
-            return
-        if timeout is not None:
-            self._close_timer = self.hub.call_later(timeout, self._close_timed_out)
-        self._flush_from_hub()
-
-    def _close_timed_out(self) -> None:
-        lifecycle = self._lifecycle
-        lifecycle.close_timed_out(self.outbox.queued_bytes)
-        if lifecycle.ended:
-            self._end_as_decided()
-
     def _check_idle(self) -> None:
         """The idle timer fired (hub thread): end the channel if the peer stayed silent."""
         idle = self.options.idle_timeout
@@ -388,145 +312,9 @@ class Channel:
         elif lifecycle.ended:
             self._end_as_decided()
 
-    def _finish_close(self) -> None:
-        if self._close_finishing or self.ended:
-            # Both the flush that emptied the queue and _begin_close may get here.
-            return
-        self._close_finishing = True
-        self.transport.finish_close(self)
-
-    def _drain(self, receive: Callable[[], bool]) -> None:
-        """Take in what already arrived, our write side shut, before the socket is closed.
-
-        So that closing with unread bytes in the kernel does not turn our FIN
-        into a reset that the peer might see before our last messages.
-        """
-        for _ in range(CLOSE_DRAIN_ROUNDS):
-            if self.ended or self._peer_eof or not receive():
-                break
-
-    def _end_as_decided(self) -> None:
-        lifecycle = self._lifecycle
-        if lifecycle.reason is not None:
-            self._end(lifecycle.reason, lifecycle.exception)
-
-    def _end(self, reason: EndReason, exc: BaseException | None = None) -> None:
-        """End the channel (hub thread): release the socket, wake every waiter.
-
-        With ``reason`` and ``exc``, unless the lifecycle decided the end already.
-        """
-        if self.ended:
-            return
-        lifecycle = self._lifecycle
-        lifecycle.end(reason, exc)
-        reason, exc = lifecycle.released()
-        interest = self.interest
-        with interest.lock:
-            interest.release()
-            self.direct.stop()
-        outbox = self.outbox
-        with outbox.lock:
-            outbox.closing = True
-            if lifecycle.should_reset(outbox.pending) and self.sock.family in _TCP_FAMILIES:
-                # Reset rather than FIN: the peer must not mistake a stream
-                # cut short (perhaps inside a message) for a clean close.
-                try:
-                    self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-                except OSError:
-                    pass
-            self.sock.close()
-            outbox.discard()
-        inbox = self.inbox
-        with inbox.lock:
-            self.ended = inbox.ended = True
-            self.end_reason = reason
-            self.end_exception = exc
-            callbacks, self._on_end = self._on_end, []
-            inbox.announce()
-        if self._close_timer is not None:
-            self._close_timer.cancel()
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
-        self.hub.detach(self)
-        log_connection_end(
-            self.peer,
-            reason,
-            exc,
-            (inbox.messages_received, self.receiver.bytes_received),
-            (outbox.messages_sent, outbox.bytes_sent),
-        )
-        for callback in callbacks:
-            try:
-                callback()
-            except Exception as cb_exc:  # pragma: no cover - our own callbacks
-                _report(cb_exc)
-
-    # ------------------------------------------------------------ user threads
-
-    def close(self, flush: bool = True, timeout: float | None = None) -> None:
-        """End the channel; with ``flush``, send what is queued first.
-
-        Waits for the end unless called on the hub thread. ``timeout`` bounds
-        the flush; when it runs out the channel ends with ``EndReason.TIMEOUT``.
-        """
-        if self.ended:
-            return
-        outbox = self.outbox
-        inbox = self.inbox
-        lifecycle = self._lifecycle
-        with outbox.lock:
-            # Requests only, recorded without a call: the hub decides on them.
-            self._close_requested = True
-            # Read under the inbox's lock, woken below: no read waits now.
-            inbox.no_more = True
-            lifecycle.close_requested = True
-            outbox.closing = True
-            if not flush:
-                # A write that gives up now says the stocking was aborted.
-                lifecycle.abort_requested = True
-            # A write blocked at the high-water mark gives up now: its
-            # message was not written before close(), so it is not flushed.
-            outbox.wake_writers()
-        with inbox.lock:
-            # So does a read waiting for a message: we are done reading.
-            inbox.wake_readers()
-        with self.interest.lock:
-            direct = self.direct
-            if direct.active and direct.wake is not None:
-                direct.wake.set()
-        if not self._close_posted and self._started:
-            # Posted, then marked: a close() interrupted in between posts
-            # again when called again (the hub ends a channel only once).
-            if flush:
-                self.hub.call_soon(lambda: self._begin_close(timeout))
-            else:
-                self.hub.call_soon(lambda: self._end(EndReason.ABORTED))
-            self._close_posted = True
-        elif not self._started:
-            self._end_unstarted(EndReason.CLOSED if flush else EndReason.ABORTED)
-        elif not flush:
-            self.hub.call_soon(lambda: self._end(EndReason.ABORTED))
-        if not self.hub.in_hub_thread():
-            grace = None if timeout is None else timeout + 1.0
-            inbox.wait_ended(grace)
-
     def _closed_error(self) -> ConnectionClosed:
         """What a write refused by a closing or ended channel raises (for the outbox)."""
         return self._lifecycle.closed_error()
-
-    def _end_unstarted(self, reason: EndReason) -> None:
-        # Decided before the stretch below: a close() interrupted in between
-        # ends it again, as decided.
-        lifecycle = self._lifecycle
-        lifecycle.end(reason)
-        reason, _ = lifecycle.released()
-        self.sock.close()
-        inbox = self.inbox
-        with inbox.lock:
-            self.ended = inbox.ended = True
-            self.end_reason = reason
-            inbox.wake_readers()
 
     # ------------------------------------------------------ for other layers
     # What the stocking, its handshake thread and the interpreter-exit hooks
@@ -565,48 +353,6 @@ class Channel:
             error = OSError(errno.EBADF, "the socket was closed outside the stocking")
             self.hub.call_soon(functools.partial(self._end, EndReason.ERROR, error))
 
-    def end(self, reason: EndReason, exc: BaseException | None = None) -> None:
-        """End the channel now with ``reason`` and ``exc`` (hub thread only)."""
-        self._end(reason, exc)
-
-    def end_soon(self, reason: EndReason, exc: BaseException | None = None) -> None:
-        """Have the hub thread end the channel with ``reason`` and ``exc`` (any thread)."""
-        self.hub.call_soon(functools.partial(self._end, reason, exc))
-
-    def abort_from_any_thread(self) -> None:
-        """Abort the connection, from any thread, at any moment, taking no lock.
-
-        For a garbage collector's callback, which may run while its thread
-        holds any lock (the channel's, the hub's): the abort is left to the
-        hub thread (``EndReason.ABORTED``).
-        """
-        if self._started:
-            self.hub.call_soon_unlocked(functools.partial(self._end, EndReason.ABORTED, None))
-        else:  # pragma: no cover - made but never started: no hub involved yet
-            self._end_unstarted(EndReason.ABORTED)
-
-    def relabel_end(self, reason: EndReason, exc: BaseException) -> bool:
-        """Once the channel has ended, record ``reason`` and ``exc`` as why; return whether it had.
-
-        For a layer that learns later what an end meant (a handshake that
-        failed because the connection ended under it). The end's own
-        exception becomes ``exc``'s context unless ``exc`` has a cause or
-        context already; an end with ``reason`` already is left as it is.
-        """
-        with self.inbox.lock:
-            if not self.ended:
-                return False
-            if self.end_reason is not reason:
-                if exc.__cause__ is None and exc.__context__ is None:
-                    exc.__context__ = self.end_exception
-                self.end_reason = reason
-                self.end_exception = exc
-                # The lifecycle keeps the same account (for ``_closed_error``).
-                lifecycle = self._lifecycle
-                lifecycle.reason = reason
-                lifecycle.exception = exc
-            return True
-
     def _disown_after_fork(self, parent: int) -> None:
         """In a forked child: end this copy without touching the parent's connection.
 
@@ -625,8 +371,8 @@ class Channel:
         self.interest.lock = Lock()
         self.direct.disown()
         self._close_requested = True
-        self._on_end = []
-        self._idle_timer = self._close_timer = None
+        self.closer.disown()
+        self._idle_timer = None
         try:
             self.sock.close()
         except OSError:

@@ -678,7 +678,7 @@ def test_close_notify_goes_out_once_when_a_flush_and_close_meet(
     writer.write(b"last")
     closer = threading.Thread(target=writer.close, name="test-closer")
     closer.start()
-    wait_until(lambda: channel._close_posted)
+    wait_until(lambda: channel.closer.posted)
     hold.set()
     assert reader.read(timeout=10) == b"last"
     assert reader.read(timeout=10) is None
