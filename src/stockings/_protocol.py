@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
+from ._encoding import encode_header, payload_of
 from ._errors import (
     EndReason,
     HandshakeFailed,
@@ -32,7 +33,7 @@ from ._errors import (
     MessageTooLarge,
     NotReady,
 )
-from ._framing import Decoder, Message, encode_header, payload_of
+from ._framing import Decoder, Message
 from ._lifecycle import Lifecycle, State
 from ._options import ChannelOptions
 from ._received import Received
