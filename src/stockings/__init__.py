@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ._auth import DEFAULT_HANDSHAKE_TIMEOUT, AuthStocking
 from ._client import connect
+from ._encoding import encode, encode_header
 from ._errors import (
     ConnectionClosed,
     EndReason,
@@ -21,7 +22,7 @@ from ._errors import (
     WriteTimeout,
 )
 from ._flavours import SelectStocking
-from ._framing import DEFAULT_MAX_MESSAGE_SIZE, Decoder, encode, encode_header
+from ._framing import DEFAULT_MAX_MESSAGE_SIZE, Decoder
 from ._hub import Hub
 from ._server import Server
 from ._stocking import Stocking

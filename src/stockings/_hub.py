@@ -12,13 +12,8 @@ The thread starts when the first connection attaches and ends, releasing its
 selector and wake-up sockets, when the last one detaches: an idle process
 holds no thread and no descriptor for stockings.
 
-A fault is contained where it happens. A connection whose readiness handler
-or callback raises is ended with that exception; a socket the selector
-refuses (closed behind its connection's back, or over ``select()``'s
-descriptor limit) ends only its own connection; a selector that keeps
-failing, or a bug in the loop itself, ends every connection the hub
-serves, those still waiting to be registered included, so nobody waits on
-a loop that is gone.
+A fault is contained where it happens: it ends only the connections it
+concerns, or every one if the loop itself broke (see ``_hub_faults``).
 """
 
 from __future__ import annotations
@@ -35,7 +30,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ._epoll import EpollSelector
-from ._hub_faults import fd_limit_of, owner_of, report, sort_refused
+from ._hub_faults import Containment, fd_limit_of
 from ._live import LiveSet
 
 __all__ = ["Hub", "Timer", "shared_hub"]
@@ -43,9 +38,6 @@ __all__ = ["Hub", "Timer", "shared_hub"]
 #: One receive buffer per hub, shared by all its connections: an idle
 #: connection costs no buffer of its own.
 RECV_BUFFER_SIZE = 256 * 1024
-#: How many times in a row ``select()`` may fail with no culprit found
-#: before the selector counts as broken.
-_SELECT_RETRIES = 1
 
 
 class Attached(Protocol):
@@ -100,7 +92,8 @@ class Hub:
         # The connections attached (those that said who they are), so that
         # a broken loop can end each, registered yet or not.
         self._members: set[Attached] = set()
-        self._select_failures = 0
+        #: Ends the connections a fault concerns (see ``_hub_faults``).
+        self._faults = Containment(self)
         self._thread: threading.Thread | None = None
         self._thread_id = -1
         self._wake_pending = False
@@ -237,21 +230,22 @@ class Hub:
     def _run(self) -> None:
         self._thread_id = threading.get_ident()
         selector = self.selector
+        faults = self._faults
         try:
-            while self._run_once(selector):
+            while self._run_once(selector, faults):
                 pass
         except BaseException as exc:
-            self._fail(selector, exc)
+            faults.loop_failed(selector, exc)
 
-    def _run_once(self, selector: selectors.BaseSelector) -> bool:
+    def _run_once(self, selector: selectors.BaseSelector, faults: Containment) -> bool:
         """One turn of the loop; returns False once the thread should end."""
         timeout = self._next_timeout()
         try:
             ready = selector.select(timeout)
         except Exception as exc:
-            ready = self._select_failed(selector, exc)
+            ready = faults.select_failed(selector, exc)
         else:
-            self._select_failures = 0
+            faults.select_failures = 0
         for key, mask in ready:
             connection = key.data
             if connection is None:
@@ -262,7 +256,7 @@ class Hub:
                 try:
                     connection.handle_events(mask)
                 except Exception as exc:
-                    self._member_failed(selector, connection, exc)
+                    faults.member_failed(selector, connection, exc)
         self._run_calls(selector)
         if self._timers:
             self._run_timers(selector)
@@ -271,49 +265,6 @@ class Hub:
                 return True
             self._stop_locked(selector)
             return False
-
-    def _select_failed(
-        self, selector: selectors.BaseSelector, error: Exception
-    ) -> list[tuple[selectors.SelectorKey, int]]:
-        """Find the sockets ``select()`` refused over; end only their connections.
-
-        A socket closed behind its connection's back is reported readable,
-        so the connection meets the closed socket itself. A descriptor the
-        selector cannot take, or one that is no longer open, ends its
-        connection with ``error``. With no culprit, ``select()`` is retried;
-        failing again so, the selector is broken and ``error`` propagates.
-        """
-        # The selector itself says what it can take: a factory that is no
-        # class (say, a lambda) hides that from ``fd_limit``.
-        closed, refused = sort_refused(selector, fd_limit_of(type(selector)))
-        for member in refused:
-            self._member_failed(selector, member, error)
-        if closed or refused:
-            self._select_failures = 0
-            return closed
-        self._select_failures += 1
-        if self._select_failures > _SELECT_RETRIES:
-            raise error
-        return []
-
-    def _member_failed(
-        self, selector: selectors.BaseSelector, member: Attached, exc: BaseException
-    ) -> None:
-        """End one connection with ``exc``, which it raised or which concerns it alone."""
-        for key in list(selector.get_map().values()):
-            if key.data is member:
-                try:
-                    selector.unregister(key.fileobj)
-                except (KeyError, ValueError, OSError):
-                    pass
-        try:
-            member.hub_failed(exc)
-        except Exception as again:  # pragma: no cover - a bug in hub_failed itself
-            report(again)
-        with self._lock:
-            if member in self._members:  # it failed to detach itself
-                self._members.discard(member)
-                self._attached -= 1
 
     def _next_timeout(self) -> float | None:
         if self._calls:
@@ -333,7 +284,7 @@ class Hub:
             try:
                 callback()
             except Exception as exc:
-                self._callback_failed(selector, callback, exc)
+                self._faults.callback_failed(selector, callback, exc)
 
     def _run_timers(self, selector: selectors.BaseSelector) -> None:
         now = time.monotonic()
@@ -345,20 +296,25 @@ class Hub:
                 try:
                     timer.callback()
                 except Exception as exc:
-                    self._callback_failed(selector, timer.callback, exc)
+                    self._faults.callback_failed(selector, timer.callback, exc)
 
-    def _callback_failed(
-        self, selector: selectors.BaseSelector, callback: Callable[[], None], exc: Exception
-    ) -> None:
-        """A callback raised: end the connection it works for, if one can be told."""
+    def _members_now(self) -> list[Attached]:
+        """The connections attached now (for the fault containment)."""
         with self._lock:  # other threads attach meanwhile
+            return list(self._members)
+
+    def _disband(self, selector: selectors.BaseSelector, unnamed: list[Attached]) -> list[Attached]:
+        """The loop broke: give up every member and ``unnamed``; stop if there are none."""
+        with self._lock:
             members = list(self._members)
-        owner = owner_of(callback, members)
-        if owner is None:
-            # Nobody to end: report it and keep serving everyone else.
-            report(exc)
-        else:
-            self._member_failed(selector, owner, exc)
+            self._members.clear()
+            members += [member for member in unnamed if member not in members]
+            if not members:
+                # Whoever attaches from now on starts a fresh thread.
+                self._attached = 0
+                self._calls.clear()
+                self._stop_locked(selector)
+            return members
 
     def _stop_locked(self, selector: selectors.BaseSelector) -> None:
         # Under the lock, so a thread started by the next attach keeps its id.
@@ -371,36 +327,6 @@ class Hub:
             if sock is not None:
                 sock.close()
         self._wakee = self._waker = None
-
-    def _fail(self, selector: selectors.BaseSelector, exc: BaseException) -> None:
-        # Never die silently: end every connection with the error, those
-        # still waiting to register too, so no user waits forever on a loop
-        # that is gone. A selector that broke says so in each end; anything
-        # else is a bug in the loop and is reported as well.
-        if not isinstance(exc, (OSError, ValueError)):
-            report(exc)
-        unnamed: list[Attached] = []
-        try:
-            unnamed = [key.data for key in selector.get_map().values() if key.data is not None]
-        except Exception:  # pragma: no cover - a selector too broken to list its keys
-            pass
-        while True:
-            with self._lock:
-                members = list(self._members)
-                self._members.clear()
-                members += [member for member in unnamed if member not in members]
-                unnamed = []
-                if not members:
-                    # Whoever attaches from now on starts a fresh thread.
-                    self._attached = 0
-                    self._calls.clear()
-                    self._stop_locked(selector)
-                    return
-            for member in members:
-                try:
-                    member.hub_failed(exc)
-                except Exception as again:  # pragma: no cover - a bug in hub_failed itself
-                    report(again)
 
 
 _shared_hubs: dict[str, Hub] = {}

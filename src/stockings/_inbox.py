@@ -6,20 +6,16 @@ that received them (the hub's, or a direct reader's, see ``_direct``);
 needs the inbox's state kept in step with a ``fileno()`` descriptor. Here
 too: read-side flow control (past ``read_high_water`` unread bytes
 ``deliver`` says to stop reading, and readers have the hub resume once
-they are below ``read_low_water``), waiting for a message, and telling
-``fileno()`` and watchers when the channel may have become ready.
+they are below ``read_low_water``), and saying when the channel is ready.
+Waiting for a message is a :class:`~stockings._waiting.Waiting`'s; the
+``fileno()`` descriptor and the watchers, a
+:class:`~stockings._readiness.Readiness`'s.
 
 The :class:`Inbox` is one part of a :class:`~stockings._channel.Channel`,
 which makes it and tells it, under :attr:`Inbox.lock`, what readers must
 know of the connection: that it ended (:attr:`Inbox.ended`), that nothing
 more will come (:attr:`Inbox.no_more`: ``close()`` was called or the peer
 closed its side), that it stays open for replies (:attr:`Inbox.half_closed`).
-The inbox asks the channel for two things only (:class:`InboxOwner`):
-resuming reading on the hub thread, and checking for a socket closed
-behind the stocking's back. It holds the channel weakly, so that the two
-make no reference cycle. A waiting reader that may receive on its own
-thread asks the channel's :class:`~stockings._direct.DirectReader`
-(:attr:`Inbox.direct`).
 :attr:`Inbox.lock` guards the channel's end state and waiting for the inbox.
 """
 
@@ -31,37 +27,19 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from threading import Lock
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from ._buffers import Assembly
-from ._common import _report
 from ._framing import Message
 from ._hub import Hub
 from ._options import ChannelOptions
-from ._signal import ReadySignal
-from ._sync import LazyCondition
+from ._readiness import Readiness
+from ._waiting import DIRECT, GIVE_UP, ORPHAN_CHECK_INTERVAL, InboxOwner, Waiting
 
 if TYPE_CHECKING:
     from ._direct import DirectReader
 
 __all__ = ["ORPHAN_CHECK_INTERVAL", "Inbox", "InboxOwner"]
-
-# What one turn of waiting tells ``receive`` (see ``_wait_once``).
-_GIVE_UP, _DIRECT, _HUB = 0, 1, 2
-
-#: How often a reader blocked without a deadline checks that nobody closed
-#: the socket behind the stocking's back (an epoll hub is not told).
-ORPHAN_CHECK_INTERVAL = 1.0
-
-
-class InboxOwner(Protocol):
-    """What an :class:`Inbox` asks of its channel."""
-
-    def _resume_reading(self) -> None:
-        """Watch the socket for reading again, unless paused anew (hub thread)."""
-
-    def check_orphaned(self) -> None:
-        """End the channel if its socket was closed behind its back (``Inbox.lock`` held)."""
 
 
 class Inbox:
@@ -76,14 +54,9 @@ class Inbox:
     """
 
     __slots__ = (
-        "_arrived",
         "_consumed",
         "_delivered",
-        "_owner",
-        "_readers_waiting",
-        "_signal",
-        "_signal_inbox",
-        "_watchers",
+        "_waiting",
         "deliveries",
         "direct",
         "ended",
@@ -97,6 +70,7 @@ class Inbox:
         "no_more",
         "options",
         "paused",
+        "readiness",
     )
 
     def __init__(
@@ -110,11 +84,12 @@ class Inbox:
         self.options = options
         #: Asked to receive for a waiting reader; ``None``: never.
         self.direct = direct
-        #: Guards the channel's end state, the readiness signal, the watchers
-        #: and waiting for a message; a reader with a message waiting pops
-        #: without it.
+        #: Guards the channel's end state, the readiness (``fileno()`` and
+        #: watchers) and waiting for a message; a reader with a message
+        #: waiting pops without it.
         self.lock = Lock()
-        self._arrived = LazyCondition(self.lock)
+        #: Readers blocked on an empty inbox (the slow path of ``receive``).
+        self._waiting = Waiting(self.lock, weakref.ref(owner))
         #: Messages, and large payloads the reader turns into bytes (Assembly).
         self.messages: deque[Message | Assembly] = deque()
         # Unread bytes are delivered minus consumed: the receiving thread adds
@@ -141,14 +116,8 @@ class Inbox:
         self.ended = False
         self.no_more = False
         self.half_closed = False
-        self._readers_waiting = 0
-        self._signal: ReadySignal | None = None
-        # Whether ``fileno()`` readiness reflects the inbox yet (not during a handshake).
-        self._signal_inbox = True
-        # Called (under ``lock``) whenever the channel may have become ready;
-        # see :meth:`watch`. ``None`` while nobody watches, to stay small.
-        self._watchers: list[Callable[[], None]] | None = None
-        self._owner: weakref.ref[InboxOwner] = weakref.ref(owner)
+        #: ``None`` while there is no descriptor, no watcher and no handshake.
+        self.readiness: Readiness | None = None
 
     # ------------------------------------------------------------ readers
 
@@ -181,7 +150,8 @@ class Inbox:
                 try:
                     inbox.popleft()
                     self._consumed += len(message)
-                    if self._signal is not None and not inbox:
+                    readiness = self.readiness
+                    if readiness is not None and not inbox and readiness.signal is not None:
                         self._clear_if_empty()
                     if self.paused:
                         self._resume_if_drained()
@@ -195,84 +165,43 @@ class Inbox:
                     self._after_give_back()
                     raise
             if timeout == 0 and not self.paused:
-                if self._signal is not None and self._signal.is_set:
+                readiness = self.readiness
+                if (
+                    readiness is not None
+                    and readiness.signal is not None
+                    and readiness.signal.is_set
+                ):
                     self._clear_if_empty()
-                if self.interest_stale:
-                    self._heal_interest()
+                if self.interest_stale and self.direct is not None:
+                    # A direct reader's interrupted hand-back left the socket unwatched.
+                    self.direct.heal_interest()
                 return None
             if deadline < 0:
                 deadline = math.inf if timeout is None else time.monotonic() + timeout
                 direct = self.direct is not None
-            wait = self._wait_once(timeout == 0, deadline, direct)
-            if wait == _GIVE_UP:
+            wait = self._waiting.wait_once(self, timeout == 0, deadline, direct)
+            if wait == GIVE_UP:
                 return None
-            direct = wait == _DIRECT
-
-    def _wait_once(self, no_wait: bool, deadline: float, direct: bool) -> int:
-        """One turn of waiting for a message (no lock held on entry or exit).
-
-        Returns:
-            ``_GIVE_UP`` when ``receive`` should return ``None``; else
-            ``_DIRECT`` or ``_HUB``: look again, and for the next turn receive
-            directly or wait on the hub.
-        """
-        inbox = self.messages
-        reader = self.direct
-        waiter = None
-        with self.lock:
-            if not inbox and self.paused:
-                # All read, so nothing can be over the mark (the counts may
-                # say otherwise after racing readers): read again before
-                # waiting. Posted before the flag is cleared, so an
-                # interrupt between leaves the pause for the next reader.
-                self.hub.call_soon(self._resume_reading)
-                self.paused = False
-            if inbox:
-                return _DIRECT if direct else _HUB
-            if self._signal is not None and not self.ended:
-                # Readiness a read interrupted after taking the last
-                # message may have left set.
-                self._signal.clear()
-            wait = min(ORPHAN_CHECK_INTERVAL, deadline - time.monotonic())
-            if self.ended or no_wait or self.no_more or wait <= 0:
-                return _GIVE_UP
-            # Counted for the length of this turn (a count an interrupt
-            # leaves too high costs only a spare notify).
-            self._readers_waiting += 1
-            if not (direct and reader is not None and not reader.active):
-                waiter = self._arrived.register()
-        try:
-            if waiter is None:
-                assert reader is not None
-                return _DIRECT if reader.read(None if deadline == math.inf else deadline) else _HUB
-            if self.interest_stale:
-                self._heal_interest()
-            # Wait with no lock held: an interrupted wait has none to take back.
-            notified = waiter.acquire(True, wait)
-        finally:
-            with self.lock:
-                self._readers_waiting -= 1
-                if waiter is not None:
-                    self._arrived.forget(waiter)
-        if not notified:
-            owner = self._owner()
-            if owner is not None:
-                with self.lock:
-                    owner.check_orphaned()
-        return _DIRECT if direct else _HUB
+            direct = wait == DIRECT
 
     def _clear_if_empty(self) -> None:
         """Make ``fileno()`` unreadable if the inbox is empty (the channel still open)."""
         with self.lock:
-            if not self.messages and not self.ended and self._signal is not None:
-                self._signal.clear()
+            readiness = self.readiness
+            signal = None if readiness is None else readiness.signal
+            if not self.messages and not self.ended and signal is not None:
+                signal.clear()
 
     def _after_give_back(self) -> None:
         """A read put messages back: ``fileno()`` must say so again."""
-        if self._signal is not None:
+        if self.readiness is not None:
             with self.lock:
-                if self._signal is not None and self.messages and self._signal_inbox:
-                    self._signal.set()
+                readiness = self.readiness
+                if readiness is not None and self.messages and readiness.follows_inbox:
+                    # The descriptor only: watchers were told when these came.
+                    signal = readiness.signal
+                    if signal is not None:
+                        signal.set()
 
     def receive_all(self, timeout: float | None = 0.0) -> list[Message]:
         """Take every message waiting in the inbox, waiting for the first as ``receive`` does.
@@ -304,42 +233,18 @@ class Inbox:
             # and then waits on wait() or fileno() would wait forever.
             if self.messages and self._delivered - self._consumed > self.options.read_low_water:
                 return
-            # Posted before the flag is cleared (see ``receive``).
-            self.hub.call_soon(self._resume_reading)
-            self.paused = False
+            self.resume_reading_soon()
 
-    def _resume_reading(self) -> None:
-        """Posted to the hub thread by a reader that drained the inbox."""
-        owner = self._owner()
-        if owner is not None:
-            owner._resume_reading()
-
-    def _heal_interest(self) -> None:
-        """Make the hub watch the socket again after a direct reader's interrupted hand-back."""
-        reader = self.direct
-        if reader is not None:
-            reader.heal_interest()
+    def resume_reading_soon(self) -> None:
+        """Have the hub read again, and clear :attr:`paused` (``lock`` held)."""
+        # Posted before the flag is cleared, so an interrupt between leaves
+        # the pause for the next reader.
+        self.hub.call_soon(self._waiting.resume_reading)
+        self.paused = False
 
     def wait_ended(self, timeout: float | None) -> bool:
         """Wait until the channel has ended; return whether it has."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            with self.lock:
-                if self.ended:
-                    return True
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                waiter = self._arrived.register()
-            # Outside the lock, as in ``receive``.
-            try:
-                if remaining is None:
-                    waiter.acquire()
-                else:
-                    waiter.acquire(True, remaining)
-            finally:
-                with self.lock:
-                    self._arrived.forget(waiter)
+        return self._waiting.wait_ended(self, timeout)
 
     # ------------------------------------------------------- the channel's
 
@@ -361,12 +266,16 @@ class Inbox:
             self._delivered += size
             self.deliveries += 1
             self.messages_received += count
-            if self._readers_waiting:
-                self._arrived.notify_all()
-            if self._signal is not None and self._signal_inbox:
-                self._signal.set()
-            if self._watchers and self._signal_inbox:
-                self._notify_watchers()
+            if self._waiting.count:
+                self._waiting.arrived.notify_all()
+            readiness = self.readiness
+            if readiness is not None and readiness.follows_inbox:
+                # Readiness.set(), without its call.
+                signal = readiness.signal
+                if signal is not None:
+                    signal.set()
+                if readiness.watchers:
+                    readiness.notify()
             if self._delivered - self._consumed <= self.options.read_high_water:
                 return False
             # ``copy`` is one step for other threads, unlike iterating.
@@ -386,30 +295,26 @@ class Inbox:
 
     def wake_readers(self) -> None:
         """Nothing more will arrive: wake every waiting reader (``lock`` held)."""
-        self._arrived.notify_all()
+        self._waiting.arrived.notify_all()
 
     def announce(self) -> None:
         """Wake readers, ``fileno()`` and watchers: the channel is ready with no message.
 
         For its end, and a peer's close with ``half_close`` (``lock`` held).
         """
-        self._arrived.notify_all()
-        if self._signal is not None:
-            self._signal.set()
-        if self._watchers:
-            self._notify_watchers()
+        self._waiting.arrived.notify_all()
+        if self.readiness is not None:
+            self.readiness.set()
 
     def disown(self) -> None:
         """In a forked child: fresh lock, nothing to read, no descriptor (see the channel's)."""
         self.lock = Lock()
-        self._arrived = LazyCondition(self.lock)
-        self._readers_waiting = 0
+        self._waiting = Waiting(self.lock, self._waiting.owner)
         self.messages.clear()
         self._delivered = self._consumed = 0
-        self._watchers = None
-        signal, self._signal = self._signal, None
-        if signal is not None:
-            signal.close()
+        readiness, self.readiness = self.readiness, None
+        if readiness is not None:
+            readiness.close()
 
     # ------------------------------------------------------------ readiness
 
@@ -419,28 +324,25 @@ class Inbox:
         return sum(map(len, self.messages.copy()))
 
     def readiness_fd(self) -> int:
-        """A descriptor readable while a message waits or the channel has ended."""
+        """A descriptor readable while the channel is :attr:`ready`."""
         with self.lock:
-            if self._signal is None:
-                self._signal = ReadySignal()
-                if self.ended or self.half_closed or (self.messages and self._signal_inbox):
-                    self._signal.set()
-            return self._signal.fileno()
+            return self._readiness_locked().fileno(self.ready)
 
     def set_signal_inbox(self, enabled: bool) -> None:
-        """Let ``fileno()`` readiness follow the inbox (off during a handshake)."""
+        """Let readiness follow the inbox (off during a handshake)."""
         with self.lock:
-            self._signal_inbox = enabled
-            if self._signal is not None and enabled and self.messages:
-                self._signal.set()
-            if self._watchers and enabled and self.messages:
-                self._notify_watchers()
+            readiness = self._readiness_locked()
+            readiness.follows_inbox = enabled
+            if enabled and self.messages:
+                readiness.set()
+            if readiness.idle:
+                self.readiness = None
 
     def release_signal(self) -> None:
         """Close the ``fileno()`` descriptor, if one was made."""
         with self.lock:
-            if self._signal is not None:
-                self._signal.close()
+            if self.readiness is not None:
+                self.readiness.close()
 
     @property
     def ready(self) -> bool:
@@ -448,43 +350,32 @@ class Inbox:
 
         With ``half_close``, also once the peer has closed its side.
         """
-        return self.ended or self.half_closed or bool(self.messages and self._signal_inbox)
+        if self.ended or self.half_closed:
+            return True
+        readiness = self.readiness
+        return bool(self.messages and (readiness is None or readiness.follows_inbox))
 
     def watch(self, callback: Callable[[], None]) -> bool:
         """Call ``callback`` whenever the channel may have become :attr:`ready`.
 
-        The callback runs on whichever thread made the change, with the
-        inbox's lock held: it must be quick, must not block and must not
-        call back into the channel. It may be called when nothing changed.
-
-        Returns:
-            Whether the channel is ready now; checked atomically with the
-            registration, so no change between the two goes unnoticed.
+        See :meth:`Readiness.watch <stockings._readiness.Readiness.watch>`
+        for what the callback may do. Returns whether the channel is ready
+        now, checked atomically with the registration.
         """
         with self.lock:
-            if self._watchers is None:
-                self._watchers = [callback]
-            else:
-                self._watchers.append(callback)
+            self._readiness_locked().watch(callback)
             return self.ready
 
     def unwatch(self, callback: Callable[[], None]) -> None:
         """Stop calling ``callback``; a no-op if it is not watching."""
         with self.lock:
-            watchers = self._watchers
-            if watchers is None:
-                return
-            try:
-                watchers.remove(callback)
-            except ValueError:
-                return
-            if not watchers:
-                self._watchers = None
+            readiness = self.readiness
+            if readiness is not None:
+                readiness.unwatch(callback)
+                if readiness.idle:
+                    self.readiness = None
 
-    def _notify_watchers(self) -> None:
-        assert self._watchers is not None
-        for callback in tuple(self._watchers):
-            try:
-                callback()
-            except Exception as exc:  # pragma: no cover - our own callbacks
-                _report(exc)
+    def _readiness_locked(self) -> Readiness:
+        if self.readiness is None:
+            self.readiness = Readiness()
+        return self.readiness

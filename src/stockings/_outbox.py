@@ -38,8 +38,8 @@ from typing import Any, Protocol
 
 from ._buffers import Batch
 from ._common import LARGE_PAYLOAD
+from ._encoding import _SHORT_HEADERS_BYTES, BytesLike, encode_header, payload_of
 from ._errors import ConnectionClosed, EndReason, MessageTooLarge, WriteTimeout, end_reason_for
-from ._framing import _SHORT_HEADERS_BYTES, BytesLike, encode_header, payload_of
 from ._hub import Hub
 from ._options import ChannelOptions
 from ._sync import LazyCondition

@@ -17,7 +17,9 @@ writes: ``close()`` was called here, or the peer half-closed with replies
 still queued (they are flushed, then the end is ``PEER_CLOSED``). The first
 reason decided is the one the connection ends with, whatever happens after.
 Time is the binding's: it calls ``check_idle(now)`` and is told when to call
-again.
+again. The outgoing side (``send``, ``send_now``, ``data_to_send``,
+``set_backlog``) is a :class:`~stockings._sending.Sending`'s, whose methods
+the protocol offers as its own.
 """
 
 from __future__ import annotations
@@ -29,21 +31,17 @@ from ._errors import (
     EndReason,
     HandshakeFailed,
     IncompleteMessage,
-    MessageTooLarge,
     NotReady,
 )
-from ._framing import Decoder, Message, encode_header, payload_of
+from ._framing import Decoder, Message
 from ._lifecycle import Lifecycle, State
 from ._options import ChannelOptions
 from ._received import Received
+from ._sending import Sending
 
 __all__ = ["Protocol", "State"]
 
 _T = TypeVar("_T")
-
-# Headers made once for the commonest writes: small bytes payloads.
-_SMALL = 1024
-_SMALL_BYTES_HEADERS = [encode_header(length, False) for length in range(_SMALL)]
 
 
 class Protocol:
@@ -64,13 +62,13 @@ class Protocol:
         #: The received messages not yet taken by :meth:`next_message`.
         self.inbox = self.received.messages
         self._decoder = Decoder(options.max_message_size)
-        limit = options.max_message_size
-        self._limit = limit if limit is not None else 1 << 80
-        self._out: list[bytes] = []
-        self._out_bytes = 0
-        # What the binding has taken from data_to_send but not yet handed on.
-        self._backlog = 0
-        self._writers_blocked = False
+        #: The outgoing side: the send queue and the write marks.
+        self.sending = sending = Sending(options, self.lifecycle)
+        # Its methods, bound once: the binding calls them for every message.
+        self.send = sending.send
+        self.send_now = sending.send_now
+        self.data_to_send = sending.data_to_send
+        self.set_backlog = sending.set_backlog
         self._heard = False
         self._last_heard: float | None = None
 
@@ -135,12 +133,13 @@ class Protocol:
     @property
     def pending_bytes(self) -> int:
         """Bytes queued here that :meth:`data_to_send` has not handed out yet."""
-        return self._out_bytes
+        return self.sending.out_bytes
 
     @property
     def queued_bytes(self) -> int:
         """Bytes written but not yet handed on: here, plus the binding's backlog."""
-        return self._out_bytes + self._backlog
+        sending = self.sending
+        return sending.out_bytes + sending.backlog
 
     # ------------------------------------------------------------ decisions
 
@@ -152,12 +151,13 @@ class Protocol:
     @property
     def writers_blocked(self) -> bool:
         """Whether writers should wait for the queue to drain (never once ended or closing)."""
-        return self._writers_blocked and self.state is State.OPEN
+        return self.sending.blocked and self.lifecycle.state is State.OPEN
 
     @property
     def should_shut_write(self) -> bool:
         """Whether the binding should now half-close and call :meth:`write_shut`."""
-        return self.state is State.CLOSING and not self._out and not self._backlog
+        sending = self.sending
+        return self.lifecycle.state is State.CLOSING and not sending.out and not sending.backlog
 
     @property
     def should_release(self) -> bool:
@@ -238,7 +238,8 @@ class Protocol:
             except IncompleteMessage as exc:
                 failure = exc
         # CLOSING: the flush goes on; write_shut() picks the reason.
-        flushing = bool(self._out or self._backlog) or lifecycle.state is State.CLOSING
+        sending = self.sending
+        flushing = bool(sending.out or sending.backlog) or lifecycle.state is State.CLOSING
         lifecycle.receive_eof(flushing=flushing, failure=failure)
         self._after_decision()
 
@@ -252,8 +253,8 @@ class Protocol:
         if lifecycle.reason is None:
             if exc is not None:
                 lifecycle.fail(exc)
-            elif self._out:
-                left = self._out_bytes
+            elif self.sending.out:
+                left = self.sending.out_bytes
                 lifecycle.end(
                     EndReason.RESET,
                     ConnectionResetError(f"the connection was lost with {left} bytes unsent"),
@@ -261,8 +262,8 @@ class Protocol:
             elif not lifecycle.peer_eof:
                 self.receive_eof()
         lifecycle.released()
-        self._out.clear()
-        self._out_bytes = self._backlog = 0
+        self.sending.drop()
+        self.sending.backlog = 0
 
     # ------------------------------------------------------------ messages out
 
@@ -280,103 +281,6 @@ class Protocol:
         return self.received.take()
 
     # ------------------------------------------------------------ bytes out
-
-    def send(self, message: object, *, handshake: bool = False) -> int:
-        """Queue one whole message; return how many bytes it takes on the wire.
-
-        Args:
-            message: ``str`` or bytes-like.
-            handshake: true for the handshake's own writes, which pass the gate.
-
-        Raises:
-            NotReady: the handshake gate is still shut.
-            TypeError: ``message`` is neither ``str`` nor bytes-like.
-            MessageTooLarge: ``message`` is over ``max_message_size``.
-            ConnectionClosed: the connection is closing or has ended.
-        """
-        data = self._frame(message, handshake)
-        self._out.append(data)
-        self._out_bytes += len(data)
-        if self._out_bytes + self._backlog > self.options.write_high_water:
-            self._writers_blocked = True
-        return len(data)
-
-    def send_now(self, message: object, *, handshake: bool = False) -> bytes:
-        """Queue one message and take everything queued: :meth:`send`, then :meth:`data_to_send`.
-
-        For a binding about to write anyway; with nothing queued before it,
-        the message's bytes come back as they are, with no queue between.
-
-        Raises:
-            The same as :meth:`send`.
-        """
-        if self._out:
-            self.send(message, handshake=handshake)
-            return self.data_to_send()
-        if (
-            type(message) is bytes
-            and (length := len(message)) < _SMALL
-            and length <= self._limit
-            and self.gate_open
-            and self.state is State.OPEN
-        ):
-            # The commonest write, without even _frame's call.
-            data = _SMALL_BYTES_HEADERS[length] + message
-        else:
-            data = self._frame(message, handshake)
-        self._backlog += len(data)
-        if self._backlog > self.options.write_high_water:
-            self._writers_blocked = True
-        return data
-
-    def _frame(self, message: object, handshake: bool) -> bytes:
-        """The header and payload of a message this connection may send now."""
-        if not (self.gate_open or handshake):
-            raise NotReady("the handshake has not completed")
-        if self.lifecycle.state is not State.OPEN:
-            raise self.lifecycle.closed_error()
-        if type(message) is bytes and (length := len(message)) < _SMALL:
-            # The commonest write, without the general path's calls.
-            payload: bytes | bytearray | memoryview = message
-            header = _SMALL_BYTES_HEADERS[length]
-        else:
-            payload, is_text = payload_of(message)
-            length = len(payload)
-            header = encode_header(length, is_text)
-        if length > self._limit:
-            limit = self.options.max_message_size
-            assert limit is not None
-            raise MessageTooLarge(length, limit)
-        return header + payload
-
-    def data_to_send(self) -> bytes:
-        """Take every queued byte, in order, for the binding to write.
-
-        The binding reports what it could not hand on yet with
-        :meth:`set_backlog`; it counts against the write marks.
-        """
-        out = self._out
-        if not out:
-            return b""
-        data = out[0] if len(out) == 1 else b"".join(out)
-        out.clear()
-        self._backlog += self._out_bytes
-        self._out_bytes = 0
-        return data
-
-    def set_backlog(self, size: int) -> bool:
-        """The binding now holds ``size`` written bytes it has not handed on.
-
-        Returns:
-            :attr:`writers_blocked`, as it is now.
-        """
-        self._backlog = size
-        queued = self._out_bytes + size
-        if queued > self.options.write_high_water:
-            self._writers_blocked = True
-        elif queued <= self.options.write_low_water:
-            self._writers_blocked = False
-        return self._writers_blocked and self.state is State.OPEN
 
     # ------------------------------------------------------------ lifecycle
 
@@ -398,7 +302,7 @@ class Protocol:
         if not self.should_shut_write:
             raise RuntimeError("write_shut() before the close has flushed")
         self.lifecycle.write_shut()
-        self._writers_blocked = False
+        self.sending.blocked = False
 
     def abort(self) -> None:
         """End now, dropping what is queued; the peer sees a reset."""
@@ -459,7 +363,5 @@ class Protocol:
         if lifecycle.reason is None:
             return
         if lifecycle.state is State.ENDED:
-            # Whatever is still queued here will never be sent.
-            self._out.clear()
-            self._out_bytes = 0
-        self._writers_blocked = False
+            self.sending.drop()
+        self.sending.blocked = False

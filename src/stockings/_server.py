@@ -1,7 +1,7 @@
 """The server helper: listen, accept connections as stockings, shut down cleanly.
 
 A hub thread accepts (see :mod:`stockings._listener`) and queues the raw
-sockets here. The stocking itself is made in the thread that takes the
+sockets (see :mod:`stockings._accepted`). The stocking itself is made in the thread that takes the
 connection (:meth:`Server.accept`, iteration, or the server's one handler
 thread), so a subclass's ``__init__`` never stalls the hub.
 
@@ -19,10 +19,10 @@ import socket
 import ssl as _ssl
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar, overload
 
+from ._accepted import Accepted
 from ._client import Address, SocketAddress, describe_address, resolve_address
 from ._close_all import close_all
 from ._closing import ClosesOnExit
@@ -116,15 +116,10 @@ class Server(ClosesOnExit, Generic[_S]):
         self._cls = cls
         self._kwargs = kwargs
         self._ssl = ssl
-        self._backlog = max(1, backlog)
         self._handler = handler
         self._lock = threading.Lock()
-        self._arrived = threading.Condition(self._lock)
-        self._pending: deque[socket.socket] = deque()
+        self._accepted = Accepted(self._lock, max(1, backlog), self._resume_accepting)
         self._clients: set[_S] = set()
-        self._watchers: list[Callable[[], None]] = []
-        self._closed = False
-        self._paused = False
         #: The last error accepting a connection ran into, if any.
         self.last_accept_error: OSError | None = None
         #: The exception that stopped the listening socket, if one did.
@@ -149,7 +144,12 @@ class Server(ClosesOnExit, Generic[_S]):
             raise ValueError(error.strerror)
         self._hub = hub
         self._listener = Listener(
-            sock, hub, self._fd_limit, self._queue, self._note_accept_error, self._listener_lost
+            sock,
+            hub,
+            self._fd_limit,
+            self._accepted.put,
+            self._note_accept_error,
+            self._listener_lost,
         )
         hub.attach(self._listener.start, self._listener)
         self._thread: threading.Thread | None = None
@@ -162,47 +162,32 @@ class Server(ClosesOnExit, Generic[_S]):
             self._thread.start()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "listening"
+        state = "closed" if self._accepted.closed else "listening"
         return f"<Server {describe_address(self.address)} {state} clients={len(self._clients)}>"
 
     # ------------------------------------------------------------ hub thread
 
-    def _queue(self, conn: socket.socket) -> bool:
-        """Queue an accepted socket; return False once the queue is full."""
-        with self._lock:
-            if self._closed:
-                conn.close()
-                return True
-            self._pending.append(conn)
-            self._arrived.notify()
-            for callback in self._watchers:
-                callback()
-            if len(self._pending) >= self._backlog:
-                self._paused = True
-                return False
-            return True
+    def _resume_accepting(self) -> None:
+        self._hub.call_soon(self._listener.resume)
 
     def _note_accept_error(self, exc: OSError) -> None:
         self.last_accept_error = exc
 
     def _listener_lost(self, exc: BaseException) -> None:
         self.failure = exc
-        with self._lock:
-            self._arrived.notify_all()
-            for callback in self._watchers:
-                callback()
+        self._accepted.fail()
 
     # ---------------------------------------------------------- user threads
 
     @property
     def closed(self) -> bool:
         """True once :meth:`close` was called."""
-        return self._closed
+        return self._accepted.closed
 
     @property
     def ready(self) -> bool:
         """True while a connection waits to be accepted, or once the server stopped."""
-        return bool(self._pending) or self._closed or self.failure is not None
+        return self._accepted.ready
 
     @property
     def clients(self) -> list[_S]:
@@ -212,17 +197,11 @@ class Server(ClosesOnExit, Generic[_S]):
 
     def watch(self, callback: Callable[[], None]) -> bool:
         """Call ``callback`` when the server may have become :attr:`ready`; for :func:`wait`."""
-        with self._lock:
-            self._watchers.append(callback)
-            return self.ready
+        return self._accepted.watch(callback)
 
     def unwatch(self, callback: Callable[[], None]) -> None:
         """Stop calling ``callback``."""
-        with self._lock:
-            try:
-                self._watchers.remove(callback)
-            except ValueError:
-                pass
+        self._accepted.unwatch(callback)
 
     @property
     def _wait_source(self) -> Server[_S]:
@@ -250,30 +229,12 @@ class Server(ClosesOnExit, Generic[_S]):
             raise RuntimeError("this server hands every connection to its handler")
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            conn = self._take(deadline)
+            conn = self._accepted.take(deadline)
             if conn is None:
                 return None
             stocking = self._make(conn)
             if stocking is not None:
                 return stocking
-
-    def _take(self, deadline: float | None) -> socket.socket | None:
-        with self._lock:
-            while not self._pending:
-                if self._closed or self.failure is not None:
-                    return None
-                if deadline is None:
-                    self._arrived.wait()
-                else:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return None
-                    self._arrived.wait(remaining)
-            conn = self._pending.popleft()
-            if self._paused and len(self._pending) <= self._backlog // 2:
-                self._paused = False
-                self._hub.call_soon(self._listener.resume)
-            return conn
 
     def _make(self, conn: socket.socket) -> _S | None:
         """Wrap an accepted socket; ``None`` if the client already left."""
@@ -290,7 +251,7 @@ class Server(ClosesOnExit, Generic[_S]):
             discard_socket(conn)
             raise
         with self._lock:
-            if self._closed and self._close_clients:
+            if self._accepted.closed and self._close_clients:
                 # close() ran while we were making it: it missed this one.
                 doomed = True
             else:
@@ -363,15 +324,10 @@ class Server(ClosesOnExit, Generic[_S]):
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            first = not self._closed
-            self._closed = True
+            first = not self._accepted.closed
             self._close_clients = self._close_clients and close_clients
-            pending = list(self._pending)
-            self._pending.clear()
+            pending = self._accepted.close_locked()
             clients = list(self._clients) if close_clients else []
-            self._arrived.notify_all()
-            for callback in self._watchers:
-                callback()
         if first:
             self._stop_listening()
         for conn in pending:

@@ -119,7 +119,7 @@ def test_bytes_already_waiting_are_left_to_the_hub(
     monkeypatch.setattr(channel, "_receive", held_back)
     peer.sendall(stockings.encode(b"waiting"))
     reader, outcome = in_thread(lambda: stocking.read(timeout=None))
-    wait_until(lambda: channel.inbox._readers_waiting == 1)
+    wait_until(lambda: channel.inbox._waiting.count == 1)
     assert not channel.direct.active
     gate.set()
     reader.join(10)
@@ -185,7 +185,7 @@ def test_two_readers_get_every_message_once(pair: tuple[Stocking, socket.socket]
     readers = [threading.Thread(target=read_into, args=(mine,), daemon=True) for mine in got]
     for reader in readers:
         reader.start()
-    wait_until(lambda: stocking._channel.inbox._readers_waiting == 2)
+    wait_until(lambda: stocking._channel.inbox._waiting.count == 2)
     messages = [b"%d" % i for i in range(count)]
     peer.sendall(b"".join(map(stockings.encode, messages)))
     wait_until(lambda: len(got[0]) + len(got[1]) == count)

@@ -301,7 +301,7 @@ def test_socket_closed_under_us(flavour: type[Stocking], no_leaks: None) -> None
         daemon=True, target=lambda: results.append(stocking.read(timeout=None))
     )
     reader.start()
-    wait_until(lambda: stocking._channel.inbox._readers_waiting == 1)
+    wait_until(lambda: stocking._channel.inbox._waiting.count == 1)
     stocking.sock.close()  # the rogue caller
     reader.join(15)
     assert not reader.is_alive(), "read(timeout=None) hung on a socket closed under it"

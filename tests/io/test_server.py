@@ -193,7 +193,7 @@ def test_backlog_pushes_back_then_catches_up(clean: list[Stocking]) -> None:
             )
         )
         connecting.start()
-        wait_until(lambda: server._paused)
+        wait_until(lambda: server._accepted.paused)
         peers = [server.accept(timeout=10) for _ in range(8)]
         connecting.join(10)
         assert len(clean) == 8

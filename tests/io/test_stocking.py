@@ -323,7 +323,7 @@ def test_read_positive_timeout_waits_then_returns_none(same_pair: tuple[Any, Any
     thread = threading.Thread(target=read_briefly)
     thread.start()
     # It really waits (it is counted among the blocked readers), then gives up alone.
-    wait_until(lambda: right._channel.inbox._readers_waiting == 1, timeout=0.5)
+    wait_until(lambda: right._channel.inbox._waiting.count == 1, timeout=0.5)
     assert done.wait(10)
     assert got == [None]
     thread.join(5)
@@ -337,7 +337,7 @@ def test_read_positive_timeout_returns_a_message_that_arrives(
     got: list[Any] = []
     waiting = threading.Thread(target=lambda: got.append(right.read(timeout=15)))
     waiting.start()
-    wait_until(lambda: right._channel.inbox._readers_waiting == 1)
+    wait_until(lambda: right._channel.inbox._waiting.count == 1)
     left.write("late")
     waiting.join(15)
     assert got == ["late"]
@@ -355,7 +355,7 @@ def test_read_none_waits_for_a_message_then_for_the_end(same_pair: tuple[Any, An
 
     thread = threading.Thread(target=read_forever)
     thread.start()
-    wait_until(lambda: right._channel.inbox._readers_waiting == 1)
+    wait_until(lambda: right._channel.inbox._waiting.count == 1)
     assert not done.is_set()
     left.write(b"now")
     assert done.wait(10)
@@ -364,7 +364,7 @@ def test_read_none_waits_for_a_message_then_for_the_end(same_pair: tuple[Any, An
     done.clear()
     thread = threading.Thread(target=read_forever)
     thread.start()
-    wait_until(lambda: right._channel.inbox._readers_waiting == 1)
+    wait_until(lambda: right._channel.inbox._waiting.count == 1)
     left.close()
     assert done.wait(10)
     assert got == [b"now", None]

@@ -211,7 +211,7 @@ class Connection(asyncio.BufferedProtocol):
             # Writes after it gather for one send at the end of the turn.
             self._flush_handle = self.loop.call_soon(self.flush)
             self._turn_began = _clock()
-        elif protocol.pending_bytes >= FLUSH_SIZE or _clock() - self._turn_began > MAX_HOLD:
+        elif protocol.sending.out_bytes >= FLUSH_SIZE or _clock() - self._turn_began > MAX_HOLD:
             # A long burst, or a writer that keeps the loop busy: no message
             # waits behind it for long.
             self.flush(keep_scheduled=True)
