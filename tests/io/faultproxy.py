@@ -152,8 +152,9 @@ class FaultProxy:
                 if plan.after is not None and self.forwarded[name] >= plan.after:
                     self._act(name, plan.action, dst)
                     return
-        except OSError:
-            # The other direction reset or closed the sockets under us.
+        except (OSError, ValueError):
+            # The other direction reset or closed the sockets under us
+            # (select() on a socket closed meanwhile raises ValueError).
             return
 
     def _act(self, name: str, action: str, dst: socket.socket) -> None:
