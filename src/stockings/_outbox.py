@@ -5,9 +5,10 @@ nothing is queued ahead of it and the last send was not a moment ago, or
 appends it to the outbound queue (small messages into one batch buffer at
 its tail). A writer sends the queue itself every ``WRITER_FLUSH_SIZE``
 bytes; otherwise the hub thread flushes it (the channel's ``_flush_from_hub``
-calls :meth:`Outbox.flush`). Either way ``_send_queued`` hands it to the
-kernel in as few ``sendmsg`` calls as it allows. Everything here runs under
-:attr:`Outbox.lock`, which also guards every use of the socket for sending.
+calls :meth:`Outbox.flush`). Either way its :class:`~stockings._sender.Sender`
+hands it to the kernel in as few ``sendmsg`` calls as it allows. Everything
+here runs under :attr:`Outbox.lock`, which also guards every use of the
+socket for sending.
 
 The :class:`Outbox` is one part of a :class:`~stockings._channel.Channel`,
 which makes it and drives it: it starts it flushing on the hub thread,
@@ -17,24 +18,22 @@ channel for three things only (:class:`OutboxOwner`): a flush on the hub
 thread, an end when a send fails, and the error a refused write raises.
 It holds the channel weakly, so that the two make no reference cycle and
 a channel nobody holds is freed at once, not by the cyclic collector.
-How it may use the socket (``sendmsg`` or not, which exceptions mean "the
-kernel is full", whether this thread may send now) is its transport's
-:class:`~stockings._transport.SendRules`, so the plain path knows nothing of TLS.
+How the socket may be used is its transport's
+:class:`~stockings._transport.SendRules`, which only the sender reads, so
+the plain path knows nothing of TLS.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import socket
 import time
 import weakref
 from _thread import LockType
 from collections import deque
-from collections.abc import Callable, Iterable
-from itertools import islice
+from collections.abc import Iterable
 from threading import Lock
-from typing import Any, Protocol
+from typing import Protocol
 
 from ._buffers import Batch
 from ._common import LARGE_PAYLOAD
@@ -42,23 +41,18 @@ from ._errors import ConnectionClosed, EndReason, MessageTooLarge, WriteTimeout,
 from ._framing import _SHORT_HEADERS_BYTES, BytesLike, encode_header, payload_of
 from ._hub import Hub
 from ._options import ChannelOptions
+from ._sender import Sender
 from ._sync import LazyCondition
 from ._transport import PLAIN_RULES, SendRules
 
 __all__ = [
     "BURST_GAP",
-    "JOIN_SIZE",
-    "MAX_IOVECS",
     "WRITER_FLUSH_SIZE",
     "_BYTES_HEADERS",
     "Outbox",
     "OutboxOwner",
 ]
 
-#: The most buffers one ``sendmsg`` call is given.
-MAX_IOVECS = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
-#: Without ``sendmsg`` small buffers are joined into one send of about this size.
-JOIN_SIZE = 256 * 1024
 #: A write this soon (seconds) after the last send is part of a burst: it is
 #: queued rather than sent, so that a burst costs one ``sendmsg`` per batch
 #: instead of one ``send`` per message. A request/response exchange writes
@@ -78,10 +72,6 @@ _BYTES_FRAMED = [len(header) + length for length, header in enumerate(_BYTES_HEA
 #: every write back without costing the plain path a check. It is removed
 #: (by identity) by :meth:`Outbox.release`.
 _HOLD = memoryview(bytearray())
-
-
-def _never() -> bool:
-    return False
 
 
 class OutboxOwner(Protocol):
@@ -113,16 +103,13 @@ class Outbox:
         "_drained",
         "_flush_scheduled",
         "_last_send",
-        "_may_send",
         "_out",
         "_out_bytes",
         "_owner",
-        "_rules",
+        "_sender",
         "_sending",
-        "_sent_record",
         "_small_limit",
         "_use_sendmsg",
-        "_would_block",
         "_write_high_water",
         "bytes_sent",
         "closing",
@@ -130,7 +117,6 @@ class Outbox:
         "lock",
         "messages_sent",
         "options",
-        "sock",
     )
 
     def __init__(
@@ -141,7 +127,6 @@ class Outbox:
         owner: OutboxOwner,
         rules: SendRules = PLAIN_RULES,
     ) -> None:
-        self.sock = sock
         self.hub = hub
         self.options = options
         #: Guards the queue, its counts and every use of the socket for
@@ -150,9 +135,6 @@ class Outbox:
         self._drained = LazyCondition(self.lock)
         self._out: deque[BytesLike] = deque()
         self._out_bytes = 0
-        # What the kernel took from the queue, recorded with the send itself
-        # and not yet taken off it (see ``_send_queued``; ``lock``).
-        self._sent_record: list[int] = []
         # True while a thread sends from the queue (``lock`` held); the
         # lock-free path of ``send`` then leaves the queue alone.
         self._sending = False
@@ -166,10 +148,9 @@ class Outbox:
         # When this outbox last handed bytes to the kernel from a writer's
         # thread (``lock``); see BURST_GAP.
         self._last_send = float("-inf")
-        self._rules = rules
-        self._use_sendmsg = rules.use_sendmsg and hasattr(sock, "sendmsg")
-        self._would_block = rules.would_block
-        self._may_send = rules.may_send
+        #: Hands the head of the queue to the kernel (``lock``).
+        self._sender = Sender(sock, self._out, rules, options.write_low_water)
+        self._use_sendmsg = self._sender.use_sendmsg
         #: Messages accepted and bytes of the message stream (headers
         #: included) the kernel took, for anyone to read at any time; each
         #: changed in the same step as the queue.
@@ -208,7 +189,7 @@ class Outbox:
             # other thread and no signal handler runs in between (CPython
             # switches threads and runs handlers only at calls, function
             # starts and loop jumps): the append is atomic, and it never
-            # meets a send or a settle half done (``_send_queued`` sets
+            # meets a send or a settle half done (``Sender.send`` sets
             # ``_sending``). Anything else takes the general path below.
             out = self._out
             if (
@@ -367,7 +348,7 @@ class Outbox:
         What the kernel does not take now, the hub sends when it can.
         """
         try:
-            self._send_queued()
+            self._sender.send(self)
         except OSError as exc:
             raise self._lost_while_writing(exc) from exc
         except BaseException:
@@ -463,101 +444,6 @@ class Outbox:
                 waiter = self._drain_waiter(deadline, timeout)
             self._wait_outside(waiter, deadline)
 
-    # ------------------------------------------------------------ sending
-
-    def _send_queued(self) -> None:
-        """Send from the queue until it is empty or the kernel is full (``lock`` held).
-
-        What the kernel took is recorded by ``list.extend`` inside the same
-        C call as the send (``map`` over one argument), before any signal
-        handler can run; :meth:`_settle` then takes it off the queue. An
-        exception between the two leaves the count in ``_sent_record``,
-        settled by the next call here: never a byte sent twice or skipped.
-        """
-        if self._may_send is not None and not self._may_send():
-            return
-        # The lock-free path of ``send`` keeps off the queue meanwhile: the
-        # kernel may be reading the tail batch, and a settle changes the
-        # head and the count in steps.
-        self._sending = True
-        try:
-            self._send_queued_locked()
-        finally:
-            self._sending = False
-
-    def _send_queued_locked(self) -> None:
-        out = self._out
-        record = self._sent_record
-        if record:
-            self._settle()
-        sock = self.sock
-        call: Callable[..., int]
-        arguments: tuple[Any, ...]
-        while out:
-            if len(out) == 1:
-                attempted = len(out[0])
-                call, arguments = sock.send, (out[0],)
-            elif self._use_sendmsg:
-                buffers = list(islice(out, MAX_IOVECS))
-                attempted = sum(map(len, buffers))
-                call, arguments = sock.sendmsg, (buffers,)
-            else:
-                joined = self._join_head()
-                attempted = len(joined)
-                call, arguments = sock.send, (joined,)
-            try:
-                record.extend(map(call, arguments))  # type: ignore[arg-type]
-            except self._would_block:
-                return
-            sent = record[0]
-            self._settle()
-            if sent < attempted:
-                return
-
-    def _join_head(self) -> bytes:
-        """The first queued buffers joined, up to about ``JOIN_SIZE`` (the queue is left as is)."""
-        parts: list[BytesLike] = []
-        size = 0
-        for part in self._out:
-            parts.append(part)
-            size += len(part)
-            if size >= JOIN_SIZE:
-                break
-        return b"".join(parts)
-
-    def _settle(self) -> None:
-        """Take what the kernel accepted (``_sent_record``) off the queue (``lock`` held).
-
-        Each step changes the queue, the byte count and the record together
-        in one stretch of bytecode without a call, so an interrupt between
-        steps leaves them in step, and the next call carries on.
-        """
-        record = self._sent_record
-        out = self._out
-        while record:
-            sent = record[0]
-            if not sent:
-                del record[0]
-                continue
-            head = out[0]
-            size = len(head)
-            if sent >= size:
-                del out[0]
-                self._out_bytes -= size
-                self.bytes_sent += size
-                if sent == size:
-                    del record[0]
-                else:
-                    record[0] = sent - size
-            else:
-                rest = memoryview(head)[sent:]
-                out[0] = rest
-                self._out_bytes -= sent
-                self.bytes_sent += sent
-                del record[0]
-        if self._drain_waiters and self._out_bytes <= self.options.write_low_water:
-            self._drained.notify_all()
-
     # --------------------------------------------------- for the channel
 
     def flush(self) -> OSError | None:
@@ -568,7 +454,7 @@ class Outbox:
         """
         self._flush_scheduled = False
         try:
-            self._send_queued()
+            self._sender.send(self)
         except OSError as exc:
             return exc
         return None
@@ -580,7 +466,7 @@ class Outbox:
             The error the socket raised, if any: the channel then ends.
         """
         try:
-            self._send_queued()
+            self._sender.send(self)
         except OSError as exc:
             return exc
         return None
@@ -588,7 +474,8 @@ class Outbox:
     def wake_writers(self) -> None:
         """Wake every writer waiting at the high-water mark (``lock`` held).
 
-        Called once :attr:`closing` is set: they give up, as their
+        The sender calls it once the queue is below its low-water mark; the
+        channel, once :attr:`closing` is set: they then give up, as their
         messages were not written before it.
         """
         self._drained.notify_all()
@@ -600,20 +487,20 @@ class Outbox:
         :attr:`closing` in the same locked stretch.
         """
         self._out.clear()
-        self._sent_record.clear()
+        self._sender.forget()
         self._out_bytes = 0
         self._drained.notify_all()
 
     def hold(self) -> None:
         """Queue every write, and send none, until :meth:`release` (before any write)."""
         self._out.append(_HOLD)
-        self._may_send = _never
+        self._sender.hold()
 
     def release(self) -> None:
         """Let held writes go; the caller flushes them next (``lock`` held)."""
         if self._out and self._out[0] is _HOLD:
             self._out.popleft()
-        self._may_send = self._rules.may_send
+        self._sender.release()
 
     def disown(self) -> None:
         """Start afresh in a forked child: new lock, nothing queued, closing.
@@ -624,7 +511,7 @@ class Outbox:
         self.lock = Lock()
         self._drained = LazyCondition(self.lock)
         self._out.clear()
-        self._sent_record.clear()
+        self._sender.forget()
         self._out_bytes = 0
         self._drain_waiters = 0
         self._sending = False

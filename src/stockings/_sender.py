@@ -1,0 +1,189 @@
+"""The kernel's end of a channel's outbound queue: sending what is queued.
+
+An :class:`~stockings._outbox.Outbox` takes writers' messages in at the
+tail of its queue; its :class:`Sender` hands bytes from the head of that
+queue to the socket, in as few ``sendmsg`` calls as the kernel allows,
+on whichever thread sends: a writer's, or the hub's flush. It runs only
+under the outbox's lock, which guards every use of the socket for sending.
+How it may use the socket (``sendmsg`` or not, which exceptions mean "the
+kernel is full", whether this thread may send now) is its transport's
+:class:`~stockings._transport.SendRules`.
+
+The two share the queue itself (one ``deque``); of the outbox the sender
+uses only the queue's byte count and stream counter, the flag that keeps
+``Outbox.send``'s lock-free path off the queue while it sends, and the
+waiting writers' wake-up (:class:`SendQueue`). Like a transport, it is
+given its outbox on each call rather than holding it, so that the two make
+no reference cycle.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections import deque
+from collections.abc import Callable
+from itertools import islice
+from typing import Any, Protocol
+
+from ._framing import BytesLike
+from ._transport import SendRules
+
+__all__ = ["JOIN_SIZE", "MAX_IOVECS", "SendQueue", "Sender"]
+
+#: The most buffers one ``sendmsg`` call is given.
+MAX_IOVECS = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
+#: Without ``sendmsg`` small buffers are joined into one send of about this size.
+JOIN_SIZE = 256 * 1024
+
+
+def _never() -> bool:
+    return False
+
+
+class SendQueue(Protocol):
+    """What a :class:`Sender` uses of its outbox (the outbox's lock held)."""
+
+    #: Bytes queued and not yet handed to the kernel.
+    _out_bytes: int
+    #: True while the sender sends: the lock-free path of ``send`` then
+    #: leaves the queue alone.
+    _sending: bool
+    #: Bytes of the message stream the kernel took.
+    bytes_sent: int
+    #: Writers waiting for the queue to drain below its low-water mark.
+    _drain_waiters: int
+
+    def wake_writers(self) -> None:
+        """Wake every writer waiting at the high-water mark."""
+
+
+class Sender:
+    """Sends from the head of one outbox's queue.
+
+    Args:
+        sock: the channel's non-blocking socket.
+        out: the outbox's queue (shared: the outbox adds, the sender takes).
+        rules: how the socket may be used.
+        low_water: the queue's low-water mark: below it, waiting writers wake.
+    """
+
+    __slots__ = ("_low_water", "_out", "_record", "_rules", "may_send", "sock", "use_sendmsg")
+
+    def __init__(
+        self, sock: socket.socket, out: deque[BytesLike], rules: SendRules, low_water: int
+    ) -> None:
+        self.sock = sock
+        self._out = out
+        # What the kernel took from the queue, recorded with the send itself
+        # and not yet taken off it (see ``send``).
+        self._record: list[int] = []
+        self._rules = rules
+        self._low_water = low_water
+        #: Whether several buffers go to the kernel in one ``sendmsg``.
+        self.use_sendmsg = rules.use_sendmsg and hasattr(sock, "sendmsg")
+        #: Asked before each send; ``None`` means always.
+        self.may_send = rules.may_send
+
+    def send(self, box: SendQueue) -> None:
+        """Send from the queue until it is empty or the kernel is full.
+
+        What the kernel took is recorded by ``list.extend`` inside the same
+        C call as the send (``map`` over one argument), before any signal
+        handler can run; :meth:`_settle` then takes it off the queue. An
+        exception between the two leaves the count in the record, settled
+        by the next call here: never a byte sent twice or skipped.
+        """
+        may_send = self.may_send
+        if may_send is not None and not may_send():
+            return
+        # The lock-free path of ``send`` keeps off the queue meanwhile: the
+        # kernel may be reading the tail batch, and a settle changes the
+        # head and the count in steps.
+        box._sending = True
+        try:
+            out = self._out
+            record = self._record
+            if record:
+                self._settle(box)
+            sock = self.sock
+            call: Callable[..., int]
+            arguments: tuple[Any, ...]
+            while out:
+                if len(out) == 1:
+                    attempted = len(out[0])
+                    call, arguments = sock.send, (out[0],)
+                elif self.use_sendmsg:
+                    buffers = list(islice(out, MAX_IOVECS))
+                    attempted = sum(map(len, buffers))
+                    call, arguments = sock.sendmsg, (buffers,)
+                else:
+                    joined = self._join_head()
+                    attempted = len(joined)
+                    call, arguments = sock.send, (joined,)
+                try:
+                    record.extend(map(call, arguments))  # type: ignore[arg-type]
+                except self._rules.would_block:
+                    return
+                sent = record[0]
+                self._settle(box)
+                if sent < attempted:
+                    return
+        finally:
+            box._sending = False
+
+    def _join_head(self) -> bytes:
+        """The first queued buffers joined, up to about ``JOIN_SIZE`` (the queue is left as is)."""
+        parts: list[BytesLike] = []
+        size = 0
+        for part in self._out:
+            parts.append(part)
+            size += len(part)
+            if size >= JOIN_SIZE:
+                break
+        return b"".join(parts)
+
+    def _settle(self, box: SendQueue) -> None:
+        """Take what the kernel accepted (the record) off the queue.
+
+        Each step changes the queue, the byte count and the record together
+        in one stretch of bytecode without a call, so an interrupt between
+        steps leaves them in step, and the next call carries on.
+        """
+        record = self._record
+        out = self._out
+        while record:
+            sent = record[0]
+            if not sent:
+                del record[0]
+                continue
+            head = out[0]
+            size = len(head)
+            if sent >= size:
+                del out[0]
+                box._out_bytes -= size
+                box.bytes_sent += size
+                if sent == size:
+                    del record[0]
+                else:
+                    record[0] = sent - size
+            else:
+                rest = memoryview(head)[sent:]
+                out[0] = rest
+                box._out_bytes -= sent
+                box.bytes_sent += sent
+                del record[0]
+        if box._drain_waiters and box._out_bytes <= self._low_water:
+            box.wake_writers()
+
+    def forget(self) -> None:
+        """Drop the record of what was sent, with the queue it counted."""
+        self._record.clear()
+
+    def hold(self) -> None:
+        """Send nothing until :meth:`release`."""
+        self.may_send = _never
+
+    def release(self) -> None:
+        """Send again, as the rules allow."""
+        self.may_send = self._rules.may_send
