@@ -25,11 +25,9 @@ the plain path knows nothing of TLS.
 
 from __future__ import annotations
 
-import math
 import socket
 import time
 import weakref
-from _thread import LockType
 from collections import deque
 from collections.abc import Iterable
 from threading import Lock
@@ -37,13 +35,13 @@ from typing import Protocol
 
 from ._buffers import Batch
 from ._common import LARGE_PAYLOAD
-from ._errors import ConnectionClosed, EndReason, MessageTooLarge, WriteTimeout, end_reason_for
+from ._errors import ConnectionClosed, EndReason, MessageTooLarge, end_reason_for
 from ._framing import _SHORT_HEADERS_BYTES, BytesLike, encode_header, payload_of
 from ._hub import Hub
 from ._options import ChannelOptions
 from ._sender import Sender
-from ._sync import LazyCondition
 from ._transport import PLAIN_RULES, SendRules
+from ._write_flow import WriteFlow
 
 __all__ = [
     "BURST_GAP",
@@ -99,8 +97,7 @@ class Outbox:
     """
 
     __slots__ = (
-        "_drain_waiters",
-        "_drained",
+        "_flow",
         "_flush_scheduled",
         "_last_send",
         "_out",
@@ -132,13 +129,13 @@ class Outbox:
         #: Guards the queue, its counts and every use of the socket for
         #: sending (a TLS channel takes it for every use of its TLS object).
         self.lock = Lock()
-        self._drained = LazyCondition(self.lock)
+        #: The writers waiting for the queue to drain.
+        self._flow = WriteFlow(self.lock, options.write_low_water)
         self._out: deque[BytesLike] = deque()
         self._out_bytes = 0
         # True while a thread sends from the queue (``lock`` held); the
         # lock-free path of ``send`` then leaves the queue alone.
         self._sending = False
-        self._drain_waiters = 0
         self._flush_scheduled = False
         limit = options.max_message_size
         # Payloads shorter than this may take send's fast path.
@@ -149,7 +146,7 @@ class Outbox:
         # thread (``lock``); see BURST_GAP.
         self._last_send = float("-inf")
         #: Hands the head of the queue to the kernel (``lock``).
-        self._sender = Sender(sock, self._out, rules, options.write_low_water)
+        self._sender = Sender(sock, self._out, rules, self._flow)
         self._use_sendmsg = self._sender.use_sendmsg
         #: Messages accepted and bytes of the message stream (headers
         #: included) the kernel took, for anyone to read at any time; each
@@ -230,21 +227,14 @@ class Outbox:
                 payload = bytes(payload)
             parts = [header, payload]
         total = len(header) + length
-        mark = self.options.write_high_water
-        deadline = -1.0
-        while True:
-            with self.lock:
-                if self.closing:
-                    raise self._closed_error()
-                if self._out_bytes <= mark or self.hub.in_hub_thread():
-                    self._enqueue(parts, total)
-                    return
-                # Over the high-water mark: wait until below the low one.
-                mark = self.options.write_low_water
-                if deadline < 0:
-                    deadline = math.inf if timeout is None else time.monotonic() + timeout
-                waiter = self._drain_waiter(deadline, timeout)
-            self._wait_outside(waiter, deadline)
+        with self.lock:
+            if self.closing:
+                raise self._closed_error()
+            if self._out_bytes <= self._write_high_water or self.hub.in_hub_thread():
+                self._enqueue(parts, total)
+                return
+        # Over the high-water mark: wait until below the low one.
+        self._flow.wait_to_queue(self, self._enqueue, (parts, total), timeout)
 
     def _enqueue(self, parts: list[BytesLike], total: int) -> None:
         """Queue a message's parts, or send them at once (``lock`` held).
@@ -298,32 +288,6 @@ class Outbox:
         if not self._flush_scheduled:
             self.hub.call_soon(self._flush_owner)
             self._flush_scheduled = True
-
-    def _drain_waiter(self, deadline: float, timeout: float | None) -> LockType:
-        """Register a writer waiting for the queue to drain (``lock`` held)."""
-        if deadline - time.monotonic() <= 0:
-            raise WriteTimeout(
-                f"outbound queue still held {self._out_bytes} bytes after {timeout} s"
-            )
-        waiter = self._drained.register()
-        self._drain_waiters += 1
-        return waiter
-
-    def _wait_outside(self, waiter: LockType, deadline: float) -> None:
-        """Wait on a drain waiter with no lock held; then unregister it.
-
-        Waiting outside ``lock`` means an interrupted wait has no lock
-        to take back, so it cannot leave one held or released twice.
-        """
-        try:
-            if deadline == math.inf:
-                waiter.acquire()
-            else:
-                waiter.acquire(True, max(0.0, deadline - time.monotonic()))
-        finally:
-            with self.lock:
-                self._drained.forget(waiter)
-                self._drain_waiters -= 1
 
     def _lost_while_writing(self, exc: OSError) -> ConnectionClosed:
         """A send from a writer's thread failed (``lock`` held).
@@ -422,27 +386,24 @@ class Outbox:
             total += len(batch)
         if not items:
             return
-        mark = self.options.write_high_water
-        deadline = -1.0
-        while True:
-            with self.lock:
-                if self.closing:
-                    raise self._closed_error()
-                if self._out_bytes <= mark or self.hub.in_hub_thread():
-                    if not self._use_sendmsg:
-                        self._schedule_flush()
-                    # The whole batch and its count in one step (see ``_enqueue``).
-                    self._out += items
-                    self._out_bytes += total
-                    self.messages_sent += count
-                    if self._use_sendmsg:
-                        self._flush_by_writer()
-                    return
-                mark = self.options.write_low_water
-                if deadline < 0:
-                    deadline = math.inf if timeout is None else time.monotonic() + timeout
-                waiter = self._drain_waiter(deadline, timeout)
-            self._wait_outside(waiter, deadline)
+        with self.lock:
+            if self.closing:
+                raise self._closed_error()
+            if self._out_bytes <= self._write_high_water or self.hub.in_hub_thread():
+                self._enqueue_many(items, total, count)
+                return
+        self._flow.wait_to_queue(self, self._enqueue_many, (items, total, count), timeout)
+
+    def _enqueue_many(self, items: list[BytesLike], total: int, count: int) -> None:
+        """Queue a batch of ``count`` messages, and send it at once (``lock`` held)."""
+        if not self._use_sendmsg:
+            self._schedule_flush()
+        # The whole batch and its count in one step (see ``_enqueue``).
+        self._out += items
+        self._out_bytes += total
+        self.messages_sent += count
+        if self._use_sendmsg:
+            self._flush_by_writer()
 
     # --------------------------------------------------- for the channel
 
@@ -478,7 +439,7 @@ class Outbox:
         channel, once :attr:`closing` is set: they then give up, as their
         messages were not written before it.
         """
-        self._drained.notify_all()
+        self._flow.wake()
 
     def discard(self) -> None:
         """Drop everything queued and wake every waiting writer (``lock`` held).
@@ -489,7 +450,7 @@ class Outbox:
         self._out.clear()
         self._sender.forget()
         self._out_bytes = 0
-        self._drained.notify_all()
+        self._flow.wake()
 
     def hold(self) -> None:
         """Queue every write, and send none, until :meth:`release` (before any write)."""
@@ -509,11 +470,10 @@ class Outbox:
         belongs to the parent's connection.
         """
         self.lock = Lock()
-        self._drained = LazyCondition(self.lock)
+        self._flow.reset(self.lock)
         self._out.clear()
         self._sender.forget()
         self._out_bytes = 0
-        self._drain_waiters = 0
         self._sending = False
         self.closing = True
 

@@ -10,9 +10,10 @@ kernel is full", whether this thread may send now) is its transport's
 :class:`~stockings._transport.SendRules`.
 
 The two share the queue itself (one ``deque``); of the outbox the sender
-uses only the queue's byte count and stream counter, the flag that keeps
-``Outbox.send``'s lock-free path off the queue while it sends, and the
-waiting writers' wake-up (:class:`SendQueue`). Like a transport, it is
+uses only the queue's byte count and stream counter, and the flag that
+keeps ``Outbox.send``'s lock-free path off the queue while it sends
+(:class:`SendQueue`); it wakes the writers waiting for the queue to drain
+through their :class:`~stockings._write_flow.WriteFlow`. Like a transport, it is
 given its outbox on each call rather than holding it, so that the two make
 no reference cycle.
 """
@@ -28,6 +29,7 @@ from typing import Any, Protocol
 
 from ._framing import BytesLike
 from ._transport import SendRules
+from ._write_flow import WriteFlow
 
 __all__ = ["JOIN_SIZE", "MAX_IOVECS", "SendQueue", "Sender"]
 
@@ -51,11 +53,6 @@ class SendQueue(Protocol):
     _sending: bool
     #: Bytes of the message stream the kernel took.
     bytes_sent: int
-    #: Writers waiting for the queue to drain below its low-water mark.
-    _drain_waiters: int
-
-    def wake_writers(self) -> None:
-        """Wake every writer waiting at the high-water mark."""
 
 
 class Sender:
@@ -65,13 +62,13 @@ class Sender:
         sock: the channel's non-blocking socket.
         out: the outbox's queue (shared: the outbox adds, the sender takes).
         rules: how the socket may be used.
-        low_water: the queue's low-water mark: below it, waiting writers wake.
+        flow: the writers waiting for the queue to drain, woken here.
     """
 
-    __slots__ = ("_low_water", "_out", "_record", "_rules", "may_send", "sock", "use_sendmsg")
+    __slots__ = ("_flow", "_out", "_record", "_rules", "may_send", "sock", "use_sendmsg")
 
     def __init__(
-        self, sock: socket.socket, out: deque[BytesLike], rules: SendRules, low_water: int
+        self, sock: socket.socket, out: deque[BytesLike], rules: SendRules, flow: WriteFlow
     ) -> None:
         self.sock = sock
         self._out = out
@@ -79,7 +76,7 @@ class Sender:
         # and not yet taken off it (see ``send``).
         self._record: list[int] = []
         self._rules = rules
-        self._low_water = low_water
+        self._flow = flow
         #: Whether several buffers go to the kernel in one ``sendmsg``.
         self.use_sendmsg = rules.use_sendmsg and hasattr(sock, "sendmsg")
         #: Asked before each send; ``None`` means always.
@@ -173,8 +170,9 @@ class Sender:
                 box._out_bytes -= sent
                 box.bytes_sent += sent
                 del record[0]
-        if box._drain_waiters and box._out_bytes <= self._low_water:
-            box.wake_writers()
+        flow = self._flow
+        if flow.waiters and box._out_bytes <= flow.low_water:
+            flow.wake()
 
     def forget(self) -> None:
         """Drop the record of what was sent, with the queue it counted."""
