@@ -26,16 +26,16 @@ the plain path knows nothing of TLS.
 from __future__ import annotations
 
 import socket
-import time
 import weakref
 from collections import deque
 from collections.abc import Iterable
 from threading import Lock
+from time import perf_counter
 from typing import Protocol
 
 from ._buffers import Batch
 from ._common import LARGE_PAYLOAD
-from ._errors import ConnectionClosed, EndReason, MessageTooLarge, end_reason_for
+from ._errors import ConnectionClosed, EndReason, MessageTooLarge
 from ._framing import _SHORT_HEADERS_BYTES, BytesLike, encode_header, payload_of
 from ._hub import Hub
 from ._options import ChannelOptions
@@ -58,7 +58,6 @@ __all__ = [
 BURST_GAP = 5e-6
 #: Once a burst has queued this many bytes, the writer sends them itself.
 WRITER_FLUSH_SIZE = 64 * 1024
-_clock = time.perf_counter
 
 # Ready-made headers for the commonest writes: small bytes payloads.
 _BYTES_HEADERS = [encode_header(length, False) for length in range(1024)]
@@ -98,7 +97,6 @@ class Outbox:
 
     __slots__ = (
         "_flow",
-        "_flush_scheduled",
         "_last_send",
         "_out",
         "_out_bytes",
@@ -136,7 +134,6 @@ class Outbox:
         # True while a thread sends from the queue (``lock`` held); the
         # lock-free path of ``send`` then leaves the queue alone.
         self._sending = False
-        self._flush_scheduled = False
         limit = options.max_message_size
         # Payloads shorter than this may take send's fast path.
         cached = len(_BYTES_HEADERS)
@@ -146,7 +143,7 @@ class Outbox:
         # thread (``lock``); see BURST_GAP.
         self._last_send = float("-inf")
         #: Hands the head of the queue to the kernel (``lock``).
-        self._sender = Sender(sock, self._out, rules, self._flow)
+        self._sender = Sender(sock, hub, self._out, rules, self._flow, owner)
         self._use_sendmsg = self._sender.use_sendmsg
         #: Messages accepted and bytes of the message stream (headers
         #: included) the kernel took, for anyone to read at any time; each
@@ -260,7 +257,7 @@ class Outbox:
                 self._flush_by_writer()
             return
         batches = self._use_sendmsg or total < self._small_limit
-        if batches and _clock() - self._last_send < BURST_GAP:
+        if batches and perf_counter() - self._last_send < BURST_GAP:
             # A burst: let the batch build up. The hub sends it as soon as
             # it runs (at once if this thread blocks, at worst after one GIL
             # switch interval), or this thread does at WRITER_FLUSH_SIZE.
@@ -269,7 +266,7 @@ class Outbox:
             # message, where larger ones would be joined.
             # The flush is asked for before the message is queued, so an
             # interrupt in between costs a useless flush, never a stuck one.
-            self._schedule_flush()
+            self._sender.schedule_flush()
             out += parts
             self._out_bytes += total
             self.messages_sent += 1
@@ -277,59 +274,11 @@ class Outbox:
         out += parts
         self._out_bytes += total
         self.messages_sent += 1
-        self._send_from_writer()
-
-    def _schedule_flush(self) -> None:
-        """Have the hub flush the queue (``lock`` held).
-
-        The call is posted before the flag is set: an interrupt between the
-        two leaves one flush too many, which costs nothing.
-        """
-        if not self._flush_scheduled:
-            self.hub.call_soon(self._flush_owner)
-            self._flush_scheduled = True
-
-    def _lost_while_writing(self, exc: OSError) -> ConnectionClosed:
-        """A send from a writer's thread failed (``lock`` held).
-
-        The channel ends on the hub thread, which owns the selector; the
-        writer gets the error to raise.
-        """
-        self.closing = True
-        reason = end_reason_for(exc)
-        owner = self._owner()
-        if owner is not None:
-            owner.end_soon(reason, exc)
-        return ConnectionClosed(f"connection lost while writing: {exc}", reason)
+        self._sender.from_writer(self)
 
     def _flush_by_writer(self) -> None:
         """Send a burst's batch from the writer's thread (``lock`` held)."""
-        self._send_from_writer()
-
-    def _send_from_writer(self) -> None:
-        """Send what is queued from a writer's thread (``lock`` held).
-
-        What the kernel does not take now, the hub sends when it can.
-        """
-        try:
-            self._sender.send(self)
-        except OSError as exc:
-            raise self._lost_while_writing(exc) from exc
-        except BaseException:
-            # Interrupted: what is queued stays queued; the hub sends it.
-            if self._out:
-                self._schedule_flush()
-            raise
-        self._last_send = _clock()
-        if self._out:
-            # The kernel is full: the hub sends the rest when it can.
-            self._schedule_flush()
-
-    def _flush_owner(self) -> None:
-        """The flush ``_schedule_flush`` posts: the channel's, if it is still about."""
-        owner = self._owner()
-        if owner is not None:
-            owner._flush_from_hub()
+        self._sender.from_writer(self)
 
     def _closed_error(self) -> ConnectionClosed:
         owner = self._owner()
@@ -397,7 +346,7 @@ class Outbox:
     def _enqueue_many(self, items: list[BytesLike], total: int, count: int) -> None:
         """Queue a batch of ``count`` messages, and send it at once (``lock`` held)."""
         if not self._use_sendmsg:
-            self._schedule_flush()
+            self._sender.schedule_flush()
         # The whole batch and its count in one step (see ``_enqueue``).
         self._out += items
         self._out_bytes += total
@@ -413,12 +362,7 @@ class Outbox:
         Returns:
             The error the socket raised, if any: the channel then ends.
         """
-        self._flush_scheduled = False
-        try:
-            self._sender.send(self)
-        except OSError as exc:
-            return exc
-        return None
+        return self._sender.flush(self)
 
     def send_now(self) -> OSError | None:
         """Send what the kernel takes now (``lock`` held by the caller), on the hub thread.
@@ -426,11 +370,7 @@ class Outbox:
         Returns:
             The error the socket raised, if any: the channel then ends.
         """
-        try:
-            self._sender.send(self)
-        except OSError as exc:
-            return exc
-        return None
+        return self._sender.send_now(self)
 
     def wake_writers(self) -> None:
         """Wake every writer waiting at the high-water mark (``lock`` held).

@@ -3,33 +3,44 @@
 An :class:`~stockings._outbox.Outbox` takes writers' messages in at the
 tail of its queue; its :class:`Sender` hands bytes from the head of that
 queue to the socket, in as few ``sendmsg`` calls as the kernel allows,
-on whichever thread sends: a writer's, or the hub's flush. It runs only
-under the outbox's lock, which guards every use of the socket for sending.
+on whichever thread sends: a writer's (:meth:`Sender.from_writer`), or the
+hub's (:meth:`Sender.flush`, which it has the hub run when a writer leaves
+bytes the kernel did not take). It runs only under the outbox's lock,
+which guards every use of the socket for sending.
 How it may use the socket (``sendmsg`` or not, which exceptions mean "the
 kernel is full", whether this thread may send now) is its transport's
 :class:`~stockings._transport.SendRules`.
 
 The two share the queue itself (one ``deque``); of the outbox the sender
-uses only the queue's byte count and stream counter, and the flag that
-keeps ``Outbox.send``'s lock-free path off the queue while it sends
+uses only the queue's byte count and stream counter, the flag that keeps
+``Outbox.send``'s lock-free path off the queue while it sends, the time of
+a writer's last send, and ``closing``, which it sets when a send fails
 (:class:`SendQueue`); it wakes the writers waiting for the queue to drain
-through their :class:`~stockings._write_flow.WriteFlow`. Like a transport, it is
-given its outbox on each call rather than holding it, so that the two make
-no reference cycle.
+through their :class:`~stockings._write_flow.WriteFlow`. Like a transport,
+it is given its outbox on each call rather than holding it, and it holds
+the channel weakly (:class:`~stockings._outbox.OutboxOwner`), so that it
+makes no reference cycle.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import weakref
 from collections import deque
 from collections.abc import Callable
 from itertools import islice
-from typing import Any, Protocol
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, Protocol
 
+from ._errors import ConnectionClosed, end_reason_for
 from ._framing import BytesLike
+from ._hub import Hub
 from ._transport import SendRules
 from ._write_flow import WriteFlow
+
+if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
+    from ._outbox import OutboxOwner
 
 __all__ = ["JOIN_SIZE", "MAX_IOVECS", "SendQueue", "Sender"]
 
@@ -53,6 +64,10 @@ class SendQueue(Protocol):
     _sending: bool
     #: Bytes of the message stream the kernel took.
     bytes_sent: int
+    #: When a writer's thread last handed bytes to the kernel.
+    _last_send: float
+    #: True once no more messages are taken.
+    closing: bool
 
 
 class Sender:
@@ -60,17 +75,39 @@ class Sender:
 
     Args:
         sock: the channel's non-blocking socket.
+        hub: the channel's hub, which flushes what a writer could not send.
         out: the outbox's queue (shared: the outbox adds, the sender takes).
         rules: how the socket may be used.
         flow: the writers waiting for the queue to drain, woken here.
+        owner: the channel, held weakly.
     """
 
-    __slots__ = ("_flow", "_out", "_record", "_rules", "may_send", "sock", "use_sendmsg")
+    __slots__ = (
+        "_flow",
+        "_flush_scheduled",
+        "_out",
+        "_owner",
+        "_record",
+        "_rules",
+        "hub",
+        "may_send",
+        "sock",
+        "use_sendmsg",
+    )
 
     def __init__(
-        self, sock: socket.socket, out: deque[BytesLike], rules: SendRules, flow: WriteFlow
+        self,
+        sock: socket.socket,
+        hub: Hub,
+        out: deque[BytesLike],
+        rules: SendRules,
+        flow: WriteFlow,
+        owner: OutboxOwner,
     ) -> None:
         self.sock = sock
+        self.hub = hub
+        self._owner: weakref.ref[OutboxOwner] = weakref.ref(owner)
+        self._flush_scheduled = False
         self._out = out
         # What the kernel took from the queue, recorded with the send itself
         # and not yet taken off it (see ``send``).
@@ -81,6 +118,74 @@ class Sender:
         self.use_sendmsg = rules.use_sendmsg and hasattr(sock, "sendmsg")
         #: Asked before each send; ``None`` means always.
         self.may_send = rules.may_send
+
+    def from_writer(self, box: SendQueue) -> None:
+        """Send what is queued from a writer's thread.
+
+        What the kernel does not take now, the hub sends when it can.
+
+        Raises:
+            ConnectionClosed: the send failed; the channel ends.
+        """
+        try:
+            self.send(box)
+        except OSError as exc:
+            raise self._lost_while_writing(box, exc) from exc
+        except BaseException:
+            # Interrupted: what is queued stays queued; the hub sends it.
+            if self._out:
+                self.schedule_flush()
+            raise
+        box._last_send = perf_counter()
+        if self._out:
+            # The kernel is full: the hub sends the rest when it can.
+            self.schedule_flush()
+
+    def _lost_while_writing(self, box: SendQueue, exc: OSError) -> ConnectionClosed:
+        """A send from a writer's thread failed.
+
+        The channel ends on the hub thread, which owns the selector; the
+        writer gets the error to raise.
+        """
+        box.closing = True
+        reason = end_reason_for(exc)
+        owner = self._owner()
+        if owner is not None:
+            owner.end_soon(reason, exc)
+        return ConnectionClosed(f"connection lost while writing: {exc}", reason)
+
+    def schedule_flush(self) -> None:
+        """Have the hub flush the queue.
+
+        The call is posted before the flag is set: an interrupt between the
+        two leaves one flush too many, which costs nothing.
+        """
+        if not self._flush_scheduled:
+            self.hub.call_soon(self._flush_owner)
+            self._flush_scheduled = True
+
+    def _flush_owner(self) -> None:
+        """The flush ``schedule_flush`` posts: the channel's, if it is still about."""
+        owner = self._owner()
+        if owner is not None:
+            owner._flush_from_hub()
+
+    def flush(self, box: SendQueue) -> OSError | None:
+        """Send what the kernel takes now, for the hub's flush; the error, if any."""
+        self._flush_scheduled = False
+        try:
+            self.send(box)
+        except OSError as exc:
+            return exc
+        return None
+
+    def send_now(self, box: SendQueue) -> OSError | None:
+        """Send what the kernel takes now, on the hub thread; the error, if any."""
+        try:
+            self.send(box)
+        except OSError as exc:
+            return exc
+        return None
 
     def send(self, box: SendQueue) -> None:
         """Send from the queue until it is empty or the kernel is full.
