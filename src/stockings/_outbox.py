@@ -1,26 +1,20 @@
-"""A channel's outbound side: its queue, sending from writers' threads, the hub's flush.
+"""A channel's outbound side: its queue, and the writers that add to it.
 
 ``send`` encodes a message and either hands it straight to the socket, when
 nothing is queued ahead of it and the last send was not a moment ago, or
 appends it to the outbound queue (small messages into one batch buffer at
 its tail). A writer sends the queue itself every ``WRITER_FLUSH_SIZE``
-bytes; otherwise the hub thread flushes it (the channel's ``_flush_from_hub``
-calls :meth:`Outbox.flush`). Either way its :class:`~stockings._sender.Sender`
-hands it to the kernel in as few ``sendmsg`` calls as it allows. Everything
-here runs under :attr:`Outbox.lock`, which also guards every use of the
-socket for sending.
+bytes; otherwise the hub thread flushes it. Either way the outbox's
+:class:`~stockings._sender.Sender` hands it to the kernel; a writer over
+the high-water mark waits in its :class:`~stockings._write_flow.WriteFlow`.
+Everything here runs under :attr:`Outbox.lock`, which also guards every
+use of the socket for sending.
 
 The :class:`Outbox` is one part of a :class:`~stockings._channel.Channel`,
-which makes it and drives it: it starts it flushing on the hub thread,
-tells it when no more writes are taken (:attr:`Outbox.closing`, set under
-the lock) and drops its queue when the channel ends. The outbox asks the
-channel for three things only (:class:`OutboxOwner`): a flush on the hub
-thread, an end when a send fails, and the error a refused write raises.
-It holds the channel weakly, so that the two make no reference cycle and
-a channel nobody holds is freed at once, not by the cyclic collector.
-How the socket may be used is its transport's
-:class:`~stockings._transport.SendRules`, which only the sender reads, so
-the plain path knows nothing of TLS.
+which makes it and drives it: it has it flush on the hub thread, tells it
+when no more writes are taken (:attr:`Outbox.closing`, set under the lock)
+and drops its queue when the channel ends. The outbox and its sender ask
+the channel for three things (:class:`OutboxOwner`) and hold it weakly.
 """
 
 from __future__ import annotations
@@ -43,13 +37,7 @@ from ._sender import Sender
 from ._transport import PLAIN_RULES, SendRules
 from ._write_flow import WriteFlow
 
-__all__ = [
-    "BURST_GAP",
-    "WRITER_FLUSH_SIZE",
-    "_BYTES_HEADERS",
-    "Outbox",
-    "OutboxOwner",
-]
+__all__ = ["BURST_GAP", "WRITER_FLUSH_SIZE", "_BYTES_HEADERS", "Outbox", "OutboxOwner"]
 
 #: A write this soon (seconds) after the last send is part of a burst: it is
 #: queued rather than sent, so that a burst costs one ``sendmsg`` per batch
@@ -63,12 +51,6 @@ WRITER_FLUSH_SIZE = 64 * 1024
 _BYTES_HEADERS = [encode_header(length, False) for length in range(1024)]
 # And what each such message takes on the wire, header included.
 _BYTES_FRAMED = [len(header) + length for length, header in enumerate(_BYTES_HEADERS)]
-
-#: Parked at the head of the queue by :meth:`Outbox.hold`. ``send`` queues a
-#: message whenever the queue is not empty, so an empty marker there holds
-#: every write back without costing the plain path a check. It is removed
-#: (by identity) by :meth:`Outbox.release`.
-_HOLD = memoryview(bytearray())
 
 
 class OutboxOwner(Protocol):
@@ -85,7 +67,7 @@ class OutboxOwner(Protocol):
 
 
 class Outbox:
-    """The outbound queue of one channel, and everything that sends from it.
+    """The outbound queue of one channel, and the writers' side of it.
 
     Args:
         sock: the channel's non-blocking socket.
@@ -139,8 +121,7 @@ class Outbox:
         cached = len(_BYTES_HEADERS)
         self._small_limit = cached if limit is None else min(cached, limit + 1)
         self._write_high_water = options.write_high_water
-        # When this outbox last handed bytes to the kernel from a writer's
-        # thread (``lock``); see BURST_GAP.
+        # A writer's thread's last send to the kernel (``lock``); see BURST_GAP.
         self._last_send = float("-inf")
         #: Hands the head of the queue to the kernel (``lock``).
         self._sender = Sender(sock, hub, self._out, rules, self._flow, owner)
@@ -166,9 +147,8 @@ class Outbox:
 
         Args:
             message: ``str`` or bytes-like.
-            timeout: how long to wait for the outbound queue to drain below
-                its low-water mark when it is above the high-water mark;
-                ``None`` waits as long as it takes.
+            timeout: how long to wait, over the high-water mark, for the queue
+                to drain below the low one; ``None``: as long as it takes.
 
         Raises:
             TypeError: ``message`` is neither ``str`` nor bytes-like.
@@ -261,11 +241,9 @@ class Outbox:
             # A burst: let the batch build up. The hub sends it as soon as
             # it runs (at once if this thread blocks, at worst after one GIL
             # switch interval), or this thread does at WRITER_FLUSH_SIZE.
-            # Without sendmsg (TLS) only small messages batch:
-            # one buffer, so one record per send instead of one per
-            # message, where larger ones would be joined.
-            # The flush is asked for before the message is queued, so an
-            # interrupt in between costs a useless flush, never a stuck one.
+            # Without sendmsg (TLS) only small messages batch: one buffer,
+            # one record. The flush is asked for before the message is queued,
+            # so an interrupt in between costs a useless flush, never a stuck one.
             self._sender.schedule_flush()
             out += parts
             self._out_bytes += total
@@ -322,8 +300,7 @@ class Outbox:
                 batch += header
                 batch += payload
                 continue
-            # Large payloads go to sendmsg beside their header, uncopied
-            # unless the caller could still change them.
+            # Large payloads go to sendmsg beside their header, copied only if mutable.
             if batch:
                 items.append(batch)
                 total += len(batch)
@@ -357,27 +334,17 @@ class Outbox:
     # --------------------------------------------------- for the channel
 
     def flush(self) -> OSError | None:
-        """Send what the kernel takes now, for the hub (``lock`` held by the caller).
-
-        Returns:
-            The error the socket raised, if any: the channel then ends.
-        """
+        """The hub's flush (``lock`` held): send what the kernel takes; the error, if any."""
         return self._sender.flush(self)
 
     def send_now(self) -> OSError | None:
-        """Send what the kernel takes now (``lock`` held by the caller), on the hub thread.
-
-        Returns:
-            The error the socket raised, if any: the channel then ends.
-        """
+        """Send what the kernel takes now (hub thread, ``lock`` held); the error, if any."""
         return self._sender.send_now(self)
 
     def wake_writers(self) -> None:
-        """Wake every writer waiting at the high-water mark (``lock`` held).
+        """Wake every writer waiting to queue (``lock`` held), once :attr:`closing` is set.
 
-        The sender calls it once the queue is below its low-water mark; the
-        channel, once :attr:`closing` is set: they then give up, as their
-        messages were not written before it.
+        They give up, as their messages were not written before it.
         """
         self._flow.wake()
 
@@ -387,20 +354,16 @@ class Outbox:
         For the end of the channel, which closes the socket and sets
         :attr:`closing` in the same locked stretch.
         """
-        self._out.clear()
-        self._sender.forget()
+        self._sender.discard()
         self._out_bytes = 0
         self._flow.wake()
 
     def hold(self) -> None:
         """Queue every write, and send none, until :meth:`release` (before any write)."""
-        self._out.append(_HOLD)
         self._sender.hold()
 
     def release(self) -> None:
         """Let held writes go; the caller flushes them next (``lock`` held)."""
-        if self._out and self._out[0] is _HOLD:
-            self._out.popleft()
         self._sender.release()
 
     def disown(self) -> None:
@@ -411,8 +374,7 @@ class Outbox:
         """
         self.lock = Lock()
         self._flow.reset(self.lock)
-        self._out.clear()
-        self._sender.forget()
+        self._sender.discard()
         self._out_bytes = 0
         self._sending = False
         self.closing = True

@@ -50,6 +50,13 @@ MAX_IOVECS = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1
 JOIN_SIZE = 256 * 1024
 
 
+#: Parked at the head of the queue by :meth:`Sender.hold`. ``Outbox.send``
+#: queues a message whenever the queue is not empty, so an empty marker
+#: there holds every write back without costing the plain path a check. It
+#: is removed (by identity) by :meth:`Sender.release`.
+_HOLD = memoryview(bytearray())
+
+
 def _never() -> bool:
     return False
 
@@ -279,14 +286,18 @@ class Sender:
         if flow.waiters and box._out_bytes <= flow.low_water:
             flow.wake()
 
-    def forget(self) -> None:
-        """Drop the record of what was sent, with the queue it counted."""
+    def discard(self) -> None:
+        """Drop everything queued, and the record of what of it was sent."""
+        self._out.clear()
         self._record.clear()
 
     def hold(self) -> None:
-        """Send nothing until :meth:`release`."""
+        """Hold every write in the queue, and send none, until :meth:`release`."""
+        self._out.append(_HOLD)
         self.may_send = _never
 
     def release(self) -> None:
-        """Send again, as the rules allow."""
+        """Let held writes go, and send again as the rules allow."""
+        if self._out and self._out[0] is _HOLD:
+            self._out.popleft()
         self.may_send = self._rules.may_send
