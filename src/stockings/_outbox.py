@@ -1,64 +1,44 @@
-"""A channel's outbound side: its queue, sending from writers' threads, the hub's flush.
+"""A channel's outbound side: its queue, and the writers that add to it.
 
 ``send`` encodes a message and either hands it straight to the socket, when
 nothing is queued ahead of it and the last send was not a moment ago, or
 appends it to the outbound queue (small messages into one batch buffer at
 its tail). A writer sends the queue itself every ``WRITER_FLUSH_SIZE``
-bytes; otherwise the hub thread flushes it (the channel's ``_flush_from_hub``
-calls :meth:`Outbox.flush`). Either way ``_send_queued`` hands it to the
-kernel in as few ``sendmsg`` calls as it allows. Everything here runs under
-:attr:`Outbox.lock`, which also guards every use of the socket for sending.
+bytes; otherwise the hub thread flushes it. Either way the outbox's
+:class:`~stockings._sender.Sender` hands it to the kernel; a writer over
+the high-water mark waits in its :class:`~stockings._write_flow.WriteFlow`.
+Everything here runs under :attr:`Outbox.lock`, which also guards every
+use of the socket for sending.
 
 The :class:`Outbox` is one part of a :class:`~stockings._channel.Channel`,
-which makes it and drives it: it starts it flushing on the hub thread,
-tells it when no more writes are taken (:attr:`Outbox.closing`, set under
-the lock) and drops its queue when the channel ends. The outbox asks the
-channel for three things only (:class:`OutboxOwner`): a flush on the hub
-thread, an end when a send fails, and the error a refused write raises.
-It holds the channel weakly, so that the two make no reference cycle and
-a channel nobody holds is freed at once, not by the cyclic collector.
-How it may use the socket (``sendmsg`` or not, which exceptions mean "the
-kernel is full", whether this thread may send now) is its transport's
-:class:`~stockings._transport.SendRules`, so the plain path knows nothing of TLS.
+which makes it and drives it: it has it flush on the hub thread, tells it
+when no more writes are taken (:attr:`Outbox.closing`, set under the lock)
+and drops its queue when the channel ends. The outbox and its sender ask
+the channel for three things (:class:`OutboxOwner`) and hold it weakly.
 """
 
 from __future__ import annotations
 
-import math
-import os
 import socket
-import time
 import weakref
-from _thread import LockType
 from collections import deque
-from collections.abc import Callable, Iterable
-from itertools import islice
+from collections.abc import Iterable
 from threading import Lock
-from typing import Any, Protocol
+from time import perf_counter
+from typing import Protocol
 
 from ._buffers import Batch
 from ._common import LARGE_PAYLOAD
 from ._encoding import _SHORT_HEADERS_BYTES, BytesLike, encode_header, payload_of
-from ._errors import ConnectionClosed, EndReason, MessageTooLarge, WriteTimeout, end_reason_for
+from ._errors import ConnectionClosed, EndReason, MessageTooLarge
 from ._hub import Hub
 from ._options import ChannelOptions
-from ._sync import LazyCondition
+from ._sender import Sender
 from ._transport import PLAIN_RULES, SendRules
+from ._write_flow import WriteFlow
 
-__all__ = [
-    "BURST_GAP",
-    "JOIN_SIZE",
-    "MAX_IOVECS",
-    "WRITER_FLUSH_SIZE",
-    "_BYTES_HEADERS",
-    "Outbox",
-    "OutboxOwner",
-]
+__all__ = ["BURST_GAP", "WRITER_FLUSH_SIZE", "_BYTES_HEADERS", "Outbox", "OutboxOwner"]
 
-#: The most buffers one ``sendmsg`` call is given.
-MAX_IOVECS = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
-#: Without ``sendmsg`` small buffers are joined into one send of about this size.
-JOIN_SIZE = 256 * 1024
 #: A write this soon (seconds) after the last send is part of a burst: it is
 #: queued rather than sent, so that a burst costs one ``sendmsg`` per batch
 #: instead of one ``send`` per message. A request/response exchange writes
@@ -66,22 +46,11 @@ JOIN_SIZE = 256 * 1024
 BURST_GAP = 5e-6
 #: Once a burst has queued this many bytes, the writer sends them itself.
 WRITER_FLUSH_SIZE = 64 * 1024
-_clock = time.perf_counter
 
 # Ready-made headers for the commonest writes: small bytes payloads.
 _BYTES_HEADERS = [encode_header(length, False) for length in range(1024)]
 # And what each such message takes on the wire, header included.
 _BYTES_FRAMED = [len(header) + length for length, header in enumerate(_BYTES_HEADERS)]
-
-#: Parked at the head of the queue by :meth:`Outbox.hold`. ``send`` queues a
-#: message whenever the queue is not empty, so an empty marker there holds
-#: every write back without costing the plain path a check. It is removed
-#: (by identity) by :meth:`Outbox.release`.
-_HOLD = memoryview(bytearray())
-
-
-def _never() -> bool:
-    return False
 
 
 class OutboxOwner(Protocol):
@@ -98,7 +67,7 @@ class OutboxOwner(Protocol):
 
 
 class Outbox:
-    """The outbound queue of one channel, and everything that sends from it.
+    """The outbound queue of one channel, and the writers' side of it.
 
     Args:
         sock: the channel's non-blocking socket.
@@ -109,20 +78,15 @@ class Outbox:
     """
 
     __slots__ = (
-        "_drain_waiters",
-        "_drained",
-        "_flush_scheduled",
+        "_flow",
         "_last_send",
-        "_may_send",
         "_out",
         "_out_bytes",
         "_owner",
-        "_rules",
+        "_sender",
         "_sending",
-        "_sent_record",
         "_small_limit",
         "_use_sendmsg",
-        "_would_block",
         "_write_high_water",
         "bytes_sent",
         "closing",
@@ -130,7 +94,6 @@ class Outbox:
         "lock",
         "messages_sent",
         "options",
-        "sock",
     )
 
     def __init__(
@@ -141,35 +104,28 @@ class Outbox:
         owner: OutboxOwner,
         rules: SendRules = PLAIN_RULES,
     ) -> None:
-        self.sock = sock
         self.hub = hub
         self.options = options
         #: Guards the queue, its counts and every use of the socket for
         #: sending (a TLS channel takes it for every use of its TLS object).
         self.lock = Lock()
-        self._drained = LazyCondition(self.lock)
+        #: The writers waiting for the queue to drain.
+        self._flow = WriteFlow(self.lock, options.write_low_water)
         self._out: deque[BytesLike] = deque()
         self._out_bytes = 0
-        # What the kernel took from the queue, recorded with the send itself
-        # and not yet taken off it (see ``_send_queued``; ``lock``).
-        self._sent_record: list[int] = []
         # True while a thread sends from the queue (``lock`` held); the
         # lock-free path of ``send`` then leaves the queue alone.
         self._sending = False
-        self._drain_waiters = 0
-        self._flush_scheduled = False
         limit = options.max_message_size
         # Payloads shorter than this may take send's fast path.
         cached = len(_BYTES_HEADERS)
         self._small_limit = cached if limit is None else min(cached, limit + 1)
         self._write_high_water = options.write_high_water
-        # When this outbox last handed bytes to the kernel from a writer's
-        # thread (``lock``); see BURST_GAP.
+        # A writer's thread's last send to the kernel (``lock``); see BURST_GAP.
         self._last_send = float("-inf")
-        self._rules = rules
-        self._use_sendmsg = rules.use_sendmsg and hasattr(sock, "sendmsg")
-        self._would_block = rules.would_block
-        self._may_send = rules.may_send
+        #: Hands the head of the queue to the kernel (``lock``).
+        self._sender = Sender(sock, hub, self._out, rules, self._flow, owner)
+        self._use_sendmsg = self._sender.use_sendmsg
         #: Messages accepted and bytes of the message stream (headers
         #: included) the kernel took, for anyone to read at any time; each
         #: changed in the same step as the queue.
@@ -191,9 +147,8 @@ class Outbox:
 
         Args:
             message: ``str`` or bytes-like.
-            timeout: how long to wait for the outbound queue to drain below
-                its low-water mark when it is above the high-water mark;
-                ``None`` waits as long as it takes.
+            timeout: how long to wait, over the high-water mark, for the queue
+                to drain below the low one; ``None``: as long as it takes.
 
         Raises:
             TypeError: ``message`` is neither ``str`` nor bytes-like.
@@ -208,7 +163,7 @@ class Outbox:
             # other thread and no signal handler runs in between (CPython
             # switches threads and runs handlers only at calls, function
             # starts and loop jumps): the append is atomic, and it never
-            # meets a send or a settle half done (``_send_queued`` sets
+            # meets a send or a settle half done (``Sender.send`` sets
             # ``_sending``). Anything else takes the general path below.
             out = self._out
             if (
@@ -249,21 +204,14 @@ class Outbox:
                 payload = bytes(payload)
             parts = [header, payload]
         total = len(header) + length
-        mark = self.options.write_high_water
-        deadline = -1.0
-        while True:
-            with self.lock:
-                if self.closing:
-                    raise self._closed_error()
-                if self._out_bytes <= mark or self.hub.in_hub_thread():
-                    self._enqueue(parts, total)
-                    return
-                # Over the high-water mark: wait until below the low one.
-                mark = self.options.write_low_water
-                if deadline < 0:
-                    deadline = math.inf if timeout is None else time.monotonic() + timeout
-                waiter = self._drain_waiter(deadline, timeout)
-            self._wait_outside(waiter, deadline)
+        with self.lock:
+            if self.closing:
+                raise self._closed_error()
+            if self._out_bytes <= self._write_high_water or self.hub.in_hub_thread():
+                self._enqueue(parts, total)
+                return
+        # Over the high-water mark: wait until below the low one.
+        self._flow.wait_to_queue(self, self._enqueue, (parts, total), timeout)
 
     def _enqueue(self, parts: list[BytesLike], total: int) -> None:
         """Queue a message's parts, or send them at once (``lock`` held).
@@ -289,16 +237,14 @@ class Outbox:
                 self._flush_by_writer()
             return
         batches = self._use_sendmsg or total < self._small_limit
-        if batches and _clock() - self._last_send < BURST_GAP:
+        if batches and perf_counter() - self._last_send < BURST_GAP:
             # A burst: let the batch build up. The hub sends it as soon as
             # it runs (at once if this thread blocks, at worst after one GIL
             # switch interval), or this thread does at WRITER_FLUSH_SIZE.
-            # Without sendmsg (TLS) only small messages batch:
-            # one buffer, so one record per send instead of one per
-            # message, where larger ones would be joined.
-            # The flush is asked for before the message is queued, so an
-            # interrupt in between costs a useless flush, never a stuck one.
-            self._schedule_flush()
+            # Without sendmsg (TLS) only small messages batch: one buffer,
+            # one record. The flush is asked for before the message is queued,
+            # so an interrupt in between costs a useless flush, never a stuck one.
+            self._sender.schedule_flush()
             out += parts
             self._out_bytes += total
             self.messages_sent += 1
@@ -306,85 +252,11 @@ class Outbox:
         out += parts
         self._out_bytes += total
         self.messages_sent += 1
-        self._send_from_writer()
-
-    def _schedule_flush(self) -> None:
-        """Have the hub flush the queue (``lock`` held).
-
-        The call is posted before the flag is set: an interrupt between the
-        two leaves one flush too many, which costs nothing.
-        """
-        if not self._flush_scheduled:
-            self.hub.call_soon(self._flush_owner)
-            self._flush_scheduled = True
-
-    def _drain_waiter(self, deadline: float, timeout: float | None) -> LockType:
-        """Register a writer waiting for the queue to drain (``lock`` held)."""
-        if deadline - time.monotonic() <= 0:
-            raise WriteTimeout(
-                f"outbound queue still held {self._out_bytes} bytes after {timeout} s"
-            )
-        waiter = self._drained.register()
-        self._drain_waiters += 1
-        return waiter
-
-    def _wait_outside(self, waiter: LockType, deadline: float) -> None:
-        """Wait on a drain waiter with no lock held; then unregister it.
-
-        Waiting outside ``lock`` means an interrupted wait has no lock
-        to take back, so it cannot leave one held or released twice.
-        """
-        try:
-            if deadline == math.inf:
-                waiter.acquire()
-            else:
-                waiter.acquire(True, max(0.0, deadline - time.monotonic()))
-        finally:
-            with self.lock:
-                self._drained.forget(waiter)
-                self._drain_waiters -= 1
-
-    def _lost_while_writing(self, exc: OSError) -> ConnectionClosed:
-        """A send from a writer's thread failed (``lock`` held).
-
-        The channel ends on the hub thread, which owns the selector; the
-        writer gets the error to raise.
-        """
-        self.closing = True
-        reason = end_reason_for(exc)
-        owner = self._owner()
-        if owner is not None:
-            owner.end_soon(reason, exc)
-        return ConnectionClosed(f"connection lost while writing: {exc}", reason)
+        self._sender.from_writer(self)
 
     def _flush_by_writer(self) -> None:
         """Send a burst's batch from the writer's thread (``lock`` held)."""
-        self._send_from_writer()
-
-    def _send_from_writer(self) -> None:
-        """Send what is queued from a writer's thread (``lock`` held).
-
-        What the kernel does not take now, the hub sends when it can.
-        """
-        try:
-            self._send_queued()
-        except OSError as exc:
-            raise self._lost_while_writing(exc) from exc
-        except BaseException:
-            # Interrupted: what is queued stays queued; the hub sends it.
-            if self._out:
-                self._schedule_flush()
-            raise
-        self._last_send = _clock()
-        if self._out:
-            # The kernel is full: the hub sends the rest when it can.
-            self._schedule_flush()
-
-    def _flush_owner(self) -> None:
-        """The flush ``_schedule_flush`` posts: the channel's, if it is still about."""
-        owner = self._owner()
-        if owner is not None:
-            owner._flush_from_hub()
+        self._sender.from_writer(self)
 
     def _closed_error(self) -> ConnectionClosed:
         owner = self._owner()
@@ -428,8 +300,7 @@ class Outbox:
                 batch += header
                 batch += payload
                 continue
-            # Large payloads go to sendmsg beside their header, uncopied
-            # unless the caller could still change them.
+            # Large payloads go to sendmsg beside their header, copied only if mutable.
             if batch:
                 items.append(batch)
                 total += len(batch)
@@ -441,157 +312,41 @@ class Outbox:
             total += len(batch)
         if not items:
             return
-        mark = self.options.write_high_water
-        deadline = -1.0
-        while True:
-            with self.lock:
-                if self.closing:
-                    raise self._closed_error()
-                if self._out_bytes <= mark or self.hub.in_hub_thread():
-                    if not self._use_sendmsg:
-                        self._schedule_flush()
-                    # The whole batch and its count in one step (see ``_enqueue``).
-                    self._out += items
-                    self._out_bytes += total
-                    self.messages_sent += count
-                    if self._use_sendmsg:
-                        self._flush_by_writer()
-                    return
-                mark = self.options.write_low_water
-                if deadline < 0:
-                    deadline = math.inf if timeout is None else time.monotonic() + timeout
-                waiter = self._drain_waiter(deadline, timeout)
-            self._wait_outside(waiter, deadline)
-
-    # ------------------------------------------------------------ sending
-
-    def _send_queued(self) -> None:
-        """Send from the queue until it is empty or the kernel is full (``lock`` held).
-
-        What the kernel took is recorded by ``list.extend`` inside the same
-        C call as the send (``map`` over one argument), before any signal
-        handler can run; :meth:`_settle` then takes it off the queue. An
-        exception between the two leaves the count in ``_sent_record``,
-        settled by the next call here: never a byte sent twice or skipped.
-        """
-        if self._may_send is not None and not self._may_send():
-            return
-        # The lock-free path of ``send`` keeps off the queue meanwhile: the
-        # kernel may be reading the tail batch, and a settle changes the
-        # head and the count in steps.
-        self._sending = True
-        try:
-            self._send_queued_locked()
-        finally:
-            self._sending = False
-
-    def _send_queued_locked(self) -> None:
-        out = self._out
-        record = self._sent_record
-        if record:
-            self._settle()
-        sock = self.sock
-        call: Callable[..., int]
-        arguments: tuple[Any, ...]
-        while out:
-            if len(out) == 1:
-                attempted = len(out[0])
-                call, arguments = sock.send, (out[0],)
-            elif self._use_sendmsg:
-                buffers = list(islice(out, MAX_IOVECS))
-                attempted = sum(map(len, buffers))
-                call, arguments = sock.sendmsg, (buffers,)
-            else:
-                joined = self._join_head()
-                attempted = len(joined)
-                call, arguments = sock.send, (joined,)
-            try:
-                record.extend(map(call, arguments))  # type: ignore[arg-type]
-            except self._would_block:
+        with self.lock:
+            if self.closing:
+                raise self._closed_error()
+            if self._out_bytes <= self._write_high_water or self.hub.in_hub_thread():
+                self._enqueue_many(items, total, count)
                 return
-            sent = record[0]
-            self._settle()
-            if sent < attempted:
-                return
+        self._flow.wait_to_queue(self, self._enqueue_many, (items, total, count), timeout)
 
-    def _join_head(self) -> bytes:
-        """The first queued buffers joined, up to about ``JOIN_SIZE`` (the queue is left as is)."""
-        parts: list[BytesLike] = []
-        size = 0
-        for part in self._out:
-            parts.append(part)
-            size += len(part)
-            if size >= JOIN_SIZE:
-                break
-        return b"".join(parts)
-
-    def _settle(self) -> None:
-        """Take what the kernel accepted (``_sent_record``) off the queue (``lock`` held).
-
-        Each step changes the queue, the byte count and the record together
-        in one stretch of bytecode without a call, so an interrupt between
-        steps leaves them in step, and the next call carries on.
-        """
-        record = self._sent_record
-        out = self._out
-        while record:
-            sent = record[0]
-            if not sent:
-                del record[0]
-                continue
-            head = out[0]
-            size = len(head)
-            if sent >= size:
-                del out[0]
-                self._out_bytes -= size
-                self.bytes_sent += size
-                if sent == size:
-                    del record[0]
-                else:
-                    record[0] = sent - size
-            else:
-                rest = memoryview(head)[sent:]
-                out[0] = rest
-                self._out_bytes -= sent
-                self.bytes_sent += sent
-                del record[0]
-        if self._drain_waiters and self._out_bytes <= self.options.write_low_water:
-            self._drained.notify_all()
+    def _enqueue_many(self, items: list[BytesLike], total: int, count: int) -> None:
+        """Queue a batch of ``count`` messages, and send it at once (``lock`` held)."""
+        if not self._use_sendmsg:
+            self._sender.schedule_flush()
+        # The whole batch and its count in one step (see ``_enqueue``).
+        self._out += items
+        self._out_bytes += total
+        self.messages_sent += count
+        if self._use_sendmsg:
+            self._flush_by_writer()
 
     # --------------------------------------------------- for the channel
 
     def flush(self) -> OSError | None:
-        """Send what the kernel takes now, for the hub (``lock`` held by the caller).
-
-        Returns:
-            The error the socket raised, if any: the channel then ends.
-        """
-        self._flush_scheduled = False
-        try:
-            self._send_queued()
-        except OSError as exc:
-            return exc
-        return None
+        """The hub's flush (``lock`` held): send what the kernel takes; the error, if any."""
+        return self._sender.flush(self)
 
     def send_now(self) -> OSError | None:
-        """Send what the kernel takes now (``lock`` held by the caller), on the hub thread.
-
-        Returns:
-            The error the socket raised, if any: the channel then ends.
-        """
-        try:
-            self._send_queued()
-        except OSError as exc:
-            return exc
-        return None
+        """Send what the kernel takes now (hub thread, ``lock`` held); the error, if any."""
+        return self._sender.send_now(self)
 
     def wake_writers(self) -> None:
-        """Wake every writer waiting at the high-water mark (``lock`` held).
+        """Wake every writer waiting to queue (``lock`` held), once :attr:`closing` is set.
 
-        Called once :attr:`closing` is set: they give up, as their
-        messages were not written before it.
+        They give up, as their messages were not written before it.
         """
-        self._drained.notify_all()
+        self._flow.wake()
 
     def discard(self) -> None:
         """Drop everything queued and wake every waiting writer (``lock`` held).
@@ -599,21 +354,17 @@ class Outbox:
         For the end of the channel, which closes the socket and sets
         :attr:`closing` in the same locked stretch.
         """
-        self._out.clear()
-        self._sent_record.clear()
+        self._sender.discard()
         self._out_bytes = 0
-        self._drained.notify_all()
+        self._flow.wake()
 
     def hold(self) -> None:
         """Queue every write, and send none, until :meth:`release` (before any write)."""
-        self._out.append(_HOLD)
-        self._may_send = _never
+        self._sender.hold()
 
     def release(self) -> None:
         """Let held writes go; the caller flushes them next (``lock`` held)."""
-        if self._out and self._out[0] is _HOLD:
-            self._out.popleft()
-        self._may_send = self._rules.may_send
+        self._sender.release()
 
     def disown(self) -> None:
         """Start afresh in a forked child: new lock, nothing queued, closing.
@@ -622,11 +373,9 @@ class Outbox:
         belongs to the parent's connection.
         """
         self.lock = Lock()
-        self._drained = LazyCondition(self.lock)
-        self._out.clear()
-        self._sent_record.clear()
+        self._flow.reset(self.lock)
+        self._sender.discard()
         self._out_bytes = 0
-        self._drain_waiters = 0
         self._sending = False
         self.closing = True
 

@@ -164,7 +164,7 @@ def test_close_from_another_thread_wakes_a_blocked_read_and_write(
 
         writer, write_outcome = in_thread(write_until_blocked)
         channel = stocking._channel
-        wait_until(lambda: channel.outbox._drain_waiters == 1)
+        wait_until(lambda: channel.outbox._flow.waiters == 1)
         wait_until(lambda: channel.inbox._waiting.count == 1)
         # close() itself cannot flush to a peer that never reads: it times out,
         # but the blocked calls must not wait for that.

@@ -120,7 +120,7 @@ def test_writer_blocks_at_the_mark_until_the_reader_catches_up(
     thread = threading.Thread(daemon=True, target=produce)
     thread.start()
     # The producer gets stuck well before the end: nobody reads.
-    wait_until(lambda: writer._channel.outbox._drain_waiters == 1)
+    wait_until(lambda: writer._channel.outbox._flow.waiters == 1)
     stuck_at = progress[0]
     assert thread.is_alive()
     assert stuck_at < count
@@ -153,7 +153,7 @@ def test_a_writer_blocked_at_the_mark_is_told_how_the_stocking_ended(
 
     thread = threading.Thread(daemon=True, target=produce)
     thread.start()
-    wait_until(lambda: writer._channel.outbox._drain_waiters == 1)
+    wait_until(lambda: writer._channel.outbox._flow.waiters == 1)
     if how == "abort":
         writer.abort()
     else:
