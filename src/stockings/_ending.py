@@ -26,8 +26,6 @@ is being ended stays alive until it has ended.
 from __future__ import annotations
 
 import functools
-import socket
-import struct
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -36,16 +34,13 @@ from ._common import _report
 from ._errors import EndReason
 from ._hub import Timer
 from ._log import log_connection_end
+from ._sockopts import reset_on_close
 from ._transport import CLOSE_DRAIN_ROUNDS
 
 if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
     from ._channel import Channel
 
 __all__ = ["Closer"]
-
-#: ``SO_LINGER`` on, zero seconds: ``close()`` sends RST.
-_LINGER_RESET = struct.pack("ii", 1, 0)
-_TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 
 class Closer:
@@ -304,13 +299,8 @@ class Closer:
         sock = channel.sock
         with outbox.lock:
             outbox.closing = True
-            if lifecycle.should_reset(outbox.pending) and sock.family in _TCP_FAMILIES:
-                # Reset rather than FIN: the peer must not mistake a stream
-                # cut short (perhaps inside a message) for a clean close.
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-                except OSError:
-                    pass
+            if lifecycle.should_reset(outbox.pending):
+                reset_on_close(sock)
             sock.close()
             outbox.discard()
         inbox = channel.inbox

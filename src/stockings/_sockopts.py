@@ -9,13 +9,22 @@ be made.
 from __future__ import annotations
 
 import socket
+import struct
 
-from ._channel import _live_channels
 from ._hub import Hub
 
-__all__ = ["check_fd_limit", "discard_socket", "prepare_socket", "set_keepalive"]
+__all__ = [
+    "check_fd_limit",
+    "discard_socket",
+    "prepare_socket",
+    "reset_on_close",
+    "set_keepalive",
+    "set_nodelay",
+]
 
 _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+#: ``SO_LINGER`` on, zero seconds: closing the socket sends RST.
+_LINGER_RESET = struct.pack("ii", 1, 0)
 
 
 def prepare_socket(
@@ -34,13 +43,32 @@ def prepare_socket(
         ValueError: as :func:`check_fd_limit` and :func:`set_keepalive` do.
     """
     check_fd_limit(sock, hub, what)
-    if nodelay and sock.family in _TCP_FAMILIES:
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
+    if nodelay:
+        set_nodelay(sock, True)
     if keepalive is not None and keepalive is not False:
         set_keepalive(sock, keepalive)
+
+
+def set_nodelay(sock: socket.socket, on: bool) -> None:
+    """Set ``TCP_NODELAY`` on a TCP socket, or clear it; other sockets are left alone."""
+    if sock.family in _TCP_FAMILIES:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1 if on else 0)
+        except OSError:
+            pass
+
+
+def reset_on_close(sock: socket.socket) -> None:
+    """Make closing ``sock`` (TCP only) reset the connection rather than end it cleanly.
+
+    So that the peer cannot mistake a stream cut short, perhaps inside a
+    message, for a clean end.
+    """
+    if sock.family in _TCP_FAMILIES:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        except OSError:
+            pass
 
 
 def discard_socket(sock: socket.socket) -> None:
@@ -51,6 +79,9 @@ def discard_socket(sock: socket.socket) -> None:
     channel, so the hub never watches a descriptor closed under it.
     Otherwise the socket is simply closed.
     """
+    # Imported here: the channel's own modules use this one.
+    from ._channel import _live_channels
+
     for channel in list(_live_channels):
         if channel.sock is sock:
             channel.close(flush=False)

@@ -32,8 +32,6 @@ buffer once ``buffer_updated`` returns.
 from __future__ import annotations
 
 import asyncio
-import socket
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -42,6 +40,7 @@ from typing import Any, cast
 from .._errors import EndReason
 from .._options import ChannelOptions
 from .._protocol import Protocol, State
+from .._sockopts import reset_on_close
 
 __all__ = ["FLUSH_SIZE", "MAX_HOLD", "Connection"]
 
@@ -53,8 +52,6 @@ FLUSH_SIZE = 64 * 1024
 #: The longest (seconds) a write waits for the end of its loop's turn.
 MAX_HOLD = 1e-3
 _clock = time.perf_counter
-#: ``SO_LINGER`` on, zero seconds: closing sends RST.
-_LINGER_RESET = struct.pack("ii", 1, 0)
 
 
 class Connection(asyncio.BufferedProtocol):
@@ -337,11 +334,8 @@ class Connection(asyncio.BufferedProtocol):
             self._idle_handle = None
         if self.protocol.should_reset:
             sock = transport.get_extra_info("socket")
-            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-                except OSError:
-                    pass
+            if sock is not None:
+                reset_on_close(sock)
             transport.abort()
         elif self.protocol.end_reason is EndReason.CLOSED or self.protocol.peer_eof:
             transport.close()

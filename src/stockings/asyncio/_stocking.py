@@ -14,7 +14,6 @@ has queued all of its message, and it will be sent.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
@@ -23,7 +22,7 @@ from .._errors import ConnectionClosed, EndReason, HandshakeFailed
 from .._framing import DEFAULT_MAX_MESSAGE_SIZE, Message
 from .._options import ChannelOptions
 from .._protocol import State
-from .._sockopts import set_keepalive
+from .._sockopts import set_keepalive, set_nodelay
 from .._stocking import DEFAULT_CLOSE_TIMEOUT, DEFAULT_READ_HIGH_WATER, DEFAULT_WRITE_HIGH_WATER
 from ._connection import Connection
 
@@ -94,8 +93,7 @@ class Stocking:
         self.addr = connection.extra("peername")
         sock = connection.extra("socket")
         if sock is not None:
-            if sock.family in (socket.AF_INET, socket.AF_INET6):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1 if self.nodelay else 0)
+            set_nodelay(sock, self.nodelay)
             if self.keepalive is not None and self.keepalive is not False:
                 set_keepalive(sock, self.keepalive)
 
