@@ -25,7 +25,7 @@ __all__ = [
 #: Payloads this large are sent without copying them into the header's buffer
 #: and received into a buffer of their own.
 LARGE_PAYLOAD = 64 * 1024
-# Where the selector's interest in a socket stands (``_interest_lock``).
+# Where the selector's interest in a socket stands (``Interest.state``, under its lock).
 _UNREGISTERED, _LIVE, _RELEASED = 0, 1, 2
 # What one receive achieved (see ``Receiver.receive``).
 _STOPPED, _NOTHING, _PARTIAL, _DELIVERED = -1, 0, 1, 2
