@@ -123,6 +123,7 @@ class Channel:
         self.direct = DirectReader(sock, self.interest, options.read_spin, self)
         if self._reads_directly:
             inbox.direct = self.direct
+        inbox.before_wait = self.outbox.send_held
         self._started = False
         # How the channel ends is decided by its lifecycle; the channel
         # performs the I/O. ``close()`` records its requests there with plain

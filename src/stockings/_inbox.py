@@ -57,6 +57,7 @@ class Inbox:
         "_consumed",
         "_delivered",
         "_waiting",
+        "before_wait",
         "deliveries",
         "direct",
         "ended",
@@ -84,6 +85,9 @@ class Inbox:
         self.options = options
         #: Asked to receive for a waiting reader; ``None``: never.
         self.direct = direct
+        #: Called when a read is about to wait: the outbox's ``send_held``,
+        #: so that a request held in a burst goes out before its answer is awaited.
+        self.before_wait: Callable[[], None] | None = None
         #: Guards the channel's end state, the readiness (``fileno()`` and
         #: watchers) and waiting for a message; a reader with a message
         #: waiting pops without it.
@@ -179,6 +183,9 @@ class Inbox:
             if deadline < 0:
                 deadline = math.inf if timeout is None else time.monotonic() + timeout
                 direct = self.direct is not None
+                before_wait = self.before_wait
+                if before_wait is not None:
+                    before_wait()
             wait = self._waiting.wait_once(self, timeout == 0, deadline, direct)
             if wait == GIVE_UP:
                 return None

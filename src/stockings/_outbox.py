@@ -196,24 +196,19 @@ class Outbox:
         limit = self.options.max_message_size
         if limit is not None and length > limit:
             raise MessageTooLarge(length, limit)
-        if length < LARGE_PAYLOAD:
-            parts: list[BytesLike] = [Batch(header + payload)]
-        else:
-            if not isinstance(payload, bytes):
-                # The caller may change a mutable buffer once write returns.
-                payload = bytes(payload)
-            parts = [header, payload]
-        total = len(header) + length
+        if length >= LARGE_PAYLOAD and not isinstance(payload, bytes):
+            # The caller may change a mutable buffer once write returns.
+            payload = bytes(payload)
         with self.lock:
             if self.closing:
                 raise self._closed_error()
             if self._out_bytes <= self._write_high_water or self.hub.in_hub_thread():
-                self._enqueue(parts, total)
+                self._enqueue(header, payload)
                 return
         # Over the high-water mark: wait until below the low one.
-        self._flow.wait_to_queue(self, self._enqueue, (parts, total), timeout)
+        self._flow.wait_to_queue(self, self._enqueue, (header, payload), timeout)
 
-    def _enqueue(self, parts: list[BytesLike], total: int) -> None:
+    def _enqueue(self, header: bytes, payload: BytesLike) -> None:
         """Queue a message's parts, or send them at once (``lock`` held).
 
         Every change to the queue goes with its byte count in one stretch
@@ -222,29 +217,40 @@ class Outbox:
         between the two.
         """
         out = self._out
+        length = len(payload)
+        total = len(header) + length
+        small = length < LARGE_PAYLOAD
         # Keep this test on the queue itself: ``hold`` parks an empty
         # marker in it to hold writes back (a TLS handshake).
         if out:
-            if len(parts) == 1 and type(tail := out[-1]) is Batch:
-                # Small messages join the batch at the tail: no object
-                # per message, and one buffer for the kernel.
-                tail += parts[0]
+            if small and type(tail := out[-1]) is Batch:
+                # Small messages join the batch at the tail: no object per
+                # message, one copy, and one buffer for the kernel. No call
+                # between the two appends: no interrupt lands between them.
+                tail += header
+                tail += payload
             else:
-                out += parts
+                out += _parts(header, payload, small)
             self._out_bytes += total
             self.messages_sent += 1
             if self._out_bytes >= WRITER_FLUSH_SIZE and self._use_sendmsg:
                 self._flush_by_writer()
             return
+        parts = _parts(header, payload, small)
         batches = self._use_sendmsg or total < self._small_limit
         if batches and perf_counter() - self._last_send < BURST_GAP:
-            # A burst: let the batch build up. The hub sends it as soon as
-            # it runs (at once if this thread blocks, at worst after one GIL
-            # switch interval), or this thread does at WRITER_FLUSH_SIZE.
-            # Without sendmsg (TLS) only small messages batch: one buffer,
-            # one record. The flush is asked for before the message is queued,
-            # so an interrupt in between costs a useless flush, never a stuck one.
-            self._sender.schedule_flush()
+            # A burst: let the batch build up. This thread sends it at
+            # WRITER_FLUSH_SIZE, or before it waits to read (``send_held``);
+            # the hub sends what is left after BURST_HOLD. Without sendmsg
+            # (TLS) only small messages batch, one buffer, one record, and
+            # the hub sends them as soon as it runs (on the main thread it
+            # sends every TLS write). The flush is asked for before the
+            # message is queued, so an interrupt in between costs a useless
+            # flush, never a stuck one.
+            if self._use_sendmsg:
+                self._sender.flush_after_hold()
+            else:
+                self._sender.schedule_flush()
             out += parts
             self._out_bytes += total
             self.messages_sent += 1
@@ -333,6 +339,21 @@ class Outbox:
 
     # --------------------------------------------------- for the channel
 
+    def send_held(self) -> None:
+        """Send a burst's batch now, not after ``BURST_HOLD``: a thread is about to wait to read.
+
+        A request written in a burst must not wait for the hold while its
+        writer waits for the answer. A failed send ends the channel, which
+        the waiting read then reports.
+        """
+        if self._out and self._sender.batch_held:
+            with self.lock:
+                if self._out and not self.closing:
+                    try:
+                        self._sender.from_writer(self)
+                    except ConnectionClosed:
+                        pass
+
     def flush(self) -> OSError | None:
         """The hub's flush (``lock`` held): send what the kernel takes; the error, if any."""
         return self._sender.flush(self)
@@ -388,3 +409,16 @@ class Outbox:
     def queued_bytes(self) -> int:
         """Bytes written but not yet handed to the kernel."""
         return self._out_bytes
+
+
+def _parts(header: bytes, payload: BytesLike, small: bool) -> list[BytesLike]:
+    """What the queue holds of a message that starts a batch or travels alone.
+
+    A small one is copied, once, into a batch that later ones may join;
+    a large one stays as it is, beside its header (``send`` made it bytes).
+    """
+    if small:
+        batch = Batch(header)
+        batch += payload
+        return [batch]
+    return [header, payload]

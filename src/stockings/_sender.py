@@ -42,12 +42,16 @@ from ._write_flow import WriteFlow
 if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
     from ._outbox import OutboxOwner
 
-__all__ = ["JOIN_SIZE", "MAX_IOVECS", "SendQueue", "Sender"]
+__all__ = ["BURST_HOLD", "JOIN_SIZE", "MAX_IOVECS", "SendQueue", "Sender"]
 
 #: The most buffers one ``sendmsg`` call is given.
 MAX_IOVECS = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
 #: Without ``sendmsg`` small buffers are joined into one send of about this size.
 JOIN_SIZE = 256 * 1024
+#: The longest (seconds) a burst's batch waits for the hub to send it, when
+#: its writer does not fill it, and no thread waits to read meanwhile. The
+#: hub's clock ticks in milliseconds: a shorter hold would be no shorter.
+BURST_HOLD = 1e-3
 
 
 #: Parked at the head of the queue by :meth:`Sender.hold`. ``Outbox.send``
@@ -92,6 +96,7 @@ class Sender:
     __slots__ = (
         "_flow",
         "_flush_scheduled",
+        "_hold_posted",
         "_out",
         "_owner",
         "_record",
@@ -115,6 +120,8 @@ class Sender:
         self.hub = hub
         self._owner: weakref.ref[OutboxOwner] = weakref.ref(owner)
         self._flush_scheduled = False
+        # A flush after BURST_HOLD is posted to the hub (see ``flush_after_hold``).
+        self._hold_posted = False
         self._out = out
         # What the kernel took from the queue, recorded with the send itself
         # and not yet taken off it (see ``send``).
@@ -170,6 +177,28 @@ class Sender:
         if not self._flush_scheduled:
             self.hub.call_soon(self._flush_owner)
             self._flush_scheduled = True
+
+    def flush_after_hold(self) -> None:
+        """Have the hub flush the queue in ``BURST_HOLD``, if nobody sent it by then.
+
+        For a burst: the writer sends its batch itself once it is full, so
+        the hub is not woken for every few messages (each time the two
+        threads trade the GIL), only for what a burst leaves at its end.
+        Posted before the flag is set, as :meth:`schedule_flush` is.
+        """
+        if not self._hold_posted:
+            self.hub.call_later(BURST_HOLD, self._flush_held)
+            self._hold_posted = True
+
+    @property
+    def batch_held(self) -> bool:
+        """Whether a held flush is on its way (see :meth:`flush_after_hold`)."""
+        return self._hold_posted
+
+    def _flush_held(self) -> None:
+        self._hold_posted = False
+        if self._out:
+            self._flush_owner()
 
     def _flush_owner(self) -> None:
         """The flush ``schedule_flush`` posts: the channel's, if it is still about."""

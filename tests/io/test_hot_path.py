@@ -12,7 +12,7 @@ import pytest
 
 import stockings
 from conftest import wait_until
-from stockings import _buffers, _outbox
+from stockings import _buffers, _outbox, _sender
 
 Pair = tuple[socket.socket, socket.socket]
 
@@ -89,6 +89,84 @@ def test_the_tail_of_a_burst_is_flushed_without_further_writes(
         # Far below the writer's flush size: only the hub can have sent these.
         assert [right.read(timeout=10) for _ in range(10)] == [b"%d" % i for i in range(10)]
         wait_until(lambda: left.queued_bytes == 0)
+
+
+@pytest.fixture
+def held(monkeypatch: pytest.MonkeyPatch, bursty: None) -> Iterator[None]:
+    """Bursts, as ``bursty`` makes them, whose hold does not run out within a test."""
+    monkeypatch.setattr(_sender, "BURST_HOLD", 3600.0)
+    yield
+
+
+@pytest.mark.timeout(30)
+def test_a_burst_wakes_the_hub_once_not_every_few_writes(
+    monkeypatch: pytest.MonkeyPatch, make_pair: Callable[[], Pair], held: None, no_leaks: None
+) -> None:
+    a, b = make_pair()
+    with stockings.Stocking(a) as left, stockings.Stocking(b) as right:
+        hub = left._channel.hub
+        writer = threading.get_ident()
+        from_writer: list[object] = []
+        original = hub.call_soon
+
+        def counted(callback: Callable[[], None]) -> None:
+            if threading.get_ident() == writer:
+                from_writer.append(callback)
+            original(callback)
+
+        monkeypatch.setattr(hub, "call_soon", counted)
+        left.write(b"first")  # sent at once; the rest is one burst
+
+        def hub_caught_up() -> None:
+            # The hub runs what was posted so far: a flush asked for now has run.
+            done = threading.Event()
+            original(done.set)
+            assert done.wait(10)
+
+        # About 100 KiB: more than the writer's flush size, less than the
+        # kernel takes, so that no send leaves bytes behind for the hub.
+        for _ in range(100):
+            left.write(b"m" * 1000)
+            hub_caught_up()
+        # The writer sent its full batch itself; the hub was asked once,
+        # for whatever the burst leaves at its end, not each time it had
+        # sent what was queued.
+        assert len(from_writer) <= 1, f"{len(from_writer)} posts to the hub for one burst"
+        monkeypatch.undo()
+        left.close()
+        assert right.read(timeout=10) == b"first"
+        for _ in range(100):
+            assert right.read(timeout=10) == b"m" * 1000
+
+
+@pytest.mark.timeout(30)
+def test_a_read_that_waits_sends_the_held_burst_first(
+    make_pair: Callable[[], Pair], held: None, no_leaks: None
+) -> None:
+    a, b = make_pair()
+    with stockings.Stocking(a) as left, stockings.Stocking(b) as right:
+        # Registered: the hub's first flush, at registration, is behind us.
+        wait_until(lambda: left._channel.interest.events)
+        left.write(b"request, part 1")  # sent at once
+        left.write(b"request, part 2")  # held: the hold outlasts the test
+        assert right.read(timeout=10) == b"request, part 1"
+        assert right.read(timeout=0.3) is None
+        # Waiting for the answer must not leave the request's end behind.
+        assert left.read(timeout=0.01) is None
+        assert right.read(timeout=10) == b"request, part 2"
+
+
+@pytest.mark.timeout(30)
+def test_close_sends_the_held_burst(
+    make_pair: Callable[[], Pair], held: None, no_leaks: None
+) -> None:
+    a, b = make_pair()
+    with stockings.Stocking(a) as left, stockings.Stocking(b) as right:
+        for i in range(3):
+            left.write(b"%d" % i)
+        left.close()
+        assert [right.read(timeout=10) for _ in range(3)] == [b"0", b"1", b"2"]
+        assert right.read(timeout=10) is None
 
 
 @pytest.mark.timeout(30)
