@@ -270,15 +270,24 @@ class Sender:
         finally:
             box._sending = False
 
-    def _join_head(self) -> bytes:
-        """The first queued buffers joined, up to about ``JOIN_SIZE`` (the queue is left as is)."""
+    def _join_head(self) -> BytesLike:
+        """The first queued buffers joined, up to about ``JOIN_SIZE`` (the queue is left as is).
+
+        A buffer of ``JOIN_SIZE`` or more is never copied into a join: it
+        is sent alone, after what comes before it (a large payload's
+        header, say); the join only spares small buffers their own sends.
+        """
         parts: list[BytesLike] = []
         size = 0
         for part in self._out:
+            if len(part) >= JOIN_SIZE and parts:
+                break
             parts.append(part)
             size += len(part)
             if size >= JOIN_SIZE:
                 break
+        if len(parts) == 1:
+            return parts[0]
         return b"".join(parts)
 
     def _settle(self, box: SendQueue) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import socket
+import threading
 import weakref
 from collections.abc import Callable, Iterator
 from typing import cast
@@ -194,3 +195,47 @@ def test_the_outbox_keeps_no_channel_alive() -> None:
         assert channel() is None
     finally:
         gc.enable()
+
+
+class SendsRecorded:
+    """A socket whose ``send`` calls are recorded (an ``ssl.SSLSocket`` has no ``sendmsg``)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.sent: list[int] = []
+
+    def send(self, data: bytes) -> int:
+        taken = self.sock.send(data)
+        self.sent.append(taken)
+        return taken
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.sock, name)
+
+
+def test_without_sendmsg_a_large_payload_is_sent_alone_not_joined(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    recorded = SendsRecorded(pair[0])
+    outbox, _ = make(cast(socket.socket, recorded), SendRules(use_sendmsg=False))
+    large = b"L" * (1 << 20)
+    outbox.hold()
+    outbox.send(b"small")
+    outbox.send(large)
+    # What the queue holds now: the small message, the large one's header
+    # and its payload, as ``send`` left it, uncopied.
+    with outbox.lock:
+        outbox.release()
+    reader = threading.Thread(target=lambda: got.extend(received(pair[1], 2)), name="reader")
+    got: list[object] = []
+    reader.start()
+    while outbox.pending:
+        with outbox.lock:
+            assert outbox.flush() is None
+    reader.join(10)
+    assert got == [b"small", large]
+    # The small message and the large one's header travelled joined; the
+    # payload went on its own, never copied into a joined buffer.
+    header = len(stockings.encode(large)) - len(large)
+    assert recorded.sent[0] == len(stockings.encode(b"small")) + header
+    assert sum(recorded.sent[1:]) == len(large)
