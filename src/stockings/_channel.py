@@ -33,6 +33,7 @@ import errno
 import functools
 import os
 import select
+import selectors
 import socket
 import time
 from threading import Lock
@@ -64,6 +65,9 @@ from ._transport import PLAIN, Transport
 
 __all__ = ["Channel"]
 
+_EVENT_READ = selectors.EVENT_READ
+_EVENT_WRITE = selectors.EVENT_WRITE
+
 
 #: How long, by default, messages still queued when the interpreter exits
 #: may take to flush before the connection is reset (see ``_shutdown``).
@@ -94,6 +98,9 @@ class Channel:
         self.options = options
         #: How bytes cross the socket: plain, or TLS (``_tls.transport_for``).
         self.transport = transport
+        # What the transport makes of the events the channel wants; None
+        # for the plain one, which watches for just those.
+        self._adjust_events = None if transport is PLAIN else transport.wanted_events
         #: The outbound side: ``send`` and ``send_many``, bound once by the
         #: stocking, and the queue the hub flushes.
         self.outbox = Outbox(
@@ -182,7 +189,13 @@ class Channel:
     def _wanted_events(self) -> int:
         """What the selector should watch for now (the interest's lock held)."""
         reading = self._reading and not self.direct.active and not self.receiver.end_pending
-        return self.transport.wanted_events(self, reading, self.outbox.pending)
+        writing = self.outbox.pending
+        adjust = self._adjust_events
+        if adjust is None:
+            # The plain transport's own answer, without the call: a direct
+            # reader asks twice per message.
+            return (_EVENT_READ if reading else 0) | (_EVENT_WRITE if writing else 0)
+        return adjust(self, reading, writing)
 
     def _set_interest(self) -> None:
         interest = self.interest
@@ -191,10 +204,6 @@ class Channel:
                 return
             interest.state = _LIVE
             interest.apply(self._wanted_events(), self)
-
-    def _apply_interest(self) -> None:
-        """Bring the selector in line with :meth:`_wanted_events` (the interest's lock held)."""
-        self.interest.apply(self._wanted_events(), self)
 
     # ------------------------------------------------------------- hub thread
 

@@ -97,8 +97,8 @@ class DirectReaderOwner(Protocol):
     #: Whether ``close()`` was called.
     _close_requested: bool
 
-    def _apply_interest(self) -> None:
-        """Bring the selector in line with what the channel wants (interest lock held)."""
+    def _wanted_events(self) -> int:
+        """What the selector should watch the socket for now (interest lock held)."""
 
     def _may_read_directly(self) -> bool:
         """Whether a reader may receive now (receive lock held)."""
@@ -306,7 +306,7 @@ class DirectReader:
         return True
 
     def _apply_interest_for_reader(self) -> bool:
-        """The channel's ``_apply_interest`` on a reader's thread, which must not raise.
+        """Bring the selector in line with the channel, on a reader's thread; never raises.
 
         It fails only for a socket closed behind the stocking's back, which
         the hub ends (the reader's receive, or its orphan check, tells it).
@@ -315,7 +315,7 @@ class DirectReader:
         if owner is None:  # pragma: no cover - a reader holds its stocking
             return False
         try:
-            owner._apply_interest()
+            self.interest.apply(owner._wanted_events(), owner)
         except (KeyError, ValueError, OSError):
             return False
         return True
