@@ -41,6 +41,8 @@ __all__ = [
     "TLS_SIZES",
     "TLS_SYSTEMS",
     "Where",
+    "make_certificates",
+    "message_count",
     "old_unavailable",
     "run_compare",
     "run_one",
@@ -279,7 +281,8 @@ def _plan(systems: Sequence[str], unavailable: dict[str, str]) -> list[tuple[str
     return [step for step in plan if step[0] not in unavailable]
 
 
-def _count(system: str, test: str, size: int, quick: bool, scale: float) -> int:
+def message_count(system: str, test: str, size: int, quick: bool, scale: float) -> int:
+    """How many messages (round trips for rtt) one run of a measure takes."""
     pick = 1 if quick else 0
     if test == "rtt":
         counts = _OLD_RTT_COUNTS if system == OLD else _RTT_COUNTS
@@ -335,7 +338,7 @@ def run_compare(
             where = Where(old=where.old, lib=where.lib, tls=Path(folder), baseline=where.baseline)
         for _ in range(repeat):
             for system, test, size in plan:
-                count = _count(system, test, size, quick, scale)
+                count = message_count(system, test, size, quick, scale)
                 result = run_one(system, test, size, count, where)
                 if progress is not None:
                     progress(describe(result))

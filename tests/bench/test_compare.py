@@ -156,3 +156,54 @@ def test_the_command_runs_and_fails_on_a_failed_run(capsys: pytest.CaptureFixtur
     assert "| measure | system | msg/s (rtt: us) | MB/s | CPU us/msg | x rate | x CPU |" in out
     assert "| 1 MiB stream / raw |" in out
     assert report.main(["--systems", "nothing"]) == 2
+
+
+@pytest.mark.timeout(120)
+def test_pairs_alternate_the_sides_and_report_medians_and_wins() -> None:
+    from comparison import pairs
+
+    source = Path(__file__).resolve().parents[2] / "src"
+    where = Where(baseline=source)
+    lines: list[str] = []
+    found = pairs.run_pairs(where, 3, ["stream", "rtt"], scale=0.001, progress=lines.append)
+    assert [(p.test, p.size) for p in found] == pairs.measures_for(["stream", "rtt"])
+    for measure in found:
+        assert measure.ok
+        assert len(measure.ours) == len(measure.base) == 3
+        ours, base = measure.medians()
+        assert ours > 0 and base > 0
+        assert 0 <= measure.wins() <= 3
+    # Each round runs every measure once per side, the first side alternating.
+    per_round = 2 * len(found)
+    firsts = [lines[i].split()[0] for i in range(0, 3 * per_round, per_round)]
+    assert firsts == ["stockings", "stockings-base", "stockings"]
+    table = pairs.format_pairs(found)
+    assert "| stream 16 B | 3 |" in table
+    assert "| rtt 16 B | 3 |" in table
+
+
+def test_pairs_need_a_baseline() -> None:
+    from comparison import pairs
+
+    with pytest.raises(ValueError, match="baseline"):
+        pairs.run_pairs(Where(), 1, ["rtt"])
+
+
+def test_a_failed_pair_is_reported_as_failed() -> None:
+    from comparison import pairs
+
+    broken = pairs.Pairs("stream", 100, [Result("stockings", "stream", 100, 10, 1.0, 1.0)])
+    broken.base.append(Result("stockings-base", "stream", 100, 10, error="boom"))
+    assert not broken.ok
+    assert "failed: stockings-base: boom" in pairs.format_pairs([broken])
+
+
+def test_the_before_after_command_refuses_a_folder_without_stockings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import before_after
+
+    assert before_after.main([str(tmp_path), "--rounds", "1"]) == 2
+    assert "no stockings package" in capsys.readouterr().err
+    assert before_after.main([str(tmp_path), "--tests", "nope"]) == 2
