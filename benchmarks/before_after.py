@@ -1,7 +1,7 @@
 """Before and after: stockings against another checkout of it, in interleaved pairs.
 
 Usage: ``python benchmarks/before_after.py BASELINE_SRC [--rounds N]
-[--tests stream,rtt,fanin,tls] [--quick] [--scale X]``. Each measure of the
+[--tests stream,rtt,fanin,tls] [--sizes 100,65536] [--quick] [--scale X]``. Each measure of the
 comparison benchmark runs ``N`` times for each side, the two sides back to
 back with the first alternating, and one table gives each side's median
 time and CPU per message and how many pairs each side won. This is the
@@ -36,6 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("baseline", type=Path, help="the other checkout's src folder")
     parser.add_argument("--rounds", type=int, default=7, help="pairs per measure (default 7)")
     parser.add_argument("--tests", default=",".join(_TESTS), help=f"a subset of {','.join(_TESTS)}")
+    parser.add_argument(
+        "--sizes", default=None, help="only these message sizes, in bytes (say 100,65536)"
+    )
     parser.add_argument("--quick", action="store_true", help="the smaller message counts")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every message count")
     options = parser.parse_args(argv)
@@ -58,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         quick=options.quick,
         scale=options.scale,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
+        sizes=None if options.sizes is None else [int(n) for n in options.sizes.split(",")],
     )
     print(format_pairs(found))
     print(f"\n({time.monotonic() - started:.0f} s, {options.rounds} pairs per measure)")

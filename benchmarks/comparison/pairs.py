@@ -80,8 +80,11 @@ def run_pairs(
     quick: bool = False,
     scale: float = 1.0,
     progress: Callable[[str], None] | None = None,
+    sizes: Sequence[int] | None = None,
 ) -> list[Pairs]:
     """Run ``rounds`` pairs of every measure of ``tests``, ours and ``where.baseline``'s.
+
+    ``sizes``, if given, keeps only the measures of those message sizes.
 
     Raises:
         ValueError: ``where`` names no baseline.
@@ -89,6 +92,8 @@ def run_pairs(
     if where.baseline is None:
         raise ValueError("pairs need a baseline: another checkout's src folder")
     measures = measures_for(tests)
+    if sizes is not None:
+        measures = [m for m in measures if m[1] in sizes]
     if ("tls", TLS_SIZES[0]) in measures and tls_unavailable():
         measures = [m for m in measures if m[0] != "tls"]
     found = {measure: Pairs(*measure) for measure in measures}
