@@ -1,15 +1,23 @@
 """The buffers a channel moves messages through, apart from the sockets.
 
 :class:`Batch` gathers small outbound messages back to back so a burst is
-one ``sendmsg``; :class:`Assembly` receives one large inbound payload
-straight into a buffer reused from message to message.
+one ``sendmsg`` (:func:`queued_parts` starts one); :class:`Assembly`
+receives one large inbound payload straight into a buffer reused from
+message to message.
 """
 
 from __future__ import annotations
 
 from collections import deque
 
-__all__ = ["ASSEMBLE_AHEAD", "SPARE_BUFFERS", "SPARE_BUFFER_MAX", "Assembly", "Batch"]
+__all__ = [
+    "ASSEMBLE_AHEAD",
+    "SPARE_BUFFERS",
+    "SPARE_BUFFER_MAX",
+    "Assembly",
+    "Batch",
+    "queued_parts",
+]
 
 #: A large payload is received into a buffer of its full size only once no
 #: more than this, or three times what has arrived, is still to come: a
@@ -72,3 +80,19 @@ class Batch(bytearray):
     """
 
     __slots__ = ()
+
+
+def queued_parts(
+    header: bytes, payload: bytes | bytearray | memoryview, small: bool
+) -> list[bytes | bytearray | memoryview]:
+    """What an outbound queue holds of a message that starts a batch or travels alone.
+
+    A small one is copied, once, into a :class:`Batch` that later ones may
+    join; a large one stays as it is, beside its header (the outbox made
+    it ``bytes``).
+    """
+    if small:
+        batch = Batch(header)
+        batch += payload
+        return [batch]
+    return [header, payload]

@@ -27,7 +27,7 @@ from threading import Lock
 from time import perf_counter
 from typing import Protocol
 
-from ._buffers import Batch
+from ._buffers import Batch, queued_parts
 from ._common import LARGE_PAYLOAD
 from ._encoding import _SHORT_HEADERS_BYTES, BytesLike, encode_header, payload_of
 from ._errors import ConnectionClosed, EndReason, MessageTooLarge
@@ -230,13 +230,13 @@ class Outbox:
                 tail += header
                 tail += payload
             else:
-                out += _parts(header, payload, small)
+                out += queued_parts(header, payload, small)
             self._out_bytes += total
             self.messages_sent += 1
             if self._out_bytes >= WRITER_FLUSH_SIZE and self._use_sendmsg:
                 self._flush_by_writer()
             return
-        parts = _parts(header, payload, small)
+        parts = queued_parts(header, payload, small)
         batches = self._use_sendmsg or total < self._small_limit
         if batches and perf_counter() - self._last_send < BURST_GAP:
             # A burst: let the batch build up. This thread sends it at
@@ -411,16 +411,3 @@ class Outbox:
     def queued_bytes(self) -> int:
         """Bytes written but not yet handed to the kernel."""
         return self._out_bytes
-
-
-def _parts(header: bytes, payload: BytesLike, small: bool) -> list[BytesLike]:
-    """What the queue holds of a message that starts a batch or travels alone.
-
-    A small one is copied, once, into a batch that later ones may join;
-    a large one stays as it is, beside its header (``send`` made it bytes).
-    """
-    if small:
-        batch = Batch(header)
-        batch += payload
-        return [batch]
-    return [header, payload]
