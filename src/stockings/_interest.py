@@ -18,7 +18,7 @@ import errno
 import socket
 from threading import Lock
 
-from ._common import _LIVE, _RELEASED, _UNREGISTERED
+from ._common import _RELEASED, _UNREGISTERED
 from ._epoll import EpollSelector
 from ._hub import Hub
 
@@ -104,8 +104,3 @@ class Interest:
         """The selector no longer knows the socket (its loop broke, or it was released)."""
         self.events = 0
         self.watched_fd = -1
-
-    @property
-    def live(self) -> bool:
-        """Whether the selector may be changed: registered, and not released."""
-        return self.state == _LIVE

@@ -14,6 +14,7 @@ import struct
 from ._hub import Hub
 
 __all__ = [
+    "TCP_FAMILIES",
     "check_fd_limit",
     "discard_socket",
     "prepare_socket",
@@ -22,7 +23,8 @@ __all__ = [
     "set_nodelay",
 ]
 
-_TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+#: The address families of TCP sockets.
+TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 #: ``SO_LINGER`` on, zero seconds: closing the socket sends RST.
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
@@ -51,7 +53,7 @@ def prepare_socket(
 
 def set_nodelay(sock: socket.socket, on: bool) -> None:
     """Set ``TCP_NODELAY`` on a TCP socket, or clear it; other sockets are left alone."""
-    if sock.family in _TCP_FAMILIES:
+    if sock.family in TCP_FAMILIES:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1 if on else 0)
         except OSError:
@@ -64,7 +66,7 @@ def reset_on_close(sock: socket.socket) -> None:
     So that the peer cannot mistake a stream cut short, perhaps inside a
     message, for a clean end.
     """
-    if sock.family in _TCP_FAMILIES:
+    if sock.family in TCP_FAMILIES:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
         except OSError:
@@ -118,7 +120,7 @@ def set_keepalive(sock: socket.socket, keepalive: bool | float) -> None:
     """
     if keepalive is not True and not keepalive > 0:
         raise ValueError("keepalive must be True, None or a positive number of seconds")
-    if sock.family not in _TCP_FAMILIES:
+    if sock.family not in TCP_FAMILIES:
         return
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     if keepalive is True:

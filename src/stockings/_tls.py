@@ -60,6 +60,7 @@ import time
 from ._common import _STOPPED
 from ._errors import EndReason, HandshakeFailed, end_reason_for
 from ._log import connection_log
+from ._sockopts import TCP_FAMILIES
 from ._transport import PLAIN, SendRules, Transport, TransportOwner
 
 __all__ = ["TlsTransport", "transport_for"]
@@ -73,7 +74,6 @@ _WOULD_BLOCK = (BlockingIOError, InterruptedError)
 _CLOSE_LINGER = 5.0
 _LINGER_FIRST_LOOK = 0.001
 _LINGER_LAST_LOOK = 0.05
-_TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 if sys.platform.startswith("linux"):
     import fcntl
@@ -331,7 +331,7 @@ class TlsTransport:
             channel._drain(lambda: self._receive(channel))
         # A peer that closed first is not waited for.
         ours = lifecycle.reason is EndReason.CLOSED
-        if drain and ours and not channel.ended and self._tls.family in _TCP_FAMILIES:
+        if drain and ours and not channel.ended and self._tls.family in TCP_FAMILIES:
             self._linger(channel)
             return
         channel._end_as_decided()
