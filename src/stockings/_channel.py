@@ -91,6 +91,8 @@ class Channel:
         hub: Hub,
         options: ChannelOptions,
         transport: Transport = PLAIN,
+        *,
+        gated: bool = False,
     ) -> None:
         sock.setblocking(False)
         self.sock = sock
@@ -135,7 +137,10 @@ class Channel:
         # How the channel ends is decided by its lifecycle; the channel
         # performs the I/O. ``close()`` records its requests there with plain
         # stores, in the stretch that sets the outbox's ``closing``.
-        self._lifecycle = Lifecycle()
+        self._lifecycle = Lifecycle(gated=gated)
+        if gated:
+            # Quiet until the custom handshake succeeds (``open_gate``).
+            inbox.set_signal_inbox(False)
         # Set, with the outbox's ``closing``, under its lock.
         self._close_requested = False
         #: Closes and ends the channel as the lifecycle decides; its entry
@@ -146,7 +151,7 @@ class Channel:
         self.end = self._end = closer.end
         self.end_soon = closer.end_soon
         self.abort_from_any_thread = closer.abort_from_any_thread
-        self.relabel_end = closer.relabel_end
+        self.handshake_failed = closer.handshake_failed
         self._end_as_decided = closer.end_as_decided
         self._end_of_stream = closer.end_of_stream
         self._finish_close = closer.finish
@@ -340,6 +345,11 @@ class Channel:
     def handshaking(self) -> bool:
         """Whether the transport's handshake (TLS) has yet to complete."""
         return self.transport.handshaking
+
+    def open_gate(self) -> None:
+        """The custom handshake succeeded: readiness follows the inbox; ends are not its failure."""
+        self._lifecycle.open_gate()
+        self.inbox.set_signal_inbox(True)
 
     @property
     def close_requested(self) -> bool:

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ._common import _report
-from ._errors import EndReason
+from ._errors import EndReason, HandshakeFailed
 from ._hub import Timer
 from ._log import log_connection_end
 from ._sockopts import reset_on_close
@@ -145,30 +145,23 @@ class Closer:
         else:  # pragma: no cover - made but never started: no hub involved yet
             self._end_unstarted(channel, EndReason.ABORTED)
 
-    def relabel_end(self, reason: EndReason, exc: BaseException) -> bool:
-        """Once the channel has ended, record ``reason`` and ``exc`` as why; return whether it had.
+    def handshake_failed(self, failure: HandshakeFailed) -> None:
+        """The custom handshake failed (on its own thread): end, and say why; wait for the end.
 
-        For a layer that learns later what an end meant (a handshake that
-        failed because the connection ended under it). The end's own
-        exception becomes ``exc``'s context unless ``exc`` has a cause or
-        context already; an end with ``reason`` already is left as it is.
+        The lifecycle decides what the end says: ``HANDSHAKE_FAILED`` with
+        ``failure``, or, when the connection ended under the handshake,
+        ``failure`` explains that end; a close or an abort stays what it is.
         """
         channel = self._channel()
         if channel is None:  # pragma: no cover - the caller holds the channel
-            return False
+            return
+        if not channel.ended:
+            self.end_soon(EndReason.HANDSHAKE_FAILED, failure)
+            channel.inbox.wait_ended(None)
         with channel.inbox.lock:
-            if not channel.ended:
-                return False
-            if channel.end_reason is not reason:
-                if exc.__cause__ is None and exc.__context__ is None:
-                    exc.__context__ = channel.end_exception
-                channel.end_reason = reason
-                channel.end_exception = exc
-                # The lifecycle keeps the same account (for ``_closed_error``).
-                lifecycle = channel._lifecycle
-                lifecycle.reason = reason
-                lifecycle.exception = exc
-            return True
+            lifecycle = channel._lifecycle
+            lifecycle.handshake_failed(failure)
+            channel.end_exception = lifecycle.exception
 
     # ------------------------------------------------------------ hub thread
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-from ._errors import EndReason, HandshakeFailed
+from ._errors import HandshakeFailed
 from ._log import connection_log
 from ._shutdown import handshake_finished, handshake_started
 
@@ -96,18 +96,12 @@ class HandshakeThread(threading.Thread):
             )
             return
         if result:
+            # The gate first: an end from now on is no failure of the handshake.
+            self._channel.open_gate()
             stocking._handshake_complete = result
-            self._channel.inbox.set_signal_inbox(True)
         else:
             self._fail(HandshakeFailed("handshake returned a false value"))
 
     def _fail(self, failure: HandshakeFailed) -> None:
-        channel = self._channel
-        # The connection may end under the handshake (say, the peer gave up
-        # first): the stocking never became usable, and the handshake's
-        # failure is the reason that explains it.
-        if channel.relabel_end(EndReason.HANDSHAKE_FAILED, failure):
-            return
-        channel.end_soon(EndReason.HANDSHAKE_FAILED, failure)
-        channel.inbox.wait_ended(None)
-        channel.relabel_end(EndReason.HANDSHAKE_FAILED, failure)
+        # The channel's lifecycle decides what the end says.
+        self._channel.handshake_failed(failure)

@@ -20,7 +20,7 @@ from . import _compat
 from ._channel import DEFAULT_LINGER, Channel
 from ._closing import ClosesOnExit
 from ._epoll import EpollSelector, epoll_available
-from ._errors import ConnectionClosed, EndReason, HandshakeFailed, NotReady
+from ._errors import ConnectionClosed, EndReason, NotReady
 from ._framing import DEFAULT_MAX_MESSAGE_SIZE, Message
 from ._handshake import HandshakeThread
 from ._hub import Hub
@@ -46,9 +46,6 @@ __all__ = [
     "DEFAULT_WRITE_HIGH_WATER",
     "Stocking",
 ]
-
-#: Ends that are no handshake's failure, even before a handshake succeeded.
-_LOCAL_OR_HANDSHAKE_ENDS = (EndReason.CLOSED, EndReason.ABORTED, EndReason.HANDSHAKE_FAILED)
 
 
 class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
@@ -139,8 +136,10 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
             read_spin,
             half_close,
         )
+        custom_handshake = type(self).handshake is not Stocking.handshake
         # Chosen once here, so the plain path never checks for TLS.
-        self._channel = channel = Channel(sock, hub, options, transport_for(sock))
+        transport = transport_for(sock)
+        self._channel = channel = Channel(sock, hub, options, transport, gated=custom_handshake)
         channel.linger = linger
         channel.peer = peer = self._peer_name()
         # Bound once: write and read are the hottest calls there are.
@@ -153,9 +152,6 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         name = f"<{type(self).__name__} {peer}>"
         self._finalizer = weakref.finalize(self, abandoned, channel, name)
         self._finalizer.atexit = False
-        custom_handshake = type(self).handshake is not Stocking.handshake
-        if custom_handshake:
-            inbox.set_signal_inbox(False)
         channel.start()
         if connection_log.isEnabledFor(logging.DEBUG):
             connection_log.debug("%s: opened (%s)", peer, type(self).__name__, extra={"peer": peer})
@@ -433,31 +429,12 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
     @property
     def end_reason(self) -> EndReason | None:
         """Why the stocking ended, or ``None`` while it has not (``docs/topics/closing.md``)."""
-        reason = self._channel.end_reason
-        if reason is not None and self._cut_in_handshake(reason):
-            return EndReason.HANDSHAKE_FAILED
-        return reason
+        return self._channel.end_reason
 
     @property
     def end_exception(self) -> BaseException | None:
         """The exception behind the end (a socket error, a protocol error...), if any."""
-        channel = self._channel
-        reason, exc = channel.end_reason, channel.end_exception
-        if reason is not None and self._cut_in_handshake(reason):
-            # Until the handshake thread says precisely what went wrong.
-            failure = HandshakeFailed(f"the connection ended during the handshake ({reason.value})")
-            failure.__cause__ = exc
-            return failure
-        return exc
-
-    def _cut_in_handshake(self, reason: EndReason) -> bool:
-        # The handshake thread relabels such an end itself once it notices;
-        # this covers the moment between the end and that.
-        return (
-            self._handshake_thread is not None
-            and not self._handshake_complete
-            and reason not in _LOCAL_OR_HANDSHAKE_ENDS
-        )
+        return self._channel.end_exception
 
     def close(self, timeout: float | None = DEFAULT_CLOSE_TIMEOUT, flush: bool = True) -> None:
         """End the connection; messages already received stay readable.

@@ -634,6 +634,52 @@ def test_failed_handshake_ends_both_sides(
         peer.close()
 
 
+class AwaitsHello(Stocking):
+    """A handshake that waits for the peer's hello, and fails without one."""
+
+    def handshake(self) -> Any:
+        return self._read(timeout=20) is not None
+
+
+@pytest.mark.timeout(30)
+def test_an_end_under_a_handshake_is_its_failure_from_the_moment_it_ends(
+    make_pair: PairMaker,
+) -> None:
+    a, b = make_pair()
+    gate = threading.Event()
+    gated = GatedHandshake(a, gate)
+    try:
+        b.close()
+        wait_until(lambda: gated.ended)
+        # The handshake is still waiting on its gate: the label is the end's own.
+        assert gated.end_reason is EndReason.HANDSHAKE_FAILED
+        assert isinstance(gated.end_exception, HandshakeFailed)
+        assert "ended during the handshake" in str(gated.end_exception)
+        # A handshake that then claims success changes nothing.
+        gate.set()
+        gated.wait_handshake(10)
+        assert gated.end_reason is EndReason.HANDSHAKE_FAILED
+    finally:
+        gate.set()
+        gated.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_close_during_a_custom_handshake_stays_a_close(make_pair: PairMaker) -> None:
+    a, b = make_pair()
+    waiting = AwaitsHello(a)
+    peer = Stocking(b)
+    try:
+        waiting.close()
+        # The handshake's read ends with the connection, and the handshake fails.
+        assert not waiting.wait_handshake(10)
+        assert waiting.end_reason is EndReason.CLOSED
+        assert waiting.end_exception is None
+    finally:
+        waiting.close()
+        peer.close()
+
+
 # -------------------------------------------------------------------- hooks
 
 
