@@ -9,9 +9,11 @@ long header are here too, so that the header is defined in one place;
 
 from __future__ import annotations
 
+from typing import Any
+
 from ._errors import ProtocolError
 
-__all__ = ["MAX_HEADER_SIZE", "BytesLike", "encode", "encode_header", "payload_of"]
+__all__ = ["MAX_HEADER_SIZE", "BytesLike", "encode", "encode_header", "no_message", "payload_of"]
 
 #: What ``Decoder.feed`` accepts, and what a payload is sent as.
 BytesLike = bytes | bytearray | memoryview
@@ -127,3 +129,13 @@ def _parse_header(data: BytesLike, pos: int, end: int) -> tuple[int, int]:
             raise ProtocolError(f"message header longer than {MAX_HEADER_SIZE} bytes")
         shift += 7
     return -1, 0
+
+
+def no_message(kwargs: dict[str, Any]) -> TypeError:
+    """What ``write()`` called without its one positional argument raises."""
+    if kwargs:
+        names = ", ".join(sorted(kwargs))
+        return TypeError(
+            f"write() takes the message as its one positional argument, not by keyword ({names})"
+        )
+    return TypeError("write() needs the message to send: write(message)")

@@ -25,6 +25,7 @@ __all__ = [
     "connection_log",
     "hub_log",
     "log_connection_end",
+    "log_opened",
     "log_unexpected",
     "root_log",
     "server_log",
@@ -44,6 +45,12 @@ def log_unexpected(exc: BaseException, what: str = "unexpected error") -> None:
 
 # Ends the peer caused by breaking the wire format: worth an operator's notice.
 _PEERS_FAULTS = frozenset({EndReason.PROTOCOL_ERROR, EndReason.MESSAGE_TOO_LARGE})
+
+
+def log_opened(peer: str, kind: str) -> None:
+    """Say that a connection to ``peer`` opened, as a ``kind`` (a class name)."""
+    if connection_log.isEnabledFor(logging.DEBUG):
+        connection_log.debug("%s: opened (%s)", peer, kind, extra={"peer": peer})
 
 
 def log_connection_end(

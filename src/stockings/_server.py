@@ -30,9 +30,10 @@ from ._hub import Hub, shared_hub
 from ._hub_faults import fd_limit_of
 from ._listener import Listener, listen, over_limit
 from ._log import server_log
+from ._opening import DEFAULT_CLOSE_TIMEOUT
 from ._options import check_options
 from ._sockopts import discard_socket
-from ._stocking import DEFAULT_CLOSE_TIMEOUT, Stocking
+from ._stocking import Stocking
 
 __all__ = ["DEFAULT_BACKLOG", "Server"]
 

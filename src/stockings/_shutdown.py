@@ -31,11 +31,13 @@ import os
 import threading
 import time
 import warnings
+import weakref
+from typing import Any
 
 from ._channel import Channel, _live_channels
 from ._errors import EndReason, HandshakeFailed, WriteTimeout
 
-__all__ = ["abandoned", "handshake_finished", "handshake_started"]
+__all__ = ["abandoned", "handshake_finished", "handshake_started", "watch_for_abandonment"]
 
 #: Added to the longest linger while waiting at exit, for the hub threads
 #: to act on a deadline they were given.
@@ -91,6 +93,18 @@ def _end_handshake(channel: Channel) -> None:
     # The handshake thread sees the end (its reads return, ``active`` turns
     # false) and records it; the reason is already the right one.
     channel.end_soon(EndReason.HANDSHAKE_FAILED, failure)
+
+
+def watch_for_abandonment(stocking: object, channel: Channel) -> weakref.finalize[Any, Any]:
+    """Abort ``channel``, with a ResourceWarning, if ``stocking`` is dropped unclosed.
+
+    The finalizer holds the channel, never the stocking; it does not run at
+    interpreter exit, whose rules are :func:`_linger_at_exit`'s.
+    """
+    name = f"<{type(stocking).__name__} {channel.peer}>"
+    finalizer = weakref.finalize(stocking, abandoned, channel, name)
+    finalizer.atexit = False
+    return finalizer
 
 
 def abandoned(channel: Channel, name: str) -> None:

@@ -1,31 +1,28 @@
 """The user-facing stocking: a connected socket that sends and receives whole messages.
 
-A :class:`Stocking` wraps a socket in a :class:`~stockings._channel.Channel`
-served by a hub thread, and adds what 1.2.3 users know: the ``pre_write`` /
-``post_read`` hooks, the optional ``handshake`` run in its own thread, and
-the camelCase spellings of 1.2.3. What only its constructor needs (defaults,
-the choice of a hub) is in :mod:`stockings._opening`.
+It wraps a socket in a :class:`~stockings._channel.Channel`, and adds what
+1.2.3 users know: the ``pre_write`` / ``post_read`` hooks, a ``handshake``
+on its own thread (:mod:`~stockings._handshake`) and the camelCase names.
 """
 
 from __future__ import annotations
 
-import logging
 import selectors
 import socket
-import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Generic
 
 from . import _compat
 from ._channel import DEFAULT_LINGER, Channel
 from ._closing import ClosesOnExit
+from ._encoding import no_message
 from ._epoll import EpollSelector, epoll_available
 from ._errors import ConnectionClosed, EndReason, NotReady
 from ._framing import DEFAULT_MAX_MESSAGE_SIZE, Message
 from ._handshake import HandshakeThread
 from ._hub import Hub
 from ._inbox import Inbox
-from ._log import connection_log
+from ._log import log_opened
 from ._opening import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_READ_HIGH_WATER,
@@ -35,17 +32,11 @@ from ._opening import (
     prepare_hub,
 )
 from ._options import ChannelOptions, connected_peer
-from ._shutdown import abandoned
+from ._shutdown import watch_for_abandonment
 from ._tls import transport_for
-from ._typing import Outgoing, ReadT, WriteP
+from ._typing import Outgoing, ReadT, WriteP, with_default_write_params
 
-# Other modules import the defaults from here.
-__all__ = [
-    "DEFAULT_CLOSE_TIMEOUT",
-    "DEFAULT_READ_HIGH_WATER",
-    "DEFAULT_WRITE_HIGH_WATER",
-    "Stocking",
-]
+__all__ = ["Stocking"]
 
 
 class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
@@ -147,18 +138,12 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         self._inbox = inbox = channel.inbox
         self._receive = inbox.receive
         self._receive_all = inbox.receive_all
-        # Aborts the connection, with a ResourceWarning, if this stocking is
-        # dropped unclosed; holds the channel, never the stocking.
-        name = f"<{type(self).__name__} {peer}>"
-        self._finalizer = weakref.finalize(self, abandoned, channel, name)
-        self._finalizer.atexit = False
+        self._finalizer = watch_for_abandonment(self, channel)
         channel.start()
-        if connection_log.isEnabledFor(logging.DEBUG):
-            connection_log.debug("%s: opened (%s)", peer, type(self).__name__, extra={"peer": peer})
+        log_opened(peer, type(self).__name__)
         if custom_handshake:
-            thread = HandshakeThread(self, channel, f"stockings-handshake-{peer}")
-            self._handshake_thread = thread
-            thread.start()
+            self._handshake_thread = HandshakeThread(self, channel, f"stockings-handshake-{peer}")
+            self._handshake_thread.start()
         else:
             # The default handshake has nothing to say: no thread, no wait.
             self._handshake_complete = True
@@ -230,7 +215,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         try:
             message = args[0]
         except IndexError:
-            raise _no_message(kwargs) from None
+            raise no_message(kwargs) from None
         return message  # type: ignore[return-value]  # checked when it is sent
 
     def post_read(self, message: Message) -> ReadT:
@@ -260,7 +245,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
             try:
                 message = args[0]
             except IndexError:
-                raise _no_message(kwargs) from None
+                raise no_message(kwargs) from None
         else:
             message = self.pre_write(*args, **kwargs)
         self._send(message, self.write_timeout)
@@ -466,30 +451,15 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         return self._inbox
 
     def _on_end(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` (quick, never blocking) on the hub thread once it has ended.
-
-        Or at once here if the connection has ended already.
-        """
+        """Call ``callback`` (quick) on the hub thread once it has ended, or now if it has."""
         self._channel.on_end(callback)
 
     def _start_close(self, timeout: float | None) -> None:
-        """Begin a flushing close, as ``close(timeout)`` does, without waiting for it.
-
-        For the hub thread only, so that many stockings flush at once and
-        each one's :meth:`close` then only waits for its own end.
-        """
+        """On the hub thread, begin ``close(timeout)`` without waiting: many flush at once."""
         self._channel.close(flush=True, timeout=timeout)
 
     if not TYPE_CHECKING:
-
-        def __class_getitem__(cls, params):
-            # Type checkers know the default of the second parameter; the
-            # interpreter (before 3.13) does not: Stocking[X] is Stocking[X, ...].
-            if not isinstance(params, tuple):
-                params = (params,)
-            if len(params) == 1 and len(getattr(cls, "__parameters__", ())) == 2:
-                params = (params[0], ...)
-            return super().__class_getitem__(params)
+        __class_getitem__ = classmethod(with_default_write_params)
 
     #: Whether ``pre_write`` / ``post_read`` are this class's defaults, so
     #: that ``write`` and ``read`` can skip calling them (set per subclass).
@@ -505,12 +475,3 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
 
 
 _compat.install(Stocking)
-
-
-def _no_message(kwargs: dict[str, Any]) -> TypeError:
-    if kwargs:
-        names = ", ".join(sorted(kwargs))
-        return TypeError(
-            f"write() takes the message as its one positional argument, not by keyword ({names})"
-        )
-    return TypeError("write() needs the message to send: write(message)")

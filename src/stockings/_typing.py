@@ -11,11 +11,11 @@ standard library: ``typing_extensions`` is imported for type checkers only.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Generic
 
 from ._framing import Message
 
-__all__ = ["Outgoing", "ReadT", "WriteP"]
+__all__ = ["Outgoing", "ReadT", "WriteP", "with_default_write_params"]
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -39,3 +39,16 @@ else:
         Outgoing = str | bytes | bytearray | memoryview
     ReadT = TypeVar("ReadT", covariant=True)
     WriteP = ParamSpec("WriteP")
+
+
+def with_default_write_params(cls: type, params: Any) -> Any:
+    """``Stocking[X]`` as ``Stocking[X, ...]``: a ``__class_getitem__`` for the interpreter.
+
+    Type checkers know the default of the second parameter; the interpreter
+    (before 3.13) does not, and would refuse one parameter of two.
+    """
+    if not isinstance(params, tuple):
+        params = (params,)
+    if len(params) == 1 and len(getattr(cls, "__parameters__", ())) == 2:
+        params = (params[0], ...)
+    return Generic.__dict__["__class_getitem__"].__get__(None, cls)(params)

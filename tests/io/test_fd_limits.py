@@ -24,8 +24,8 @@ import stockings
 from conftest import library_threads, logged_errors, open_fds, wait_until
 from stockings import EndReason, Hub, SelectStocking, Server, Stocking
 from stockings._channel import Channel
+from stockings._opening import DEFAULT_READ_HIGH_WATER, DEFAULT_WRITE_HIGH_WATER
 from stockings._options import ChannelOptions
-from stockings._stocking import DEFAULT_READ_HIGH_WATER, DEFAULT_WRITE_HIGH_WATER
 
 fcntl = pytest.importorskip("fcntl")
 resource = pytest.importorskip("resource")

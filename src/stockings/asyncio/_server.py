@@ -12,7 +12,7 @@ from typing import Any
 
 from .._client import Address, tcp_address
 from .._errors import HandshakeFailed
-from .._stocking import DEFAULT_CLOSE_TIMEOUT
+from .._opening import DEFAULT_CLOSE_TIMEOUT
 from ._connection import Connection
 from ._stocking import Stocking
 

@@ -20,10 +20,10 @@ from typing import Any
 
 from .._errors import ConnectionClosed, EndReason, HandshakeFailed
 from .._framing import DEFAULT_MAX_MESSAGE_SIZE, Message
+from .._opening import DEFAULT_CLOSE_TIMEOUT, DEFAULT_READ_HIGH_WATER, DEFAULT_WRITE_HIGH_WATER
 from .._options import ChannelOptions
 from .._protocol import State
 from .._sockopts import set_keepalive, set_nodelay
-from .._stocking import DEFAULT_CLOSE_TIMEOUT, DEFAULT_READ_HIGH_WATER, DEFAULT_WRITE_HIGH_WATER
 from ._connection import Connection
 
 __all__ = ["Stocking"]
