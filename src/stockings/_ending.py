@@ -155,11 +155,14 @@ class Closer:
         channel = self._channel()
         if channel is None:  # pragma: no cover - the caller holds the channel
             return
+        lifecycle = channel._lifecycle
         if not channel.ended:
-            self.end_soon(EndReason.HANDSHAKE_FAILED, failure)
+            # A close asked for first is likely why the handshake failed:
+            # it ends the channel, and says so.
+            if not (lifecycle.close_requested or lifecycle.abort_requested):
+                self.end_soon(EndReason.HANDSHAKE_FAILED, failure)
             channel.inbox.wait_ended(None)
         with channel.inbox.lock:
-            lifecycle = channel._lifecycle
             lifecycle.handshake_failed(failure)
             channel.end_exception = lifecycle.exception
 
