@@ -34,9 +34,18 @@ from ._opening import (
 from ._options import ChannelOptions, connected_peer
 from ._shutdown import watch_for_abandonment
 from ._tls import transport_for
-from ._typing import Outgoing, ReadT, WriteP, with_default_write_params
+from ._typing import (
+    Outgoing,
+    ReadT,
+    WriteP,
+    variadic_signature,
+    with_default_write_params,
+)
 
 __all__ = ["Stocking"]
+
+# What ``write`` was called without.
+_NO_MESSAGE: Any = object()
 
 
 class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
@@ -88,6 +97,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         _compat.follow_overrides(cls)
         cls._plain_pre_write = cls.pre_write is Stocking.pre_write
         cls._plain_post_read = cls.post_read is Stocking.post_read
+        cls._plain_read = cls._plain_post_read and cls.read is Stocking.read
 
     def __init__(
         self,
@@ -138,6 +148,11 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         self._inbox = inbox = channel.inbox
         self._receive = inbox.receive
         self._receive_all = inbox.receive_all
+        if self._plain_read and not custom_handshake:
+            # Nothing for read() to add: the inbox's own method is read(),
+            # a call less per message, and no moment between the two calls
+            # where a signal could lose one.
+            self.read = self._receive  # type: ignore[method-assign,assignment]
         self._finalizer = watch_for_abandonment(self, channel)
         channel.start()
         log_opened(peer, type(self).__name__)
@@ -222,33 +237,43 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         """Turn a received message into what ``read`` returns; override to customise."""
         return message  # type: ignore[return-value]  # ReadT is Message unless overridden
 
-    def write(self, *args: WriteP.args, **kwargs: WriteP.kwargs) -> None:
-        """Send one whole message, built by ``pre_write(*args, **kwargs)``.
+    if TYPE_CHECKING:
 
-        Safe from many threads at once: messages never interleave. Returns
-        once the message is queued (or sent). A Ctrl-C inside it leaves the
-        message queued whole or not at all (``docs/topics/interrupts.md``).
+        def write(self, *args: WriteP.args, **kwargs: WriteP.kwargs) -> None: ...
 
-        Raises:
-            NotReady: the handshake has not completed.
-            TypeError: no message was given, or ``pre_write`` returned
-                neither ``str`` nor bytes-like.
-            MessageTooLarge: the message is over ``max_message_size``.
-            ConnectionClosed: the stocking is closing or has ended.
-            WriteTimeout: the outbound queue stayed above its high-water mark
-                for ``write_timeout`` seconds; the message was not queued.
-        """
-        if not self._handshake_complete:
-            raise NotReady("the handshake has not completed")
-        # Without an override, skip the call: it is a good part of a small write's cost.
-        if self._plain_pre_write:
-            try:
-                message = args[0]
-            except IndexError:
-                raise no_message(kwargs) from None
-        else:
-            message = self.pre_write(*args, **kwargs)
-        self._send(message, self.write_timeout)
+    else:
+
+        @variadic_signature
+        def write(self, message=_NO_MESSAGE, /, *args, **kwargs):
+            """Send one whole message, built by ``pre_write(*args, **kwargs)``.
+
+            Safe from many threads at once: messages never interleave. Returns
+            once the message is queued (or sent). A Ctrl-C inside it leaves the
+            message queued whole or not at all (``docs/topics/interrupts.md``).
+
+            Raises:
+                NotReady: the handshake has not completed.
+                TypeError: no message was given, or ``pre_write`` returned
+                    neither ``str`` nor bytes-like.
+                MessageTooLarge: the message is over ``max_message_size``.
+                ConnectionClosed: the stocking is closing or has ended.
+                WriteTimeout: the outbound queue stayed above its high-water mark
+                    for ``write_timeout`` seconds; the message was not queued.
+            """
+            # The message is a parameter of its own, so that the commonest
+            # call, with one argument, packs no tuple; and without an
+            # override pre_write is not called: both are a good part of a
+            # small write's cost.
+            if not self._handshake_complete:
+                raise NotReady("the handshake has not completed")
+            if self._plain_pre_write:
+                if message is _NO_MESSAGE:
+                    raise no_message(kwargs)
+            elif message is _NO_MESSAGE:
+                message = self.pre_write(**kwargs)
+            else:
+                message = self.pre_write(message, *args, **kwargs)
+            self._send(message, self.write_timeout)
 
     def read(self, timeout: float | None = 0.0) -> ReadT | None:
         """Return the next whole message, through ``post_read``, or ``None``.
@@ -465,6 +490,8 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
     #: that ``write`` and ``read`` can skip calling them (set per subclass).
     _plain_pre_write: ClassVar[bool] = True
     _plain_post_read: ClassVar[bool] = True
+    #: And ``read`` with them.
+    _plain_read: ClassVar[bool] = True
 
     if TYPE_CHECKING:
         # The 1.2.3 spellings, declared for type checkers; _compat installs them.

@@ -10,12 +10,17 @@ standard library: ``typing_extensions`` is imported for type checkers only.
 
 from __future__ import annotations
 
+import inspect
 import sys
+import typing
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic
 
 from ._framing import Message
 
-__all__ = ["Outgoing", "ReadT", "WriteP", "with_default_write_params"]
+__all__ = ["Outgoing", "ReadT", "WriteP", "variadic_signature", "with_default_write_params"]
+
+_F = typing.TypeVar("_F", bound=Callable[..., Any])
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -52,3 +57,21 @@ def with_default_write_params(cls: type, params: Any) -> Any:
     if len(params) == 1 and len(getattr(cls, "__parameters__", ())) == 2:
         params = (params[0], ...)
     return Generic.__dict__["__class_getitem__"].__get__(None, cls)(params)
+
+
+def variadic_signature(method: _F) -> _F:
+    """Show ``method`` (``help()``, the API docs) as taking ``(self, *args, **kwargs)``.
+
+    For a method that takes its first argument apart, for speed, while its
+    documented signature is the variadic one that type checkers see.
+    """
+    kind = inspect.Parameter
+    method.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            kind("self", kind.POSITIONAL_OR_KEYWORD),
+            kind("args", kind.VAR_POSITIONAL),
+            kind("kwargs", kind.VAR_KEYWORD),
+        ],
+        return_annotation=None,
+    )
+    return method

@@ -8,6 +8,7 @@ sizes, bursts both ways, concurrent writers, ``read`` timeouts, iteration,
 from __future__ import annotations
 
 import array
+import inspect
 import pickle
 import select
 import socket
@@ -700,6 +701,47 @@ def test_pre_write_and_post_read_overrides(make_pair: PairMaker) -> None:
         assert read_n(right, 2) == [("alice", "ERROR"), ("bob", "OK")]
         right.write("carol", "AWAY")
         assert list_of_one(left) == [("carol", "AWAY")]
+
+
+def test_pre_write_takes_keyword_only_calls_and_extra_arguments(make_pair: PairMaker) -> None:
+    a, b = make_pair()
+    with UserStatus(a) as left, Stocking(b) as right:
+        left.write(user="dave", status="BUSY")
+        left.write(user="erin")
+        assert read_n(right, 2) == ["dave:BUSY", "erin:OK"]
+
+
+def test_the_default_pre_write_sends_the_first_argument_and_ignores_the_rest(
+    make_pair: PairMaker,
+) -> None:
+    a, b = make_pair()
+    with Stocking(a) as left, Stocking(b) as right:
+        # 1.2.3's README: the first positional argument, whatever follows it.
+        left.write("first", "second", flag=True)
+        assert right.read(timeout=10) == "first"
+
+
+def test_write_is_shown_as_taking_any_arguments() -> None:
+    # What help() and the API reference show, and what pre_write receives.
+    assert str(inspect.signature(Stocking.write)) == "(self, *args, **kwargs) -> None"
+
+
+class LoudRead(Stocking):
+    def read(self, timeout: float | None = 0.0) -> Any:
+        message = super().read(timeout)
+        return None if message is None else f"{message}!"
+
+
+def test_a_read_override_is_called_on_every_flavour_of_binding(make_pair: PairMaker) -> None:
+    # A plain stocking's read() is its inbox's method, bound once; a class
+    # that overrides read (or post_read, or the handshake) keeps its own.
+    a, b = make_pair()
+    with LoudRead(a) as loud, Stocking(b) as plain:
+        plain.write("hey")
+        assert loud.read(timeout=10) == "hey!"
+        loud.write("ho")
+        assert plain.read(timeout=10) == "ho"
+        assert plain.read() is None
 
 
 def list_of_one(stocking: Stocking) -> list[Any]:
