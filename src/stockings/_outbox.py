@@ -238,18 +238,19 @@ class Outbox:
             return
         parts = queued_parts(header, payload, small)
         batches = self._use_sendmsg or total < self._small_limit
-        if batches and perf_counter() - self._last_send < BURST_GAP:
-            # A burst: let the batch build up. This thread sends it at
-            # WRITER_FLUSH_SIZE, or before it waits to read (``send_held``);
-            # the hub sends what is left after BURST_HOLD. A large payload
-            # is worth a wake-up of the hub, which sends it while this
-            # thread goes on. Without sendmsg
+        if batches and small and perf_counter() - self._last_send < BURST_GAP:
+            # A burst of small messages: let the batch build up. This
+            # thread sends it at WRITER_FLUSH_SIZE, or before it waits to
+            # read (``send_held``); the hub sends what is left after
+            # BURST_HOLD. A large payload is sent below, by this thread:
+            # the send costs less than waking the hub for it, which costs
+            # both threads a switch of the GIL. Without sendmsg
             # (TLS) only small messages batch, one buffer, one record, and
             # the hub sends them as soon as it runs (on the main thread it
             # sends every TLS write). The flush is asked for before the
             # message is queued, so an interrupt in between costs a useless
             # flush, never a stuck one.
-            if self._use_sendmsg and small:
+            if self._use_sendmsg:
                 self._sender.flush_after_hold()
             else:
                 self._sender.schedule_flush()

@@ -157,6 +157,41 @@ def test_a_read_that_waits_sends_the_held_burst_first(
 
 
 @pytest.mark.timeout(30)
+def test_a_burst_of_large_payloads_is_sent_by_the_writer_not_the_hub(
+    monkeypatch: pytest.MonkeyPatch, make_pair: Callable[[], Pair], bursty: None, no_leaks: None
+) -> None:
+    a, b = make_pair()
+    with stockings.Stocking(a) as left, stockings.Stocking(b) as right:
+        hub = left._channel.hub
+        sender = left._channel.outbox._sender
+        flushes: list[object] = []
+        original_soon, original_later = hub.call_soon, hub.call_later
+
+        def counted_soon(callback: Callable[[], None]) -> None:
+            if getattr(callback, "__self__", None) is sender:
+                flushes.append(callback.__name__)
+            original_soon(callback)
+
+        def counted_later(delay: float, callback: Callable[[], None]) -> Any:
+            if getattr(callback, "__self__", None) is sender:
+                flushes.append(callback.__name__)
+            return original_later(delay, callback)
+
+        monkeypatch.setattr(hub, "call_soon", counted_soon)
+        monkeypatch.setattr(hub, "call_later", counted_later)
+        large = bytes(range(256)) * 257  # each slice below a large payload, 64 KiB or more
+        for i in range(5):
+            # Each one read before the next, so the kernel takes it whole:
+            # nothing is left for the hub to finish.
+            left.write(large[i:])
+            assert right.read(timeout=10) == large[i:]
+        # Each was one sendmsg of the writer's: waking the hub to send a
+        # payload costs both threads a switch of the GIL, more than the send.
+        assert not flushes, f"the hub was asked to flush {flushes} for 5 large writes"
+        monkeypatch.undo()
+
+
+@pytest.mark.timeout(30)
 def test_close_sends_the_held_burst(
     make_pair: Callable[[], Pair], held: None, no_leaks: None
 ) -> None:
