@@ -156,29 +156,35 @@ def test_a_read_that_waits_sends_the_held_burst_first(
         assert right.read(timeout=10) == b"request, part 2"
 
 
+def _flushes_asked_of_the_hub(
+    monkeypatch: pytest.MonkeyPatch, stocking: stockings.Stocking
+) -> list[str]:
+    """The flushes of ``stocking``'s queue posted to its hub from now on, at once or later."""
+    hub = stocking._channel.hub
+    sender = stocking._channel.outbox._sender
+    flushes: list[str] = []
+
+    def counting(post: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(*args: Any) -> Any:
+            callback = args[-1]
+            if getattr(callback, "__self__", None) is sender:
+                flushes.append(callback.__name__)
+            return post(*args)
+
+        return counted
+
+    monkeypatch.setattr(hub, "call_soon", counting(hub.call_soon))
+    monkeypatch.setattr(hub, "call_later", counting(hub.call_later))
+    return flushes
+
+
 @pytest.mark.timeout(30)
 def test_a_burst_of_large_payloads_is_sent_by_the_writer_not_the_hub(
     monkeypatch: pytest.MonkeyPatch, make_pair: Callable[[], Pair], bursty: None, no_leaks: None
 ) -> None:
     a, b = make_pair()
     with stockings.Stocking(a) as left, stockings.Stocking(b) as right:
-        hub = left._channel.hub
-        sender = left._channel.outbox._sender
-        flushes: list[object] = []
-        original_soon, original_later = hub.call_soon, hub.call_later
-
-        def counted_soon(callback: Callable[[], None]) -> None:
-            if getattr(callback, "__self__", None) is sender:
-                flushes.append(callback.__name__)
-            original_soon(callback)
-
-        def counted_later(delay: float, callback: Callable[[], None]) -> Any:
-            if getattr(callback, "__self__", None) is sender:
-                flushes.append(callback.__name__)
-            return original_later(delay, callback)
-
-        monkeypatch.setattr(hub, "call_soon", counted_soon)
-        monkeypatch.setattr(hub, "call_later", counted_later)
+        flushes = _flushes_asked_of_the_hub(monkeypatch, left)
         large = bytes(range(256)) * 257  # each slice below a large payload, 64 KiB or more
         for i in range(5):
             # Each one read before the next, so the kernel takes it whole:
