@@ -341,11 +341,6 @@ class Channel:
         """Whether :meth:`start` has attached the channel to its hub."""
         return self._started
 
-    @property
-    def handshaking(self) -> bool:
-        """Whether the transport's handshake (TLS) has yet to complete."""
-        return self.transport.handshaking
-
     def open_gate(self) -> None:
         """The custom handshake succeeded: readiness follows the inbox; ends are not its failure."""
         self._lifecycle.open_gate()

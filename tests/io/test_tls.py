@@ -408,7 +408,7 @@ def test_a_late_session_ticket_does_not_cut_the_last_message_short(
         server_sock.close()
     else:
         pytest.fail("the server's handshake never stopped before the client's Finished")
-    wait_until(lambda: not client._channel.handshaking)
+    wait_until(lambda: not client._channel.transport.handshaking)
     payload = BIG[: 1024 * 1024]
     client.write(payload)
     closer = threading.Thread(target=client.close, name="test-closer")
