@@ -22,7 +22,7 @@ def close_all(clients: Sequence[Stocking[Any, ...]], timeout: float | None) -> N
     """Close many stockings at once rather than one after the other."""
     by_hub: dict[Hub, list[Stocking[Any, ...]]] = {}
     for stocking in clients:
-        by_hub.setdefault(stocking._hub, []).append(stocking)
+        by_hub.setdefault(stocking._served.hub, []).append(stocking)
     for hub, group in by_hub.items():
         # On the hub thread a close only starts the flush, so every client
         # flushes at the same time; below we wait for them one by one.
@@ -33,4 +33,4 @@ def close_all(clients: Sequence[Stocking[Any, ...]], timeout: float | None) -> N
 
 def _start_closes(stockings: list[Stocking[Any, ...]], timeout: float | None) -> None:
     for stocking in stockings:
-        stocking._start_close(timeout)
+        stocking._served.close(flush=True, timeout=timeout)

@@ -19,6 +19,7 @@ __all__ = [
     "ProtocolError",
     "StockingError",
     "WriteTimeout",
+    "check_iteration_end",
     "end_reason_for",
 ]
 
@@ -129,3 +130,13 @@ def end_reason_for(exc: BaseException) -> EndReason:
     if isinstance(exc, TimeoutError):
         return EndReason.TIMEOUT
     return EndReason.ERROR
+
+
+def check_iteration_end(reason: EndReason | None, exc: BaseException | None) -> None:
+    """How iterating over a stocking ends: quietly after a clean end or an abort here.
+
+    Raises:
+        ConnectionClosed: after any other end, chained to ``exc``, its cause.
+    """
+    if reason is not None and not reason.clean and reason is not EndReason.ABORTED:
+        raise ConnectionClosed(f"the stocking ended: {reason.value}", reason) from exc

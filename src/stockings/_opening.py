@@ -71,7 +71,7 @@ def prepare_hub(
     if hub is None:
         max_wait = cls._max_wait()
         if private:
-            name = f"stockings-io-{stocking._peer_name()}"
+            name = f"stockings-io-{stocking._peer}"
             hub = Hub(cls.selector_factory, name=name, max_wait=max_wait)
         else:
             hub = shared_hub(stocking.flavour, cls.selector_factory, max_wait)

@@ -15,13 +15,20 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["ChannelOptions", "check_options", "connected_peer"]
+__all__ = ["ChannelOptions", "check_options", "connected_peer", "peer_label"]
 
 _SOCKET_TYPES = {
     getattr(socket, name): name
     for name in ("SOCK_DGRAM", "SOCK_RAW", "SOCK_RDM", "SOCK_SEQPACKET")
     if hasattr(socket, name)
 }
+
+
+def peer_label(addr: Any, sock: socket.socket) -> str:
+    """How logs, thread names and ``repr`` name a stocking's peer: ``host:port``, a path, an fd."""
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        return f"{addr[0]}:{addr[1]}"
+    return str(addr) or f"fd{sock.fileno()}"
 
 
 def connected_peer(sock: object) -> Any:

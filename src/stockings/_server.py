@@ -262,9 +262,9 @@ class Server(ClosesOnExit, Generic[_S]):
             stocking.close()
             return None
         if server_log.isEnabledFor(logging.DEBUG):
-            peer = stocking._peer_name()
+            peer = stocking._peer
             server_log.debug("%s: accepted %s", self._label, peer, extra={"peer": peer})
-        stocking._on_end(lambda: self._forget(stocking))
+        stocking._served.on_end(lambda: self._forget(stocking))
         return stocking
 
     def _forget(self, stocking: _S) -> None:
@@ -297,7 +297,7 @@ class Server(ClosesOnExit, Generic[_S]):
             try:
                 handler(stocking)
             except Exception:
-                peer = stocking._peer_name()
+                peer = stocking._peer
                 server_log.exception(
                     "%s: the handler raised for %s", self._label, peer, extra={"peer": peer}
                 )

@@ -17,11 +17,10 @@ from ._channel import DEFAULT_LINGER, Channel
 from ._closing import ClosesOnExit
 from ._encoding import no_message
 from ._epoll import EpollSelector, epoll_available
-from ._errors import ConnectionClosed, EndReason, NotReady
+from ._errors import EndReason, NotReady, check_iteration_end
 from ._framing import DEFAULT_MAX_MESSAGE_SIZE, Message
 from ._handshake import HandshakeThread
 from ._hub import Hub
-from ._inbox import Inbox
 from ._log import log_opened
 from ._opening import (
     DEFAULT_CLOSE_TIMEOUT,
@@ -31,7 +30,8 @@ from ._opening import (
     check_linger,
     prepare_hub,
 )
-from ._options import ChannelOptions, connected_peer
+from ._options import ChannelOptions, connected_peer, peer_label
+from ._served import Served
 from ._shutdown import watch_for_abandonment
 from ._tls import transport_for
 from ._typing import (
@@ -122,6 +122,8 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         self.sock = sock
         #: The peer's address, as ``getpeername()`` returned it.
         self.addr = connected_peer(sock)
+        #: What logs, thread names and ``repr`` call the peer.
+        self._peer = peer_label(self.addr, sock)
         #: How long ``write`` may wait for the outbound queue to drain.
         self.write_timeout = write_timeout
         self._handshake_complete: Any = False
@@ -142,10 +144,14 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         transport = transport_for(sock)
         self._channel = channel = Channel(sock, hub, options, transport, gated=custom_handshake)
         channel.linger = linger
-        channel.peer = peer = self._peer_name()
+        channel.peer = peer = self._peer
         # Bound once: write and read are the hottest calls there are.
         self._send = channel.outbox.send
         self._inbox = inbox = channel.inbox
+        # What the library's other layers may use: Server and close_all the
+        # connection (its narrow protocol), a Waiter the inbox.
+        self._served: Served = channel
+        self._wait_source = inbox
         self._receive = inbox.receive
         self._receive_all = inbox.receive_all
         if self._plain_read and not custom_handshake:
@@ -168,14 +174,9 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         """The longest one wait of the loop may last; ``None`` for no bound."""
         return None
 
-    def _peer_name(self) -> str:
-        if isinstance(self.addr, tuple) and len(self.addr) >= 2:
-            return f"{self.addr[0]}:{self.addr[1]}"
-        return str(self.addr) or f"fd{self.sock.fileno()}"
-
     def __repr__(self) -> str:
         state = "active" if self.active else f"ended ({self.end_reason})"
-        return f"<{type(self).__name__} {self._peer_name()} {state}>"
+        return f"<{type(self).__name__} {self._peer} {state}>"
 
     # -------------------------------------------------------------- handshake
 
@@ -362,10 +363,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
             # where a signal could land and lose the message (so no cast():
             # without an override, ReadT is what receive returns).
             yield message if post_read is None else post_read(message)  # type: ignore[misc]
-        reason = self._channel.end_reason
-        if reason is not None and not reason.clean and reason is not EndReason.ABORTED:
-            error = ConnectionClosed(f"the stocking ended: {reason.value}", reason)
-            raise error from self._channel.end_exception
+        check_iteration_end(self._channel.end_reason, self._channel.end_exception)
 
     # ------------------------------------------------------------------ state
 
@@ -460,28 +458,6 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
     def abort(self) -> None:
         """End the connection now, dropping whatever is still queued to send."""
         self.close(flush=False)
-
-    # ----------------------------------------------------- internal interface
-    # What the library's other layers (Server, Waiter) may ask of a stocking
-    # beyond its public API, so that none of them reaches into its channel.
-
-    @property
-    def _hub(self) -> Hub:
-        """The hub serving this stocking; :meth:`_start_close` runs on its thread."""
-        return self._channel.hub
-
-    @property
-    def _wait_source(self) -> Inbox:
-        """What a :class:`~stockings.Waiter` watches: ``ready``, ``watch`` and ``unwatch``."""
-        return self._inbox
-
-    def _on_end(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` (quick) on the hub thread once it has ended, or now if it has."""
-        self._channel.on_end(callback)
-
-    def _start_close(self, timeout: float | None) -> None:
-        """On the hub thread, begin ``close(timeout)`` without waiting: many flush at once."""
-        self._channel.close(flush=True, timeout=timeout)
 
     if not TYPE_CHECKING:
         __class_getitem__ = classmethod(with_default_write_params)

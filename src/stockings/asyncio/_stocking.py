@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
 
-from .._errors import ConnectionClosed, EndReason, HandshakeFailed
+from .._errors import EndReason, HandshakeFailed, check_iteration_end
 from .._framing import DEFAULT_MAX_MESSAGE_SIZE, Message
 from .._opening import DEFAULT_CLOSE_TIMEOUT, DEFAULT_READ_HIGH_WATER, DEFAULT_WRITE_HIGH_WATER
 from .._options import ChannelOptions
@@ -266,10 +266,7 @@ class Stocking:
             if message is None:
                 break
             yield message
-        reason = self.end_reason
-        if reason is not None and not reason.clean and reason is not EndReason.ABORTED:
-            error = ConnectionClosed(f"the stocking ended: {reason.value}", reason)
-            raise error from self.end_exception
+        check_iteration_end(self.end_reason, self.end_exception)
 
     # -------------------------------------------------------------- state
 
