@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import os
 import selectors
 import socket
@@ -87,6 +88,11 @@ class Hub:
         self._lock = threading.Lock()
         self._calls: deque[Callable[[], None]] = deque()
         self._timers: list[tuple[float, int, Timer]] = []
+        # Timers posted from any thread, for the loop to take in before it
+        # next sleeps; and until when it sleeps (-inf while it runs), so
+        # that only a timer due before then has to wake it.
+        self._new_timers: list[Timer] = []
+        self._sleep_until = math.inf
         self._sequence = itertools.count()
         self._attached = 0
         # The connections attached (those that said who they are), so that
@@ -191,11 +197,18 @@ class Hub:
                 pass  # full of wake-ups already, or the thread just stopped
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
-        """Run ``callback`` on the hub thread after ``delay`` seconds."""
+        """Run ``callback`` on the hub thread after ``delay`` seconds.
+
+        The loop is woken only if it sleeps past the deadline: a writer's
+        burst posts a timer per connection, and waking the loop for each
+        would cost a system call and a switch of the GIL.
+        """
         timer = Timer(time.monotonic() + delay, callback)
-        self.call_soon(
-            lambda: heapq.heappush(self._timers, (timer.deadline, next(self._sequence), timer))
-        )
+        with self._lock:
+            # Wake first: an interrupt between the two leaves a spare wake-up.
+            if timer.deadline < self._sleep_until:
+                self._wake_locked()
+            self._new_timers.append(timer)
         return timer
 
     def _wake_locked(self) -> None:
@@ -239,13 +252,23 @@ class Hub:
 
     def _run_once(self, selector: selectors.BaseSelector, faults: Containment) -> bool:
         """One turn of the loop; returns False once the thread should end."""
-        timeout = self._next_timeout()
+        with self._lock:
+            now = time.monotonic()
+            new_timers = self._new_timers
+            if new_timers:
+                for timer in new_timers:
+                    heapq.heappush(self._timers, (timer.deadline, next(self._sequence), timer))
+                new_timers.clear()
+            timeout = self._next_timeout(now)
+            self._sleep_until = math.inf if timeout is None else now + timeout
         try:
             ready = selector.select(timeout)
         except Exception as exc:
             ready = faults.select_failed(selector, exc)
         else:
             faults.select_failures = 0
+        # Awake: it takes new timers in before it sleeps again.
+        self._sleep_until = -math.inf
         for key, mask in ready:
             connection = key.data
             if connection is None:
@@ -266,12 +289,12 @@ class Hub:
             self._stop_locked(selector)
             return False
 
-    def _next_timeout(self) -> float | None:
+    def _next_timeout(self, now: float) -> float | None:
         if self._calls:
             return 0.0
         timeout = self.max_wait
         if self._timers:
-            until = max(0.0, self._timers[0][0] - time.monotonic())
+            until = max(0.0, self._timers[0][0] - now)
             timeout = until if timeout is None else min(timeout, until)
         return timeout
 
@@ -321,6 +344,8 @@ class Hub:
         self._thread = None
         self._thread_id = -1
         self._timers.clear()
+        self._new_timers.clear()
+        self._sleep_until = math.inf
         selector.close()
         self._selector = None
         for sock in (self._wakee, self._waker):
@@ -346,6 +371,8 @@ def _reset_after_fork() -> None:
         hub._lock = threading.Lock()
         hub._calls.clear()
         hub._timers.clear()
+        hub._new_timers.clear()
+        hub._sleep_until = math.inf
         hub._attached = 0
         hub._thread = None
         hub._thread_id = -1
