@@ -6,11 +6,13 @@ import contextlib
 import logging
 import os
 import socket
+import subprocess
 import sys
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -155,3 +157,24 @@ def closing() -> Iterator[list[stockings.Stocking]]:
     yield made
     for stocking in made:
         stocking.abort()
+
+
+#: Where Stockings 1.2.3 is installed for the interop tests (``.ci/run`` does
+#: it first; the ``stockings123`` fixture on first use otherwise).
+STOCKINGS123_DIR = Path(__file__).resolve().parents[1] / ".stockings123"
+_PIP_INSTALL = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps"]
+
+
+@pytest.fixture(scope="session")
+def stockings123() -> Path:
+    """The directory holding Stockings 1.2.3, installed there from PyPI if need be."""
+    if not (STOCKINGS123_DIR / "Stockings" / "__init__.py").exists():
+        result = subprocess.run(
+            [*_PIP_INSTALL, "--target", str(STOCKINGS123_DIR), "stockings==1.2.3"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if result.returncode:
+            pytest.fail(f"could not install Stockings 1.2.3 from PyPI:\n{result.stderr}")
+    return STOCKINGS123_DIR

@@ -24,9 +24,7 @@ from stockings import EndReason, HandshakeFailed
 
 LOCAL = ("127.0.0.1", 0)
 ROOT = Path(__file__).resolve().parent.parent.parent
-INSTALL_DIR = ROOT / ".stockings123"
 PEER = ROOT / "tests" / "peer123.py"
-PIP_INSTALL = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps"]
 MESSAGES: list[Any] = ["text", b"\x00bytes", "", b"", "ж" * 5000, b"x" * 300_000]
 
 pytestmark = pytest.mark.timeout(60)
@@ -100,20 +98,6 @@ def test_threaded_server_async_client() -> None:
 
 
 # ------------------------------------------------------------------ 1.2.3
-
-
-@pytest.fixture(scope="module")
-def stockings123() -> Path:
-    if not (INSTALL_DIR / "Stockings" / "__init__.py").exists():
-        result = subprocess.run(
-            [*PIP_INSTALL, "--target", str(INSTALL_DIR), "stockings==1.2.3"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if result.returncode:
-            pytest.fail(f"could not install Stockings 1.2.3:\n{result.stderr}")
-    return INSTALL_DIR
 
 
 async def run_peer123(part: str, port: int, stockings123: Path) -> asyncio.subprocess.Process:

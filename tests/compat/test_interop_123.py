@@ -25,36 +25,10 @@ from stockings import EndReason, Stocking
 __all__: list[str] = []
 
 ROOT = Path(__file__).resolve().parents[2]
-INSTALL_DIR = ROOT / ".stockings123"
 PEER = ROOT / "tests" / "peer123.py"
 THEIR_FLAVOURS = ["PollStocking", "SelectStocking"]
 
 Peer = Callable[[str, str, type[Stocking]], tuple[Any, "subprocess.Popen[str]"]]
-
-
-@pytest.fixture(scope="session")
-def stockings123() -> Path:
-    """The directory holding Stockings 1.2.3, installed there from PyPI if need be."""
-    if not (INSTALL_DIR / "Stockings" / "__init__.py").exists():
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--no-deps",
-                "--target",
-                str(INSTALL_DIR),
-                "stockings==1.2.3",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if result.returncode:
-            pytest.fail(f"could not install Stockings 1.2.3 from PyPI:\n{result.stderr}")
-    return INSTALL_DIR
 
 
 @pytest.fixture
