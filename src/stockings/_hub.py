@@ -253,14 +253,19 @@ class Hub:
     def _run_once(self, selector: selectors.BaseSelector, faults: Containment) -> bool:
         """One turn of the loop; returns False once the thread should end."""
         with self._lock:
-            now = time.monotonic()
             new_timers = self._new_timers
             if new_timers:
                 for timer in new_timers:
                     heapq.heappush(self._timers, (timer.deadline, next(self._sequence), timer))
                 new_timers.clear()
-            timeout = self._next_timeout(now)
-            self._sleep_until = math.inf if timeout is None else now + timeout
+            if self._calls:
+                # Callbacks wait: no sleep, and no clock read on a busy loop.
+                timeout: float | None = 0.0
+                self._sleep_until = -math.inf
+            else:
+                now = time.monotonic()
+                timeout = self._next_timeout(now)
+                self._sleep_until = math.inf if timeout is None else now + timeout
         try:
             ready = selector.select(timeout)
         except Exception as exc:
@@ -290,8 +295,6 @@ class Hub:
             return False
 
     def _next_timeout(self, now: float) -> float | None:
-        if self._calls:
-            return 0.0
         timeout = self.max_wait
         if self._timers:
             until = max(0.0, self._timers[0][0] - now)
