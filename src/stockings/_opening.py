@@ -1,15 +1,19 @@
-"""What making a :class:`~stockings.Stocking` does before it has a channel.
+"""What making a :class:`~stockings.Stocking` does to give it a channel.
 
 Its defaults, and the steps that serve the constructor alone: the check of
-``linger``, the choice of a hub, and the socket's preparation for it.
+``linger``, the choice of a hub, the socket's preparation for it, and the
+channel made over the socket's transport.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._channel import Channel
 from ._hub import Hub, shared_hub
+from ._options import ChannelOptions
 from ._sockopts import prepare_socket
+from ._tls import transport_for
 
 if TYPE_CHECKING:
     from ._stocking import Stocking
@@ -20,7 +24,7 @@ __all__ = [
     "DEFAULT_READ_SPIN",
     "DEFAULT_WRITE_HIGH_WATER",
     "check_linger",
-    "prepare_hub",
+    "open_channel",
 ]
 
 #: Default outbound high-water mark: ``write`` blocks above it.
@@ -41,26 +45,30 @@ def check_linger(linger: float | None) -> None:
         raise ValueError("linger must be None or a number of seconds, 0 or more")
 
 
-def prepare_hub(
+def open_channel(
     stocking: Stocking[Any, ...],
+    options: ChannelOptions,
     hub: Hub | None,
     private: bool,
     nodelay: bool,
     keepalive: bool | float | None,
     linger: float | None,
-) -> Hub:
-    """Check ``linger``, choose the stocking's hub and prepare its socket for it.
+    gated: bool,
+) -> Channel:
+    """Check ``linger``, choose the stocking's hub, prepare its socket, make its channel.
 
     Args:
-        stocking: the stocking being made, its ``sock`` and ``addr`` set.
+        stocking: the stocking being made, its ``sock``, ``addr`` and ``_peer`` set.
+        options: the limits its channel keeps.
         hub: the hub it was given, if any.
         private: whether it gets a hub of its own.
         nodelay: its ``nodelay`` option.
         keepalive: its ``keepalive`` option.
         linger: its ``linger`` option.
+        gated: whether a custom handshake must pass before messages flow.
 
     Returns:
-        The hub to serve it.
+        The channel, not yet started.
 
     Raises:
         ValueError: ``linger`` or ``keepalive`` is out of range, or the hub
@@ -68,6 +76,7 @@ def prepare_hub(
     """
     check_linger(linger)
     cls = type(stocking)
+    sock = stocking.sock
     if hub is None:
         max_wait = cls._max_wait()
         if private:
@@ -75,5 +84,9 @@ def prepare_hub(
             hub = Hub(cls.selector_factory, name=name, max_wait=max_wait)
         else:
             hub = shared_hub(stocking.flavour, cls.selector_factory, max_wait)
-    prepare_socket(stocking.sock, hub, cls.__name__, nodelay, keepalive)
-    return hub
+    prepare_socket(sock, hub, cls.__name__, nodelay, keepalive)
+    # The transport is chosen once here, so the plain path never checks for TLS.
+    channel = Channel(sock, hub, options, transport_for(sock), gated=gated)
+    channel.linger = linger
+    channel.peer = stocking._peer
+    return channel

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Generic
 
 from . import _compat
-from ._channel import DEFAULT_LINGER, Channel
+from ._channel import DEFAULT_LINGER
 from ._closing import ClosesOnExit
 from ._encoding import no_message
 from ._epoll import EpollSelector, epoll_available
@@ -28,12 +28,11 @@ from ._opening import (
     DEFAULT_READ_SPIN,
     DEFAULT_WRITE_HIGH_WATER,
     check_linger,
-    prepare_hub,
+    open_channel,
 )
 from ._options import ChannelOptions, connected_peer, peer_label
 from ._served import Served
 from ._shutdown import watch_for_abandonment
-from ._tls import transport_for
 from ._typing import (
     Outgoing,
     ReadT,
@@ -58,30 +57,15 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
     one hub thread. For type checkers the class is generic in what ``read``
     returns and in what ``write`` takes: a plain ``Stocking`` is
     ``Stocking[str | bytes, [str | Buffer]]`` (``docs/topics/addresses.md``).
-    Each option in full, with its default: ``docs/reference/options.md``.
 
-    Args:
-        sock: a connected stream socket, owned (and set non-blocking) from now on.
-        max_message_size: the longest message, either way, in bytes; ``None``: no limit.
-        write_high_water: ``write`` blocks while more bytes than this wait to be sent.
-        write_low_water: ``write`` then waits until fewer do (default: a quarter of the high).
-        write_timeout: how long ``write`` may block so before :class:`WriteTimeout`.
-        read_high_water: the hub stops reading while more bytes than this wait to be read.
-        read_low_water: reading resumes once fewer do (default: a quarter of the high).
-        hub: serve this stocking from the given :class:`Hub`.
-        private: give it a hub and thread of its own (1.2.3's model).
-        nodelay: set ``TCP_NODELAY`` on TCP sockets.
-        keepalive: TCP keepalive: ``True``, or seconds of silence before probes.
-        idle_timeout: end with ``EndReason.TIMEOUT`` after this long with nothing received.
-        read_spin: how long a waiting ``read`` checks the socket before it sleeps.
-        linger: how long queued messages may flush at interpreter exit, before a reset.
-        half_close: when the peer closes its side cleanly, stay open for replies.
-
-    Raises:
-        TypeError: ``sock`` is not a ``socket.socket``, or an option is unknown.
-        ValueError: ``sock`` is not a stream socket, or is listening; an option
-            is out of range; the flavour cannot serve the socket's descriptor.
-        OSError: ``sock`` is not connected.
+    ``sock`` is a connected stream socket, owned (and set non-blocking) from
+    now on. The keyword options bound memory and waiting
+    (``max_message_size``, the read and write water marks, ``write_timeout``,
+    ``idle_timeout``), choose the hub (``hub``, ``private``) and tune the
+    connection (``nodelay``, ``keepalive``, ``read_spin``, ``linger``,
+    ``half_close``). ``docs/reference/options.md`` is their one reference:
+    each with its default and meaning, and the errors that refuse a socket
+    or an option (``TypeError``, ``ValueError``, ``OSError``).
     """
 
     #: The name of this flavour's shared hub.
@@ -128,7 +112,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         self.write_timeout = write_timeout
         self._handshake_complete: Any = False
         self._handshake_thread: HandshakeThread | None = None
-        hub = prepare_hub(self, hub, private, nodelay, keepalive, linger)
+        custom_handshake = type(self).handshake is not Stocking.handshake
         options = ChannelOptions(
             max_message_size,
             write_high_water,
@@ -139,12 +123,10 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
             read_spin,
             half_close,
         )
-        custom_handshake = type(self).handshake is not Stocking.handshake
-        # Chosen once here, so the plain path never checks for TLS.
-        transport = transport_for(sock)
-        self._channel = channel = Channel(sock, hub, options, transport, gated=custom_handshake)
-        channel.linger = linger
-        channel.peer = peer = self._peer
+        self._channel = channel = open_channel(
+            self, options, hub, private, nodelay, keepalive, linger, custom_handshake
+        )
+        peer = self._peer
         # Bound once: write and read are the hottest calls there are.
         self._send = channel.outbox.send
         self._inbox = inbox = channel.inbox

@@ -11,6 +11,7 @@ tests/docs/test_examples.py.
 
 from __future__ import annotations
 
+import inspect
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import library_threads, open_fds, wait_until
-from stockings import encode_header
+from stockings import Stocking, encode_header
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -183,3 +184,24 @@ def test_wire_page_vectors_match_the_codec() -> None:
     for length, as_bytes, as_text in rows:
         assert encode_header(int(length), is_text=False).hex() == as_bytes
         assert encode_header(int(length), is_text=True).hex() == as_text
+
+
+def test_the_options_page_describes_every_option_of_a_stocking() -> None:
+    """The options page is their one reference, which the class docstring cites."""
+    text = (DOCS / "reference" / "options.md").read_text(encoding="utf-8")
+    section = text.split("## Keyword arguments of `Stocking(sock, ...)`", 1)[1].split("\n## ", 1)[0]
+    described = {
+        name
+        for row in re.findall(r"^\| (`[^|]+`) \|", section, re.M)
+        for name in re.findall(r"`(\w+)`", row)
+    }
+    options = [
+        name
+        for name, parameter in inspect.signature(Stocking).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+    assert len(options) >= 14
+    assert sorted(set(options) - described) == []
+    assert sorted(described - set(options)) == []
+    defaults = re.findall(r"^\| `\w+`(?:, `\w+`)? \| ([^|]+) \|", section, re.M)
+    assert all(default.strip() for default in defaults)
