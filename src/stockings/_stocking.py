@@ -58,14 +58,21 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
     returns and in what ``write`` takes: a plain ``Stocking`` is
     ``Stocking[str | bytes, [str | Buffer]]`` (``docs/topics/addresses.md``).
 
-    ``sock`` is a connected stream socket, owned (and set non-blocking) from
-    now on. The keyword options bound memory and waiting
-    (``max_message_size``, the read and write water marks, ``write_timeout``,
-    ``idle_timeout``), choose the hub (``hub``, ``private``) and tune the
-    connection (``nodelay``, ``keepalive``, ``read_spin``, ``linger``,
-    ``half_close``). ``docs/reference/options.md`` is their one reference:
-    each with its default and meaning, and the errors that refuse a socket
-    or an option (``TypeError``, ``ValueError``, ``OSError``).
+    The keyword options bound memory and waiting (``max_message_size``, the
+    read and write water marks, ``write_timeout``, ``idle_timeout``), choose
+    the hub (``hub``, ``private``) and tune the connection (``nodelay``,
+    ``keepalive``, ``read_spin``, ``linger``, ``half_close``).
+    ``docs/reference/options.md`` is their one reference: each option with
+    its default and meaning.
+
+    Args:
+        sock: a connected stream socket, owned (and set non-blocking) from now on.
+
+    Raises:
+        TypeError: ``sock`` is not a ``socket.socket``, or an option is unknown.
+        ValueError: ``sock`` is not a stream socket, or is listening; an option
+            is out of range; the flavour cannot serve the socket's descriptor.
+        OSError: ``sock`` is not connected.
     """
 
     #: The name of this flavour's shared hub.
