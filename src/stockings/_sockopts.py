@@ -45,10 +45,12 @@ def prepare_socket(
         ValueError: as :func:`check_fd_limit` and :func:`set_keepalive` do.
     """
     check_fd_limit(sock, hub, what)
-    if nodelay:
-        set_nodelay(sock, True)
+    # Keepalive first: it judges its value before it sets anything, so a
+    # refused one leaves the socket as the caller gave it.
     if keepalive is not None and keepalive is not False:
         set_keepalive(sock, keepalive)
+    if nodelay:
+        set_nodelay(sock, True)
 
 
 def set_nodelay(sock: socket.socket, on: bool) -> None:

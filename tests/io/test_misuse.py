@@ -376,6 +376,31 @@ def test_out_of_range_limits_are_refused_when_the_server_is_made(
             listener.accept()  # refused before connecting
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"max_message_size": -1},
+        {"read_high_water": 10, "read_low_water": 20},
+        {"idle_timeout": 0},
+        {"read_spin": -1},
+        {"linger": -1},
+        {"keepalive": -3},
+    ],
+)
+def test_a_refused_limit_leaves_the_socket_as_it_was(options: dict[str, Any]) -> None:
+    """Judged before the socket is touched: it stays the caller's, blocking and with Nagle on."""
+    client, server = tcp_pair()
+    with client, server:
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+        with pytest.raises(ValueError):
+            stockings.Stocking(client, private=True, **options)
+        assert client.fileno() >= 0
+        assert client.getblocking()
+        assert client.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
+        client.sendall(b"still usable")
+        assert server.recv(64) == b"still usable"
+
+
 def test_a_limit_a_subclass_names_is_its_own_to_judge() -> None:
     class Doubles(stockings.Stocking):
         def __init__(self, sock: socket.socket, *, max_message_size: int = 1) -> None:
