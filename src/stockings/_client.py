@@ -10,6 +10,7 @@ from typing import Any, TypeVar, Union, overload
 
 from ._options import check_options
 from ._stocking import Stocking
+from ._timeouts import bounded
 
 __all__ = [
     "Address",
@@ -235,6 +236,7 @@ def connect(
     """
     target = resolve_address(address, listen=False)
     check_options(cls, kwargs, "connect()")
+    timeout = bounded(timeout)
     context = None
     if ssl:
         context = default_client_context() if ssl is True else ssl

@@ -35,6 +35,7 @@ from ._errors import EndReason, HandshakeFailed
 from ._hub import Timer
 from ._log import log_connection_end
 from ._sockopts import reset_on_close
+from ._timeouts import bounded
 from ._transport import CLOSE_DRAIN_ROUNDS
 
 if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
@@ -68,6 +69,9 @@ class Closer:
         Waits for the end unless called on the hub thread. ``timeout`` bounds
         the flush; when it runs out the channel ends with ``EndReason.TIMEOUT``.
         """
+        # Judged before anything changes: a close refused for its timeout
+        # has done nothing.
+        timeout = bounded(timeout)
         channel = self._channel()
         if channel is None or channel.ended:
             return

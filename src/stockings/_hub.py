@@ -33,6 +33,7 @@ from typing import Protocol
 from ._epoll import EpollSelector
 from ._hub_faults import Containment, fd_limit_of
 from ._live import LiveSet
+from ._timeouts import LONGEST_SLEEP
 
 __all__ = ["Hub", "Timer", "shared_hub"]
 
@@ -203,7 +204,11 @@ class Hub:
         burst posts a timer per connection, and waking the loop for each
         would cost a system call and a switch of the GIL.
         """
-        timer = Timer(time.monotonic() + delay, callback)
+        deadline = time.monotonic() + delay
+        if deadline != deadline:
+            # A NaN deadline would break the timers' heap order.
+            raise ValueError("delay must be a number of seconds, not NaN")
+        timer = Timer(deadline, callback)
         with self._lock:
             # Wake first: an interrupt between the two leaves a spare wake-up.
             if timer.deadline < self._sleep_until:
@@ -297,7 +302,9 @@ class Hub:
     def _next_timeout(self, now: float) -> float | None:
         timeout = self.max_wait
         if self._timers:
-            until = max(0.0, self._timers[0][0] - now)
+            # A timer that far off (an ``idle_timeout`` of ``inf``) is
+            # slept towards in steps: ``select`` cannot take it in one.
+            until = min(max(0.0, self._timers[0][0] - now), LONGEST_SLEEP)
             timeout = until if timeout is None else min(timeout, until)
         return timeout
 

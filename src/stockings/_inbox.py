@@ -34,6 +34,7 @@ from ._framing import Message
 from ._hub import Hub
 from ._options import ChannelOptions
 from ._readiness import Readiness
+from ._timeouts import bounded
 from ._waiting import DIRECT, GIVE_UP, ORPHAN_CHECK_INTERVAL, InboxOwner, Waiting
 
 if TYPE_CHECKING:
@@ -181,7 +182,8 @@ class Inbox:
                     self.direct.heal_interest()
                 return None
             if deadline < 0:
-                deadline = math.inf if timeout is None else time.monotonic() + timeout
+                limit = bounded(timeout)
+                deadline = math.inf if limit is None else time.monotonic() + limit
                 direct = self.direct is not None
                 before_wait = self.before_wait
                 if before_wait is not None:

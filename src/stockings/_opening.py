@@ -13,6 +13,7 @@ from ._channel import Channel
 from ._hub import Hub, shared_hub
 from ._options import ChannelOptions
 from ._sockopts import prepare_socket
+from ._timeouts import option_seconds
 from ._tls import transport_for
 
 if TYPE_CHECKING:
@@ -39,10 +40,14 @@ DEFAULT_READ_SPIN = 50e-6
 DEFAULT_CLOSE_TIMEOUT = 10.0
 
 
-def check_linger(linger: float | None) -> None:
-    """Refuse a ``linger`` that is neither ``None`` nor a number of seconds, 0 or more."""
-    if linger is not None and not linger >= 0:
-        raise ValueError("linger must be None or a number of seconds, 0 or more")
+def check_linger(linger: object) -> float | None:
+    """Return ``linger`` as ``None`` or a finite number of seconds; refuse any other value.
+
+    Raises:
+        TypeError: it is no number.
+        ValueError: it is NaN or negative.
+    """
+    return option_seconds(linger, "linger")
 
 
 def open_channel(
@@ -71,10 +76,13 @@ def open_channel(
         The channel, not yet started.
 
     Raises:
+        TypeError: ``linger`` is no number, or ``hub`` no :class:`Hub`.
         ValueError: ``linger`` or ``keepalive`` is out of range, or the hub
             cannot serve the socket's descriptor.
     """
-    check_linger(linger)
+    if hub is not None and not isinstance(hub, Hub):
+        raise TypeError(f"hub must be a stockings.Hub or None, not {type(hub).__name__}")
+    linger = check_linger(linger)
     cls = type(stocking)
     sock = stocking.sock
     if hub is None:

@@ -10,10 +10,15 @@ from __future__ import annotations
 import difflib
 import errno
 import inspect
+import math
+import operator
 import socket
 import weakref
 from collections.abc import Mapping
+from numbers import Real
 from typing import Any
+
+from ._timeouts import bounded, option_seconds
 
 __all__ = ["ChannelOptions", "check_options", "connected_peer", "peer_label"]
 
@@ -120,7 +125,7 @@ _CHANNEL_OPTIONS = (
     "idle_timeout",
     "read_spin",
 )
-_VALUE_OPTIONS = frozenset((*_CHANNEL_OPTIONS, "keepalive"))
+_VALUE_OPTIONS = frozenset((*_CHANNEL_OPTIONS, "keepalive", "write_timeout", "linger"))
 
 # class -> option names -> (what is wrong with them, whether their values
 # reach Stocking untouched). Weak, so that classes made on the fly can go.
@@ -176,20 +181,29 @@ def _check_values(options: Mapping[str, object], caller: str) -> None:
     try:
         ChannelOptions(**values)
         check_keepalive(options.get("keepalive"))
+        option_seconds(options.get("write_timeout"), "write_timeout")
+        option_seconds(options.get("linger"), "linger")
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"{caller}: {exc}") from None
+
+
+#: The longest silence ``keepalive`` may ask for: Linux takes no longer
+#: ``TCP_KEEPIDLE`` (about nine hours).
+KEEPALIVE_MAX = 32767
 
 
 def check_keepalive(keepalive: object) -> None:
     """Check a ``keepalive`` option: ``None``, a bool or a positive number of seconds.
 
     Raises:
-        ValueError: it is a number that is not positive.
+        ValueError: it is no number, or not positive, or over ``KEEPALIVE_MAX``.
     """
     if keepalive is None or isinstance(keepalive, bool):
         return
-    if not (isinstance(keepalive, (int, float)) and keepalive > 0):
-        raise ValueError("keepalive must be True, None or a positive number of seconds")
+    if not (isinstance(keepalive, (int, float)) and 0 < keepalive <= KEEPALIVE_MAX):
+        raise ValueError(
+            f"keepalive must be True, None or a positive number of seconds, at most {KEEPALIVE_MAX}"
+        )
 
 
 def _known_options(cls: type[Any]) -> set[str] | None:
@@ -245,6 +259,15 @@ class ChannelOptions:
         "write_low_water",
     )
 
+    half_close: bool
+    idle_timeout: float | None
+    max_message_size: int | None
+    read_high_water: int
+    read_low_water: int
+    read_spin: float
+    write_high_water: int
+    write_low_water: int
+
     def __init__(
         self,
         max_message_size: int | None,
@@ -257,12 +280,25 @@ class ChannelOptions:
         half_close: bool = False,
     ) -> None:
         self.half_close = half_close
-        if not read_spin >= 0:
+        if read_spin is None or isinstance(read_spin, bool) or not isinstance(read_spin, Real):
+            kind = type(read_spin).__name__
+            raise TypeError(f"read_spin must be a number of seconds, not {kind}")
+        if not 0 <= read_spin < math.inf:
             raise ValueError("read_spin must be a number of seconds, 0 or more")
-        self.read_spin = read_spin
-        if idle_timeout is not None and not idle_timeout > 0:
+        self.read_spin = float(read_spin)
+        # ``inf`` (or any bound too long to matter) is no idle timeout at all.
+        idle = bounded(idle_timeout, "idle_timeout")
+        if idle is not None and not idle > 0:
             raise ValueError("idle_timeout must be a positive number of seconds, or None")
-        self.idle_timeout = idle_timeout
+        self.idle_timeout = idle
+        if max_message_size is not None:
+            max_message_size = _byte_count(max_message_size, "max_message_size", " or None")
+        write_high_water = _byte_count(write_high_water, "write_high_water")
+        read_high_water = _byte_count(read_high_water, "read_high_water")
+        if write_low_water is not None:
+            write_low_water = _byte_count(write_low_water, "write_low_water", " or None")
+        if read_low_water is not None:
+            read_low_water = _byte_count(read_low_water, "read_low_water", " or None")
         if max_message_size is not None and max_message_size < 0:
             raise ValueError("max_message_size cannot be negative")
         if write_high_water < 0 or read_high_water < 0:
@@ -274,3 +310,17 @@ class ChannelOptions:
         self.read_low_water = read_high_water // 4 if read_low_water is None else read_low_water
         if self.write_low_water > write_high_water or self.read_low_water > read_high_water:
             raise ValueError("a low-water mark cannot exceed its high-water mark")
+
+
+def _byte_count(value: object, name: str, or_none: str = "") -> int:
+    """``value`` as an ``int``: a size in bytes is a whole number (numpy's too).
+
+    Raises:
+        TypeError: anything else (``1.5``, ``"64k"``, ``True``).
+    """
+    if not isinstance(value, bool):
+        try:
+            return operator.index(value)  # type: ignore[arg-type]
+        except TypeError:
+            pass
+    raise TypeError(f"{name} must be a whole number of bytes{or_none}, not {type(value).__name__}")

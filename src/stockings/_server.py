@@ -34,6 +34,7 @@ from ._opening import DEFAULT_CLOSE_TIMEOUT
 from ._options import check_options
 from ._sockopts import discard_socket
 from ._stocking import Stocking
+from ._timeouts import bounded
 
 __all__ = ["DEFAULT_BACKLOG", "Server"]
 
@@ -228,6 +229,7 @@ class Server(ClosesOnExit, Generic[_S]):
         """
         if self._handler is not None and threading.current_thread() is not self._thread:
             raise RuntimeError("this server hands every connection to its handler")
+        timeout = bounded(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             conn = self._accepted.take(deadline)
@@ -323,6 +325,7 @@ class Server(ClosesOnExit, Generic[_S]):
                 flushing, then the handler returning. ``None`` waits as long
                 as that takes.
         """
+        timeout = bounded(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             first = not self._accepted.closed

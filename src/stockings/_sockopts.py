@@ -12,6 +12,7 @@ import socket
 import struct
 
 from ._hub import Hub
+from ._options import check_keepalive
 
 __all__ = [
     "TCP_FAMILIES",
@@ -120,8 +121,7 @@ def set_keepalive(sock: socket.socket, keepalive: bool | float) -> None:
     Raises:
         ValueError: ``keepalive`` is a number that is not positive.
     """
-    if keepalive is not True and not keepalive > 0:
-        raise ValueError("keepalive must be True, None or a positive number of seconds")
+    check_keepalive(keepalive)
     if sock.family not in TCP_FAMILIES:
         return
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)

@@ -33,6 +33,7 @@ from ._opening import (
 from ._options import ChannelOptions, connected_peer, peer_label
 from ._served import Served
 from ._shutdown import watch_for_abandonment
+from ._timeouts import bounded, option_seconds
 from ._typing import (
     Outgoing,
     ReadT,
@@ -116,7 +117,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         #: What logs, thread names and ``repr`` call the peer.
         self._peer = peer_label(self.addr, sock)
         #: How long ``write`` may wait for the outbound queue to drain.
-        self.write_timeout = write_timeout
+        self.write_timeout = option_seconds(write_timeout, "write_timeout")
         self._handshake_complete: Any = False
         self._handshake_thread: HandshakeThread | None = None
         custom_handshake = type(self).handshake is not Stocking.handshake
@@ -203,6 +204,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
             Whether it has completed (``handshake_complete`` is true); false if
             it failed or is still running after ``timeout``.
         """
+        timeout = bounded(timeout)
         thread = self._handshake_thread
         if thread is not None:
             thread.wait(timeout)
@@ -380,8 +382,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
 
     @linger.setter
     def linger(self, value: float | None) -> None:
-        check_linger(value)
-        self._channel.linger = value
+        self._channel.linger = check_linger(value)
 
     @property
     def messages_sent(self) -> int:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, Union, cast
 
 from ._closing import ClosesOnExit
 from ._stocking import Stocking
+from ._timeouts import bounded
 
 if TYPE_CHECKING:
     from typing_extensions import TypeVar as DefaultTypeVar
@@ -189,6 +190,7 @@ class Waiter(ClosesOnExit, Generic[_W]):
             were ready when added, in the order they were added); an empty
             list if none became ready in time.
         """
+        timeout = bounded(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             while True:
@@ -249,6 +251,7 @@ def wait(objects: Iterable[_T], timeout: float | None = None) -> list[_T]:
     Raises:
         TypeError: an object is neither a stocking, a server nor has ``fileno()``.
     """
+    timeout = bounded(timeout)
     objects = list(objects)
     sources = [_source_of(obj) for obj in objects]
     if all(source is not None for source in sources):

@@ -9,6 +9,7 @@ from typing import Any, TypeVar, overload
 
 from .._client import Address, default_client_context, describe_address, tcp_address
 from .._errors import HandshakeFailed
+from .._timeouts import bounded
 from ._stocking import Stocking
 
 __all__ = ["connect"]
@@ -78,6 +79,7 @@ async def connect(
             ``server_hostname``.
     """
     loop = asyncio.get_running_loop()
+    timeout = bounded(timeout)
     # Made first, so that bad options fail before any connection is.
     stocking = cls(**options)
 

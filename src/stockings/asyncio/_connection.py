@@ -41,6 +41,7 @@ from .._errors import EndReason
 from .._options import ChannelOptions
 from .._protocol import Protocol, State
 from .._sockopts import reset_on_close
+from .._timeouts import bounded
 
 __all__ = ["FLUSH_SIZE", "MAX_HOLD", "Connection"]
 
@@ -234,6 +235,7 @@ class Connection(asyncio.BufferedProtocol):
 
     async def wait_readable(self, timeout: float | None, handshake: bool = False) -> bool:
         """Wait until a message is in or the connection ended; false if ``timeout`` passed."""
+        timeout = bounded(timeout)
         protocol = self.protocol
         deadline = None if timeout is None else self.loop.time() + timeout
         while not protocol.inbox and not protocol.ended:
@@ -274,6 +276,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def begin_close(self, timeout: float | None) -> None:
         """Start a clean close: flush, half-close, wait for the peer, within ``timeout``."""
+        timeout = bounded(timeout)
         protocol = self.protocol
         if protocol.close_requested or protocol.ended:
             return
