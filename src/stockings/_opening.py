@@ -7,6 +7,7 @@ channel made over the socket's transport.
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from ._channel import Channel
@@ -38,6 +39,12 @@ DEFAULT_READ_HIGH_WATER = 4 * 1024 * 1024
 DEFAULT_READ_SPIN = 50e-6
 #: Default bound on how long ``close()`` spends flushing.
 DEFAULT_CLOSE_TIMEOUT = 10.0
+
+# The channel each socket descriptor of this process belongs to. A second
+# stocking on a socket would take the first one's bytes and, ending, close
+# the socket under it; so it is refused. Weak: an ended, dropped stocking
+# leaves its descriptor number free for the next socket.
+_owners: weakref.WeakValueDictionary[int, Channel] = weakref.WeakValueDictionary()
 
 
 def check_linger(linger: object) -> float | None:
@@ -77,6 +84,7 @@ def open_channel(
 
     Raises:
         TypeError: ``linger`` is no number, or ``hub`` no :class:`Hub`.
+        ValueError: the socket already belongs to a stocking that has not ended.
         ValueError: ``linger`` or ``keepalive`` is out of range, or the hub
             cannot serve the socket's descriptor.
     """
@@ -85,6 +93,14 @@ def open_channel(
     linger = check_linger(linger)
     cls = type(stocking)
     sock = stocking.sock
+    fd = sock.fileno()
+    owner = _owners.get(fd)
+    # An owner that ended (in a forked child, every inherited one) lets go.
+    if owner is not None and not owner.ended and owner.sock.fileno() == fd:
+        raise ValueError(
+            f"this socket already belongs to a stocking ({owner.peer}): one stocking "
+            "per socket; close that one, or wrap another socket"
+        )
     if hub is None:
         max_wait = cls._max_wait()
         if private:
@@ -97,4 +113,5 @@ def open_channel(
     channel = Channel(sock, hub, options, transport_for(sock), gated=gated)
     channel.linger = linger
     channel.peer = stocking._peer
+    _owners[fd] = channel
     return channel

@@ -71,8 +71,9 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
 
     Raises:
         TypeError: ``sock`` is not a ``socket.socket``, or an option is unknown.
-        ValueError: ``sock`` is not a stream socket, or is listening; an option
-            is out of range; the flavour cannot serve the socket's descriptor.
+        ValueError: ``sock`` is not a stream socket, is listening, or already
+            belongs to a stocking; an option is out of range; the flavour
+            cannot serve the socket's descriptor.
         OSError: ``sock`` is not connected.
     """
 

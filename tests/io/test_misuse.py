@@ -439,3 +439,47 @@ def test_each_call_is_judged_on_its_own_options() -> None:
             stockings.Server(address, max_message_size=-1)
         with stockings.Server(address, max_message_size=10) as server:
             assert server.address
+
+
+@pytest.mark.parametrize("cls", ALL_KINDS, ids=lambda cls: cls.__name__)
+def test_a_second_stocking_on_a_socket_is_refused_and_the_first_carries_on(
+    cls: type[stockings.Stocking[Any, ...]],
+) -> None:
+    a, b = socket.socketpair()
+    first, peer = stockings.Stocking(a), stockings.Stocking(b)
+    # The same descriptor under another socket object is the same socket.
+    alias = socket.socket(fileno=a.fileno())
+    try:
+        for sock in (a, alias):
+            with pytest.raises(ValueError, match=r"already belongs to a stocking \(fd\d+\)"):
+                make(cls, sock)
+        peer.write(b"still mine")
+        assert first.read(10) == b"still mine"
+        first.write(b"and back")
+        assert peer.read(10) == b"and back"
+        assert first.end_reason is None and peer.end_reason is None
+    finally:
+        alias.detach()
+        first.close()
+        peer.close()
+
+
+def test_a_descriptor_number_is_free_again_once_its_stocking_has_ended() -> None:
+    a, b = socket.socketpair()
+    fd = a.fileno()
+    first, peer = stockings.Stocking(a), stockings.Stocking(b)
+    first.close()
+    peer.close()
+    c, d = socket.socketpair()
+    try:
+        if c.fileno() != fd:
+            # The number went to d, or elsewhere: either is free all the same.
+            c, d = d, c
+        again, other = stockings.Stocking(c), stockings.Stocking(d)
+        other.write(b"new owner")
+        assert again.read(10) == b"new owner"
+        again.close()
+        other.close()
+    finally:
+        c.close()
+        d.close()
