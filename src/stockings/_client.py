@@ -8,7 +8,7 @@ import socket
 import ssl as _ssl
 from typing import Any, TypeVar, Union, overload
 
-from ._options import check_options
+from ._options import check_options, check_stocking_class
 from ._stocking import Stocking
 from ._timeouts import bounded
 
@@ -235,6 +235,7 @@ def connect(
         OSError: any other failure to connect (the message names the address).
     """
     target = resolve_address(address, listen=False)
+    check_stocking_class(cls, Stocking, "connect()")
     check_options(cls, kwargs, "connect()")
     timeout = bounded(timeout)
     context = None

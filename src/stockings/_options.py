@@ -192,6 +192,19 @@ def _check_values(options: Mapping[str, object], caller: str) -> None:
 KEEPALIVE_MAX = 32767
 
 
+def check_stocking_class(cls: object, base: type[Any], caller: str) -> None:
+    """Refuse a ``cls=`` that is no subclass of ``base``, naming it, before anything is made.
+
+    Raises:
+        TypeError: ``cls`` is not ``base`` or a subclass of it.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise TypeError(
+            f"{caller}: cls must be {base.__module__.removesuffix('._stocking')}."
+            f"{base.__name__} or a subclass of it, not {cls!r}"
+        )
+
+
 def check_keepalive(keepalive: object) -> None:
     """Check a ``keepalive`` option: ``None``, a bool or a positive number of seconds.
 

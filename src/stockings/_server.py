@@ -31,7 +31,7 @@ from ._hub_faults import fd_limit_of
 from ._listener import Listener, listen, over_limit
 from ._log import server_log
 from ._opening import DEFAULT_CLOSE_TIMEOUT
-from ._options import check_options
+from ._options import check_options, check_stocking_class
 from ._sockopts import discard_socket
 from ._stocking import Stocking
 from ._timeouts import bounded
@@ -114,6 +114,9 @@ class Server(ClosesOnExit, Generic[_S]):
         **kwargs: Any,
     ) -> None:
         target = resolve_address(address, listen=True)
+        check_stocking_class(cls, Stocking, "Server()")
+        if handler is not None and not callable(handler):
+            raise TypeError(f"Server(): handler must be callable, not {type(handler).__name__}")
         check_options(cls, kwargs, "Server()")
         self._cls = cls
         self._kwargs = kwargs

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from aio import LOOPS, run, wait_for_condition
 
+import stockings
 import stockings.asyncio as sa
 from stockings import ConnectionClosed, EndReason, HandshakeFailed, MessageTooLarge, NotReady
 
@@ -435,3 +436,19 @@ def test_a_failing_handler_is_logged_and_ends_only_its_connection(
     with caplog.at_level("ERROR", logger="stockings.asyncio"):
         run(main)
     assert any("handler of the connection" in r.message for r in caplog.records)
+
+
+def test_a_threaded_class_or_no_handler_is_named_before_anything_is_made() -> None:
+    async def main() -> None:
+        with pytest.raises(
+            TypeError, match=r"^connect\(\): cls must be stockings\.asyncio\.Stocking"
+        ):
+            await sa.connect(LOCAL, cls=stockings.Stocking)  # type: ignore[arg-type]
+        with pytest.raises(
+            TypeError, match=r"^serve\(\): cls must be stockings\.asyncio\.Stocking"
+        ):
+            sa.serve(echo, LOCAL, cls=stockings.Stocking)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"^serve\(\): handler must be callable, not str$"):
+            sa.serve("echo", LOCAL)  # type: ignore[arg-type]
+
+    run(main)

@@ -483,3 +483,28 @@ def test_a_descriptor_number_is_free_again_once_its_stocking_has_ended() -> None
     finally:
         c.close()
         d.close()
+
+
+@pytest.mark.parametrize("cls", [int, "Stocking", stockings.Waiter])
+def test_a_cls_that_is_no_stocking_class_is_named_before_anything_is_made(cls: object) -> None:
+    before = open_fds_now()
+    with pytest.raises(
+        TypeError, match=r"^Server\(\): cls must be stockings\.Stocking or a subclass"
+    ):
+        stockings.Server(("127.0.0.1", 0), cls=cls)  # type: ignore[arg-type]
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setblocking(False)
+        with pytest.raises(TypeError, match=r"^connect\(\): cls must be stockings\.Stocking"):
+            stockings.connect(listener.getsockname(), cls=cls)  # type: ignore[arg-type]
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # refused before connecting
+    assert open_fds_now() == before  # no listening socket left behind
+
+
+def test_a_handler_that_cannot_be_called_is_refused() -> None:
+    with pytest.raises(TypeError, match=r"^Server\(\): handler must be callable, not int$"):
+        stockings.Server(("127.0.0.1", 0), handler=5)  # type: ignore[arg-type]
+
+
+def open_fds_now() -> int:
+    return len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0

@@ -9,6 +9,7 @@ from typing import Any, TypeVar, overload
 
 from .._client import Address, default_client_context, describe_address, tcp_address
 from .._errors import HandshakeFailed
+from .._options import check_stocking_class
 from .._timeouts import bounded
 from ._stocking import Stocking
 
@@ -80,6 +81,7 @@ async def connect(
     """
     loop = asyncio.get_running_loop()
     timeout = bounded(timeout)
+    check_stocking_class(cls, Stocking, "connect()")
     # Made first, so that bad options fail before any connection is.
     stocking = cls(**options)
 

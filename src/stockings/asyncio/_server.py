@@ -13,6 +13,7 @@ from typing import Any
 from .._client import Address, tcp_address
 from .._errors import HandshakeFailed
 from .._opening import DEFAULT_CLOSE_TIMEOUT
+from .._options import check_stocking_class
 from ._connection import Connection
 from ._stocking import Stocking
 
@@ -43,6 +44,9 @@ class Server:
         backlog: int = 1024,
         **options: Any,
     ) -> None:
+        check_stocking_class(cls, Stocking, "serve()")
+        if not callable(handler):
+            raise TypeError(f"serve(): handler must be callable, not {type(handler).__name__}")
         self.handler = handler
         self._address_asked = address
         self._ssl = ssl
