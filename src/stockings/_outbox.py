@@ -79,6 +79,7 @@ class Outbox:
 
     __slots__ = (
         "_flow",
+        "_flush_owed",
         "_last_send",
         "_out",
         "_out_bytes",
@@ -116,6 +117,10 @@ class Outbox:
         # True while a thread sends from the queue (``lock`` held); the
         # lock-free path of ``send`` then leaves the queue alone.
         self._sending = False
+        # True from queueing a message a writer sends itself until that
+        # send, or a request for the hub's flush, is made; left so by an
+        # interrupt, it has the next write ask the hub (see ``Sender``).
+        self._flush_owed = False
         limit = options.max_message_size
         # Payloads shorter than this may take send's fast path.
         cached = len(_BYTES_HEADERS)
@@ -172,6 +177,7 @@ class Outbox:
                 and (tail := out[-1]).__class__ is Batch
                 and self._out_bytes <= self._write_high_water
                 and not self.closing
+                and not self._flush_owed
             ):
                 tail += _BYTES_HEADERS[size]
                 tail += message
@@ -235,6 +241,9 @@ class Outbox:
             self.messages_sent += 1
             if self._out_bytes >= WRITER_FLUSH_SIZE and self._use_sendmsg:
                 self._flush_by_writer()
+            elif self._flush_owed:
+                # An interrupted writer's send left the queue to nobody.
+                self._sender.schedule_flush()
             return
         parts = queued_parts(header, payload, small)
         batches = self._use_sendmsg or total < self._small_limit
@@ -258,6 +267,9 @@ class Outbox:
             self._out_bytes += total
             self.messages_sent += 1
             return
+        # Owed before the message is queued: an interrupt from here to the
+        # send leaves the flag for the next write to act on.
+        self._flush_owed = True
         out += parts
         self._out_bytes += total
         self.messages_sent += 1
@@ -334,6 +346,7 @@ class Outbox:
         if not self._use_sendmsg:
             self._sender.schedule_flush()
         # The whole batch and its count in one step (see ``_enqueue``).
+        self._flush_owed = True
         self._out += items
         self._out_bytes += total
         self.messages_sent += count

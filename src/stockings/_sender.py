@@ -79,6 +79,8 @@ class SendQueue(Protocol):
     _last_send: float
     #: True once no more messages are taken.
     closing: bool
+    #: True while a queued message waits for a send or a flush request.
+    _flush_owed: bool
 
 
 class Sender:
@@ -144,16 +146,21 @@ class Sender:
         try:
             self.send(box)
         except OSError as exc:
+            box._flush_owed = False
             raise self._lost_while_writing(box, exc) from exc
         except BaseException:
             # Interrupted: what is queued stays queued; the hub sends it.
+            # Should a second interrupt cut this request short, the owed
+            # flag (still set) has the next write make it.
             if self._out:
                 self.schedule_flush()
+            box._flush_owed = False
             raise
         box._last_send = perf_counter()
         if self._out:
             # The kernel is full: the hub sends the rest when it can.
             self.schedule_flush()
+        box._flush_owed = False
 
     def _lost_while_writing(self, box: SendQueue, exc: OSError) -> ConnectionClosed:
         """A send from a writer's thread failed.
@@ -209,6 +216,7 @@ class Sender:
     def flush(self, box: SendQueue) -> OSError | None:
         """Send what the kernel takes now, for the hub's flush; the error, if any."""
         self._flush_scheduled = False
+        box._flush_owed = False
         try:
             self.send(box)
         except OSError as exc:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, Union, cast
 
 from ._closing import ClosesOnExit
 from ._stocking import Stocking
+from ._sync import LazyCondition
 from ._timeouts import bounded
 
 if TYPE_CHECKING:
@@ -104,7 +105,10 @@ class Waiter(ClosesOnExit, Generic[_W]):
 
     def __init__(self, objects: Iterable[_W] = ()) -> None:
         self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
+        # Waited on with the lock released (``register``/``forget``), not
+        # as threading.Condition does: an interrupt in its wait may leave
+        # the lock not taken back, and the ``with`` around it then fails.
+        self._changed = LazyCondition(self._lock)
         # key -> (object, source, callback); keys are ids, so objects with
         # their own __eq__/__hash__ are still told apart.
         self._watched: dict[int, tuple[_W, _Source, Callable[[], None]]] = {}
@@ -192,18 +196,25 @@ class Waiter(ClosesOnExit, Generic[_W]):
         """
         timeout = bounded(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._lock:
-            while True:
+        changed = self._changed
+        while True:
+            with self._lock:
                 ready = self._collect_locked()
                 if ready:
                     return ready
-                if deadline is None:
-                    self._changed.wait()
-                    continue
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
                     return []
-                self._changed.wait(remaining)
+                waiter = changed.register()
+            # Outside the lock: an interrupted wait has no lock to take back.
+            try:
+                if remaining is None:
+                    waiter.acquire()
+                else:
+                    waiter.acquire(True, remaining)
+            finally:
+                with self._lock:
+                    changed.forget(waiter)
 
     def _collect_locked(self) -> list[_W]:
         noted = self._noted

@@ -379,3 +379,86 @@ def test_a_single_socket_pair_survives_too() -> None:
     assert got == sorted(set(got))
     assert not set(confirmed) - set(got)
     reader.close()
+
+
+def test_a_write_whose_send_and_flush_request_were_both_interrupted_is_sent_by_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two interrupts in a row, in the send and then in the request for the hub's flush.
+
+    Made exactly here rather than hoped for from the storm: the message is
+    queued with nobody to send it, and the next write, which would join its
+    batch without the lock, must ask the hub instead.
+    """
+    from stockings._sender import Sender
+
+    writer, reader = plain_pair(stockings.Stocking)
+    main = threading.get_ident()
+    real_send, real_schedule = Sender.send, Sender.schedule_flush
+    left = {"send": 1, "schedule": 1}
+
+    def interrupted(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        def once(self: Sender, *args: Any) -> Any:
+            if threading.get_ident() == main and left[name]:
+                left[name] -= 1
+                raise Interrupt
+            return real(self, *args)
+
+        return once
+
+    monkeypatch.setattr(Sender, "send", interrupted("send", real_send))
+    monkeypatch.setattr(Sender, "schedule_flush", interrupted("schedule", real_schedule))
+    with pytest.raises(Interrupt):
+        writer.write(b"first")
+    assert left == {"send": 0, "schedule": 0}
+    monkeypatch.undo()
+    assert writer.messages_sent == 1  # queued whole, as an interrupted write promises
+    writer.write(b"second")
+    assert reader.read(timeout=10) == b"first"
+    assert reader.read(timeout=10) == b"second"
+    wait_until(lambda: writer.queued_bytes == 0)
+    writer.close()
+    reader.close()
+
+
+@pytest.mark.timeout(90)
+def test_a_storm_over_wait_and_a_waiter_raises_nothing_else_and_leaves_them_working() -> None:
+    """``Waiter.wait`` once waited on a ``threading.Condition``: interrupted as it took
+    its lock back, it left the ``with`` around it to fail with ``RuntimeError``."""
+    reader, writer = plain_pair(stockings.Stocking)
+    waiter = stockings.Waiter([reader])
+    stop = threading.Event()
+
+    def trickle() -> None:
+        pace = random.Random(7)
+        while not stop.is_set():
+            writer.write(b"t")
+            stop.wait(pace.uniform(0, 0.002))
+
+    feeder = threading.Thread(target=trickle, name="test-trickle", daemon=True)
+    feeder.start()
+    storm = Storm()
+    try:
+        with storm.running():
+            deadline = time.monotonic() + STORM
+            turn = 0
+            while time.monotonic() < deadline:
+                turn += 1
+                if turn % 3 == 0:
+                    storm.call(stockings.wait, [reader], 0.01)
+                elif turn % 3 == 1:
+                    storm.call(waiter.wait, 0.01)
+                else:
+                    storm.call(reader.read_all, 0)
+    finally:
+        stop.set()
+        feeder.join(10)
+    assert storm.raised > 20, "the storm hardly reached the library"
+    reader.read_all(0)
+    writer.write(b"after")
+    assert waiter.wait(10) == [reader]
+    assert stockings.wait([reader], timeout=10) == [reader]
+    assert reader.read_all(5)[-1] == b"after"
+    waiter.close()
+    reader.close()
+    writer.close()
