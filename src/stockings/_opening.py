@@ -1,8 +1,8 @@
 """What making a :class:`~stockings.Stocking` does to give it a channel.
 
-Its defaults, and the steps that serve the constructor alone: the check of
-``linger``, the choice of a hub, the socket's preparation for it, and the
-channel made over the socket's transport.
+Its defaults, and the steps that serve the constructor alone: the checks
+of ``linger`` and of the socket's owner, the choice of a hub, the socket's
+preparation for it, and the channel made over the socket's transport.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ __all__ = [
     "DEFAULT_READ_HIGH_WATER",
     "DEFAULT_READ_SPIN",
     "DEFAULT_WRITE_HIGH_WATER",
-    "check_linger",
     "open_channel",
 ]
 
@@ -45,16 +44,6 @@ DEFAULT_CLOSE_TIMEOUT = 10.0
 # the socket under it; so it is refused. Weak: an ended, dropped stocking
 # leaves its descriptor number free for the next socket.
 _owners: weakref.WeakValueDictionary[int, Channel] = weakref.WeakValueDictionary()
-
-
-def check_linger(linger: object) -> float | None:
-    """Return ``linger`` as ``None`` or a finite number of seconds; refuse any other value.
-
-    Raises:
-        TypeError: it is no number.
-        ValueError: it is NaN or negative.
-    """
-    return option_seconds(linger, "linger")
 
 
 def open_channel(
@@ -84,13 +73,13 @@ def open_channel(
 
     Raises:
         TypeError: ``linger`` is no number, or ``hub`` no :class:`Hub`.
-        ValueError: the socket already belongs to a stocking that has not ended.
-        ValueError: ``linger`` or ``keepalive`` is out of range, or the hub
-            cannot serve the socket's descriptor.
+        ValueError: ``linger`` or ``keepalive`` is out of range, the hub
+            cannot serve the socket's descriptor, or the socket already
+            belongs to a stocking that has not ended.
     """
     if hub is not None and not isinstance(hub, Hub):
         raise TypeError(f"hub must be a stockings.Hub or None, not {type(hub).__name__}")
-    linger = check_linger(linger)
+    linger = option_seconds(linger, "linger")
     cls = type(stocking)
     sock = stocking.sock
     fd = sock.fileno()

@@ -27,7 +27,6 @@ from ._opening import (
     DEFAULT_READ_HIGH_WATER,
     DEFAULT_READ_SPIN,
     DEFAULT_WRITE_HIGH_WATER,
-    check_linger,
     open_channel,
 )
 from ._options import ChannelOptions, connected_peer, peer_label
@@ -383,7 +382,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
 
     @linger.setter
     def linger(self, value: float | None) -> None:
-        self._channel.linger = check_linger(value)
+        self._channel.linger = option_seconds(value, "linger")
 
     @property
     def messages_sent(self) -> int:
