@@ -41,9 +41,11 @@ DEFAULT_CLOSE_TIMEOUT = 10.0
 
 # The channel each socket descriptor of this process belongs to. A second
 # stocking on a socket would take the first one's bytes and, ending, close
-# the socket under it; so it is refused. Weak: an ended, dropped stocking
-# leaves its descriptor number free for the next socket.
-_owners: weakref.WeakValueDictionary[int, Channel] = weakref.WeakValueDictionary()
+# the socket under it; so it is refused. Weak references without a callback
+# (not a WeakValueDictionary): a callback runs when a channel is collected,
+# on whatever thread drops it, and a Ctrl-C landing in one is lost. A dead
+# entry stays until its descriptor number is used again.
+_owners: dict[int, weakref.ref[Channel]] = {}
 
 
 def open_channel(
@@ -83,7 +85,8 @@ def open_channel(
     cls = type(stocking)
     sock = stocking.sock
     fd = sock.fileno()
-    owner = _owners.get(fd)
+    known = _owners.get(fd)
+    owner = None if known is None else known()
     # An owner that ended (in a forked child, every inherited one) lets go.
     if owner is not None and not owner.ended and owner.sock.fileno() == fd:
         raise ValueError(
@@ -102,5 +105,5 @@ def open_channel(
     channel = Channel(sock, hub, options, transport_for(sock), gated=gated)
     channel.linger = linger
     channel.peer = stocking._peer
-    _owners[fd] = channel
+    _owners[fd] = weakref.ref(channel)
     return channel

@@ -462,3 +462,35 @@ def test_a_storm_over_wait_and_a_waiter_raises_nothing_else_and_leaves_them_work
     waiter.close()
     reader.close()
     writer.close()
+
+
+def test_dropping_a_closed_stocking_runs_no_weakref_callback() -> None:
+    """A Ctrl-C landing in a weakref callback is lost: Python prints it and drops it.
+
+    A closed stocking, dropped, must therefore run none on the thread that
+    drops it. The registry of sockets' owners once was a WeakValueDictionary,
+    whose callback ran for every stocking collected; an example server's
+    SIGTERM landed in it and the server never stopped.
+    """
+    import gc
+
+    a, b = socket.socketpair()
+    left, right = stockings.Stocking(a), stockings.Stocking(b)
+    right.write(b"x")
+    assert left.read(10) == b"x"
+    left.close()
+    right.close()
+    calls: list[str] = []
+
+    def profile(frame: FrameType, event: str, arg: object) -> None:
+        if event == "call" and frame.f_code.co_filename.endswith(("weakref.py", "_weakrefset.py")):
+            calls.append(frame.f_code.co_name)
+
+    gc.collect()
+    sys.setprofile(profile)
+    try:
+        del left, right
+        gc.collect()
+    finally:
+        sys.setprofile(None)
+    assert calls == []
