@@ -498,7 +498,8 @@ def test_a_cls_that_is_no_stocking_class_is_named_before_anything_is_made(cls: o
             stockings.connect(listener.getsockname(), cls=cls)  # type: ignore[arg-type]
         with pytest.raises(BlockingIOError):
             listener.accept()  # refused before connecting
-    assert open_fds_now() == before  # no listening socket left behind
+    # At most as many: a hub an earlier test left may still be closing its own.
+    assert open_fds_now() <= before  # no listening socket left behind
 
 
 def test_a_handler_that_cannot_be_called_is_refused() -> None:
