@@ -86,6 +86,24 @@ class LazyCondition:
             self._waiters += (waiter,)
         return waiter
 
+    def wait_registered(self, waiter: LockType, timeout: float | None) -> bool:
+        """Wait, with the lock released, for ``waiter`` from :meth:`register` to be notified.
+
+        Up to ``timeout`` seconds (``None``: no bound); then :meth:`forget`
+        it, taking the lock for that, however the wait ended. An interrupt
+        in the wait finds no lock to take back.
+
+        Returns:
+            Whether it was notified in time.
+        """
+        try:
+            if timeout is None:
+                return waiter.acquire()
+            return waiter.acquire(True, timeout)
+        finally:
+            with self._lock:
+                self.forget(waiter)
+
     def forget(self, waiter: LockType) -> None:
         """Drop a waiter that stopped waiting before a notify (lock held)."""
         if self._waiters:

@@ -206,15 +206,7 @@ class Waiter(ClosesOnExit, Generic[_W]):
                 if remaining is not None and remaining <= 0:
                     return []
                 waiter = changed.register()
-            # Outside the lock: an interrupted wait has no lock to take back.
-            try:
-                if remaining is None:
-                    waiter.acquire()
-                else:
-                    waiter.acquire(True, remaining)
-            finally:
-                with self._lock:
-                    changed.forget(waiter)
+            changed.wait_registered(waiter, remaining)
 
     def _collect_locked(self) -> list[_W]:
         noted = self._noted

@@ -157,12 +157,4 @@ class Waiting:
                 if remaining is not None and remaining <= 0:
                     return False
                 waiter = self.arrived.register()
-            # Outside the lock, as in ``wait_once``.
-            try:
-                if remaining is None:
-                    waiter.acquire()
-                else:
-                    waiter.acquire(True, remaining)
-            finally:
-                with inbox.lock:
-                    self.arrived.forget(waiter)
+            self.arrived.wait_registered(waiter, remaining)

@@ -93,3 +93,29 @@ def test_is_much_smaller_than_threading_condition() -> None:
         tracemalloc.stop()
     assert len(lazy) == len(full)
     assert (middle - start) * 5 < end - middle
+
+
+def test_a_registered_waiter_waits_unlocked_and_is_forgotten_however_it_ends() -> None:
+    lock = threading.Lock()
+    cond = LazyCondition(lock)
+    with lock:
+        waiter = cond.register()
+    # Timed out: forgotten, and the lock is free again.
+    assert cond.wait_registered(waiter, 0.01) is False
+    assert not lock.locked()
+    with lock:
+        assert not cond._waiters
+        waiter = cond.register()
+    notifier = threading.Timer(0.02, lambda: _notify_all(lock, cond))
+    notifier.start()
+    # Notified: no bound needed, and the lock was not held meanwhile.
+    assert cond.wait_registered(waiter, None) is True
+    notifier.join(5)
+    assert not lock.locked()
+    with lock:
+        assert not cond._waiters
+
+
+def _notify_all(lock: threading.Lock, cond: LazyCondition) -> None:
+    with lock:
+        cond.notify_all()
