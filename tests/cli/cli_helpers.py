@@ -17,7 +17,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import IO
 
-ENV = {**os.environ, "PYTHONIOENCODING": "utf-8", "PYTHONUNBUFFERED": "1"}
+# PYTHONFAULTHANDLER: a command that fails to stop in time is sent SIGABRT,
+# and the stacks of its threads show where it was stuck.
+ENV = {
+    **os.environ,
+    "PYTHONIOENCODING": "utf-8",
+    "PYTHONUNBUFFERED": "1",
+    "PYTHONFAULTHANDLER": "1",
+}
 COMMAND = [sys.executable, "-m", "stockings"]
 DEADLINE = 30.0
 
@@ -115,11 +122,33 @@ class Process:
         self.out = out
 
     def wait(self, timeout: float = DEADLINE) -> int:
-        return self.popen.wait(timeout)
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"still running after {timeout} s; its threads:\n{self.stacks()}"
+            ) from None
 
-    def interrupt(self) -> int:
-        self.popen.send_signal(signal.SIGINT)
-        return self.wait()
+    def stacks(self) -> str:
+        """Abort the command and return what it printed, its threads' stacks last."""
+        self.popen.send_signal(signal.SIGABRT)
+        try:
+            self.popen.wait(DEADLINE)
+        except subprocess.TimeoutExpired:
+            return "(no stacks: it did not abort)"
+        try:
+            return self.err.until_closed().decode(errors="replace")
+        except AssertionError as exc:
+            return str(exc)
+
+    def expect_status(self, status: int) -> None:
+        """Wait for the end; if its status is not ``status``, fail with what it printed."""
+        ended = self.wait()
+        if ended != status:
+            raise AssertionError(
+                f"exit status {ended}, not {status}; stderr:\n"
+                + self.err.until_closed().decode(errors="replace")
+            )
 
     def kill(self) -> None:
         if self.popen.poll() is None:
@@ -172,7 +201,14 @@ class Terminal:
         os.write(self.master, text)
 
     def wait(self, timeout: float = DEADLINE) -> int:
-        status = self.popen.wait(timeout)
+        try:
+            status = self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.send_signal(signal.SIGABRT)
+            raise AssertionError(
+                f"still running after {timeout} s; its screen and threads:\n"
+                + self.screen.until_closed().decode(errors="replace")
+            ) from None
         self.screen.until_closed()
         return status
 

@@ -95,7 +95,8 @@ def test_ctrl_c_exits_130() -> None:
     # Issue 14, item 6: Ctrl-C exited 0.
     with server() as (_, address), started("cat", address) as cat:
         cat.err.expect(rb"connected to")
-        assert cat.interrupt() == 130
+        cat.popen.send_signal(signal.SIGINT)
+        cat.expect_status(130)
         assert cat.err.until_closed().endswith(b"stockings cat: interrupted\n")
 
 
@@ -103,7 +104,7 @@ def test_sigterm_exits_143() -> None:
     with server() as (_, address), started("cat", address) as cat:
         cat.err.expect(rb"connected to")
         cat.popen.send_signal(signal.SIGTERM)
-        assert cat.wait() == 143
+        cat.expect_status(143)
 
 
 def test_exits_when_the_peer_closes_though_stdin_is_open(listener: socket.socket) -> None:
@@ -213,3 +214,14 @@ def test_a_message_over_our_limit_from_the_peer_is_explained(listener: socket.so
     error = one_line_error(cat.err.until_closed())
     assert "connection ended: message too large: message of 164 bytes exceeds" in error
     assert error.endswith("--max-message-size raises the limit")
+
+
+def test_a_command_that_does_not_stop_shows_where_its_threads_are() -> None:
+    # The diagnosis a hung CLI test prints instead of a bare timeout.
+    with server() as (_, address), started("cat", address) as cat:
+        cat.err.expect(rb"connected to")
+        with pytest.raises(AssertionError) as failure:
+            cat.wait(timeout=0.2)
+    message = str(failure.value)
+    assert "still running after 0.2 s" in message
+    assert "Current thread" in message and "in _send_input" in message
