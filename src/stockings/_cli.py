@@ -14,6 +14,7 @@ person's mistake never ends in a traceback.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
 import signal
 import sys
@@ -273,8 +274,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: After SIGTERM, how long a command may spend ending before it prints
+#: where its threads are and exits with status 1 (see ``_stop_on_sigterm``).
+STOP_GRACE = 20.0
+
+
 class _Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread like Ctrl-C so that cleanup runs."""
+
+
+def _bound_the_stop() -> bool:
+    # A supervisor that sends SIGTERM expects an end, and a cleanup that
+    # hangs would otherwise leave it nothing to go on. faulthandler's
+    # watchdog is a C thread: it fires even if the interpreter is stuck.
+    try:
+        faulthandler.dump_traceback_later(STOP_GRACE, exit=True, file=sys.stderr)
+    except (AttributeError, ValueError, OSError, RuntimeError):
+        return False  # no usable stderr: the stop is simply not bounded
+    return True
 
 
 @contextmanager
@@ -283,7 +300,11 @@ def _stop_on_sigterm() -> Iterator[None]:
         yield
         return
 
+    bounded = False
+
     def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal bounded
+        bounded = _bound_the_stop() or bounded
         raise _Terminated
 
     previous = signal.signal(signal.SIGTERM, handler)
@@ -291,6 +312,9 @@ def _stop_on_sigterm() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if bounded:
+            # Run in-process (tests, an embedding program), the caller lives on.
+            faulthandler.cancel_dump_traceback_later()
 
 
 def _quiet_stdout() -> None:

@@ -296,3 +296,49 @@ def test_bench_needs_room_for_its_large_messages() -> None:
     result = run_cli("bench", "--max-message-size", "1K")
     assert result.returncode == 2
     assert "--max-message-size must be at least 1048576" in one_line_error(result.stderr)
+
+
+_STOP_THAT_HANGS = """\
+import os, signal, threading
+from stockings import _cli
+_cli.STOP_GRACE = 0.3
+with _cli._stop_on_sigterm():
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        threading.Event().wait(30)
+    except KeyboardInterrupt:
+        print("cleaning up", flush=True)
+        threading.Event().wait(30)  # a cleanup that never ends
+"""
+
+_STOP_THAT_ENDS = """\
+import os, signal, threading
+from stockings import _cli
+_cli.STOP_GRACE = 0.3
+try:
+    with _cli._stop_on_sigterm():
+        os.kill(os.getpid(), signal.SIGTERM)
+        threading.Event().wait(30)
+except KeyboardInterrupt:
+    pass
+# The command is over: a caller that goes on is not cut short.
+threading.Event().wait(1.5)
+print("still here", flush=True)
+"""
+
+
+def test_a_stop_that_hangs_after_sigterm_shows_its_threads_and_exits_1() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _STOP_THAT_HANGS], capture_output=True, timeout=60, check=False
+    )
+    assert result.stdout == b"cleaning up\n"
+    assert result.returncode == 1, result.stderr
+    assert b"Timeout (0:00:00.300000)!" in result.stderr
+    assert b"most recent call first" in result.stderr
+
+
+def test_the_bound_on_the_stop_ends_with_the_command() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _STOP_THAT_ENDS], capture_output=True, timeout=60, check=False
+    )
+    assert (result.returncode, result.stdout) == (0, b"still here\n"), result.stderr
