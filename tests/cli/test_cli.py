@@ -304,25 +304,24 @@ from stockings import _cli
 _cli.STOP_GRACE = 0.3
 with _cli._stop_on_sigterm():
     try:
-        os.kill(os.getpid(), signal.SIGTERM)
-        threading.Event().wait(30)
+        os.kill(os.getpid(), signal.SIGTERM)  # its handler runs before kill returns
     except KeyboardInterrupt:
         print("cleaning up", flush=True)
-        threading.Event().wait(30)  # a cleanup that never ends
+        stuck = threading.Lock()
+        stuck.acquire()
+        stuck.acquire()  # a cleanup that never ends
 """
 
 _STOP_THAT_ENDS = """\
-import os, signal, threading
+import os, signal, sys
 from stockings import _cli
 _cli.STOP_GRACE = 0.3
 try:
     with _cli._stop_on_sigterm():
         os.kill(os.getpid(), signal.SIGTERM)
-        threading.Event().wait(30)
 except KeyboardInterrupt:
-    pass
-# The command is over: a caller that goes on is not cut short.
-threading.Event().wait(1.5)
+    print("stopped", flush=True)
+sys.stdin.read()  # until the test closes stdin, well past the grace
 print("still here", flush=True)
 """
 
@@ -338,7 +337,24 @@ def test_a_stop_that_hangs_after_sigterm_shows_its_threads_and_exits_1() -> None
 
 
 def test_the_bound_on_the_stop_ends_with_the_command() -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", _STOP_THAT_ENDS], capture_output=True, timeout=60, check=False
+    child = subprocess.Popen(
+        [sys.executable, "-c", _STOP_THAT_ENDS],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
-    assert (result.returncode, result.stdout) == (0, b"still here\n"), result.stderr
+    assert child.stdin is not None and child.stdout is not None and child.stderr is not None
+    try:
+        assert child.stdout.readline() == b"stopped\n"
+        # Five times the grace: a watchdog left armed would have ended it.
+        with pytest.raises(subprocess.TimeoutExpired):
+            child.wait(timeout=1.5)
+        child.stdin.close()
+        assert child.wait(timeout=60) == 0, child.stderr.read()
+        assert child.stdout.read() == b"still here\n"
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        child.stdout.close()
+        child.stderr.close()
