@@ -304,7 +304,8 @@ def _stop_on_sigterm() -> Iterator[None]:
 
     def handler(signum: int, frame: FrameType | None) -> None:
         nonlocal bounded
-        bounded = _bound_the_stop() or bounded
+        if not bounded:  # a second SIGTERM does not push the bound back
+            bounded = _bound_the_stop()
         raise _Terminated
 
     previous = signal.signal(signal.SIGTERM, handler)

@@ -113,6 +113,19 @@ class Watched:
             return self.data
 
 
+def _abort_for_stacks(popen: subprocess.Popen[bytes], output: Watched) -> str:
+    """Abort a command that is stuck; return what it printed, its threads' stacks last."""
+    popen.send_signal(signal.SIGABRT)
+    try:
+        popen.wait(DEADLINE)
+    except subprocess.TimeoutExpired:
+        return "(no stacks: it did not abort)"
+    try:
+        return output.until_closed().decode(errors="replace")
+    except AssertionError as exc:
+        return str(exc)
+
+
 class Process:
     """A running ``stockings`` command whose stderr (and maybe stdout) is watched."""
 
@@ -125,21 +138,10 @@ class Process:
         try:
             return self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
+            stacks = _abort_for_stacks(self.popen, self.err)
             raise AssertionError(
-                f"still running after {timeout} s; its threads:\n{self.stacks()}"
+                f"still running after {timeout} s; its threads:\n{stacks}"
             ) from None
-
-    def stacks(self) -> str:
-        """Abort the command and return what it printed, its threads' stacks last."""
-        self.popen.send_signal(signal.SIGABRT)
-        try:
-            self.popen.wait(DEADLINE)
-        except subprocess.TimeoutExpired:
-            return "(no stacks: it did not abort)"
-        try:
-            return self.err.until_closed().decode(errors="replace")
-        except AssertionError as exc:
-            return str(exc)
 
     def expect_status(self, status: int) -> None:
         """Wait for the end; if its status is not ``status``, fail with what it printed."""
@@ -204,10 +206,9 @@ class Terminal:
         try:
             status = self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.popen.send_signal(signal.SIGABRT)
+            screen = _abort_for_stacks(self.popen, self.screen)
             raise AssertionError(
-                f"still running after {timeout} s; its screen and threads:\n"
-                + self.screen.until_closed().decode(errors="replace")
+                f"still running after {timeout} s; its screen and threads:\n{screen}"
             ) from None
         self.screen.until_closed()
         return status
