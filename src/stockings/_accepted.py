@@ -16,6 +16,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from ._sync import SIGNAL_CHECK_INTERVAL
+
 __all__ = ["Accepted"]
 
 
@@ -82,13 +84,14 @@ class Accepted:
             while not self._sockets:
                 if self.closed or self.failed:
                     return None
+                # In bounded sleeps, so that a signal's handler runs (see ``_sync``).
                 if deadline is None:
-                    self._arrived.wait()
+                    self._arrived.wait(SIGNAL_CHECK_INTERVAL)
                 else:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         return None
-                    self._arrived.wait(remaining)
+                    self._arrived.wait(min(remaining, SIGNAL_CHECK_INTERVAL))
             conn = self._sockets.popleft()
             if self.paused and len(self._sockets) <= self._backlog // 2:
                 self.paused = False

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ._errors import HandshakeFailed
 from ._log import connection_log
 from ._shutdown import handshake_finished, handshake_started
+from ._sync import join_thread
 
 if TYPE_CHECKING:
     from ._channel import Channel
@@ -75,7 +76,7 @@ class HandshakeThread(threading.Thread):
         Returns at once when called from the handshake itself.
         """
         if self is not threading.current_thread():
-            self.join(timeout)
+            join_thread(self, timeout)
 
     def _handshake_and_record(self) -> None:
         stocking = self._stocking

@@ -34,6 +34,7 @@ from ._opening import DEFAULT_CLOSE_TIMEOUT
 from ._options import check_options, check_stocking_class
 from ._sockopts import discard_socket
 from ._stocking import Stocking
+from ._sync import join_thread
 from ._timeouts import bounded
 
 __all__ = ["DEFAULT_BACKLOG", "Server"]
@@ -344,7 +345,7 @@ class Server(ClosesOnExit, Generic[_S]):
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             # Last: a handler serving a client returns once that client is closed.
-            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            join_thread(thread, None if deadline is None else deadline - time.monotonic())
 
     def _stop_listening(self) -> None:
         listener = self._listener

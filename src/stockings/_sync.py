@@ -1,4 +1,4 @@
-"""A condition variable that costs almost nothing until a thread waits on it.
+"""Waiting: a condition variable that costs nothing until used, and sleeps that let handlers run.
 
 Every stocking has two conditions (messages arrived, outbound queue
 drained), and most of the time nobody waits on either. ``threading.Condition``
@@ -6,18 +6,99 @@ allocates a waiter deque, an instance dict and bound methods up front, about
 700 bytes each; with ten thousand stockings that is 14 MB spent on waits
 that never happen. :class:`LazyCondition` keeps two slots and makes its
 waiter list on the first wait.
+
+Every wait the library makes sleeps for at most
+:data:`SIGNAL_CHECK_INTERVAL` at a time (:func:`wait_for_release`,
+:func:`join_thread`), then goes round again. A signal that arrives just
+before a thread goes to sleep interrupts no system call, and its handler
+(Ctrl-C's ``KeyboardInterrupt``, a program's ``SIGTERM`` handler) runs
+only once the main thread executes Python again: were the main thread to
+sleep without a bound, a wait nothing else ends would hold the handler
+back for ever.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from _thread import LockType, allocate_lock
 from collections.abc import Callable
 from typing import TypeVar
 
-__all__ = ["LazyCondition"]
+__all__ = [
+    "SIGNAL_CHECK_INTERVAL",
+    "LazyCondition",
+    "join_thread",
+    "wait_for_condition",
+    "wait_for_release",
+]
 
 _T = TypeVar("_T")
+
+#: The longest one sleep of a waiting thread (seconds): the most a signal
+#: that came just before the sleep waits for its handler to run.
+SIGNAL_CHECK_INTERVAL = 0.5
+
+
+def wait_for_release(waiter: LockType, timeout: float | None) -> bool:
+    """Acquire ``waiter``, which another thread releases to wake this one.
+
+    As ``waiter.acquire(True, timeout)`` (``None``: no bound), in sleeps of
+    at most :data:`SIGNAL_CHECK_INTERVAL`; a signal handler's exception
+    comes out between two of them. For a waiter lock, held by nobody once
+    released: an exception after the acquire leaves it held, which costs
+    nothing.
+
+    Returns:
+        Whether it was acquired before ``timeout`` ran out.
+    """
+    if timeout is None:
+        # Each turn of the loop runs the handlers of signals that came.
+        while not waiter.acquire(True, SIGNAL_CHECK_INTERVAL):
+            pass
+        return True
+    if timeout <= 0:
+        return waiter.acquire(False)
+    if timeout <= SIGNAL_CHECK_INTERVAL:
+        return waiter.acquire(True, timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return waiter.acquire(False)
+        if waiter.acquire(True, min(remaining, SIGNAL_CHECK_INTERVAL)):
+            return True
+
+
+def join_thread(thread: threading.Thread, timeout: float | None) -> None:
+    """``thread.join(timeout)`` (``None``: no bound), in sleeps as :func:`wait_for_release`'s."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while thread.is_alive():
+        if deadline is None:
+            thread.join(SIGNAL_CHECK_INTERVAL)
+            continue
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        thread.join(min(remaining, SIGNAL_CHECK_INTERVAL))
+
+
+def wait_for_condition(
+    condition: threading.Condition, predicate: Callable[[], _T], timeout: float | None = None
+) -> _T:
+    """``condition.wait_for(predicate, timeout)``, in sleeps as :func:`wait_for_release`'s."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    result = predicate()
+    while not result:
+        wait = SIGNAL_CHECK_INTERVAL
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            wait = min(remaining, wait)
+        condition.wait(wait)
+        result = predicate()
+    return result
 
 
 class LazyCondition:
@@ -54,12 +135,7 @@ class LazyCondition:
             # Inside the try: an interrupt just after the release still
             # takes the lock back below, so the caller's ``with`` stays right.
             self._lock.release()
-            if timeout is None:
-                notified = waiter.acquire()
-            elif timeout > 0:
-                notified = waiter.acquire(True, timeout)
-            else:
-                notified = waiter.acquire(False)
+            notified = wait_for_release(waiter, timeout)
             return notified
         finally:
             self._lock.acquire()
@@ -97,9 +173,7 @@ class LazyCondition:
             Whether it was notified in time.
         """
         try:
-            if timeout is None:
-                return waiter.acquire()
-            return waiter.acquire(True, timeout)
+            return wait_for_release(waiter, timeout)
         finally:
             with self._lock:
                 self.forget(waiter)

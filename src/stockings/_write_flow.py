@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ._errors import ConnectionClosed, WriteTimeout
-from ._sync import LazyCondition
+from ._sync import LazyCondition, wait_for_release
 
 __all__ = ["FlowQueue", "WriteFlow"]
 
@@ -91,10 +91,9 @@ class WriteFlow:
                 waiter = self._drained.register()
                 self.waiters += 1
             try:
-                if deadline == math.inf:
-                    waiter.acquire()
-                else:
-                    waiter.acquire(True, max(0.0, deadline - time.monotonic()))
+                wait_for_release(
+                    waiter, None if deadline == math.inf else deadline - time.monotonic()
+                )
             finally:
                 with box.lock:
                     self._drained.forget(waiter)
