@@ -33,6 +33,7 @@ from ._cli_output import escape_text, show_bytes, show_text
 from ._client import connect, describe_address
 from ._errors import ConnectionClosed, EndReason, MessageTooLarge
 from ._stocking import Stocking
+from ._sync import join_thread, wait_for_condition
 
 __all__ = ["PROMPT", "run_cat"]
 
@@ -60,7 +61,7 @@ class Session:
     def add_record(self, record: bytes) -> None:
         with self.changed:
             # Stdin can be read far faster than the network drains: pause.
-            self.changed.wait_for(lambda: self.queued < INPUT_BACKLOG or self.peer_done)
+            wait_for_condition(self.changed, lambda: self.queued < INPUT_BACKLOG or self.peer_done)
             self.records.append(record)
             self.queued += len(record)
             self.changed.notify_all()
@@ -309,7 +310,7 @@ def _converse(stocking: Stocking, args: argparse.Namespace, file_data: bytes | N
         stocking.abort()
         raise
     finally:
-        printer.join()
+        join_thread(printer, None)
     if session.failure is not None:
         raise session.failure
     reason = stocking.end_reason
@@ -334,8 +335,9 @@ def _send_input(
     number = sent = 0
     while True:
         with session.changed:
-            session.changed.wait_for(
-                lambda: session.records or session.input_done or session.peer_done
+            wait_for_condition(
+                session.changed,
+                lambda: session.records or session.input_done or session.peer_done,
             )
             if session.peer_done:
                 return sent
@@ -365,7 +367,9 @@ def _wait_for_replies(stocking: Stocking, args: argparse.Namespace, session: Ses
     """After the input ends: wait for ``--expect`` messages, or for a quiet ``--wait``."""
     with session.changed:
         if args.expect is not None:
-            session.changed.wait_for(lambda: session.received >= args.expect or session.peer_done)
+            wait_for_condition(
+                session.changed, lambda: session.received >= args.expect or session.peer_done
+            )
             return
         # Stop once a whole --wait passes with no new message.
         while not session.peer_done:
@@ -374,5 +378,5 @@ def _wait_for_replies(stocking: Stocking, args: argparse.Namespace, session: Ses
             def moved(seen: int = seen) -> bool:
                 return session.received != seen or session.peer_done
 
-            if not session.changed.wait_for(moved, args.wait):
+            if not wait_for_condition(session.changed, moved, args.wait):
                 return

@@ -18,6 +18,7 @@ from typing import Any
 from ._cli_common import auth_flavour
 from ._errors import StockingError
 from ._stocking import Stocking
+from ._sync import join_thread
 
 __all__ = [
     "LARGE_SIZE",
@@ -210,7 +211,7 @@ def stream(
         elapsed = time.perf_counter() - start
     finally:
         left.close()
-        thread.join()
+        join_thread(thread, None)
         right.close()
     if failure:
         raise BenchmarkFailed(f"the writer failed: {failure[0]!r}") from failure[0]
@@ -258,7 +259,7 @@ def _round_trips(
     finally:
         left.close()
         right.close()
-        thread.join()
+        join_thread(thread, None)
     return statistics.median(samples) * 1e6, len(samples)
 
 

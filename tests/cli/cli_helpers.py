@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import IO
 
 # PYTHONFAULTHANDLER: a command that fails to stop in time is sent SIGABRT,
@@ -26,6 +27,18 @@ ENV = {
     "PYTHONFAULTHANDLER": "1",
 }
 COMMAND = [sys.executable, "-m", "stockings"]
+_LATE_SIGNAL = str(Path(__file__).resolve().parents[1] / "late_signal.py")
+
+
+def sent_late(signum: signal.Signals) -> list[str]:
+    """The command that runs ``stockings`` and sends it ``signum`` as its main thread sleeps.
+
+    See ``tests/late_signal.py``: the handler is owed while the main thread
+    sleeps, interrupting no system call.
+    """
+    return [sys.executable, _LATE_SIGNAL, signum.name, "--"]
+
+
 DEADLINE = 30.0
 
 # Makes the terminal on fd 0 (or 1) the controlling terminal of the new
@@ -162,10 +175,15 @@ class Process:
 
 
 @contextmanager
-def started(*args: str, stdin: int | IO[bytes] | None = subprocess.PIPE) -> Iterator[Process]:
-    """Start ``python -m stockings ARGS`` with stdout and stderr watched; kill it at the end."""
+def started(
+    *args: str, stdin: int | IO[bytes] | None = subprocess.PIPE, command: Sequence[str] = COMMAND
+) -> Iterator[Process]:
+    """Start ``python -m stockings ARGS`` with stdout and stderr watched; kill it at the end.
+
+    ``command`` replaces ``python -m stockings`` (:func:`sent_late`).
+    """
     popen = subprocess.Popen(
-        [*COMMAND, *args], stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV
+        [*command, *args], stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV
     )
     assert popen.stdout is not None and popen.stderr is not None
     process = Process(popen, Watched(popen.stderr.fileno()), Watched(popen.stdout.fileno()))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import DEADLINE, one_line_error, run_cli, server, started
+from cli_helpers import DEADLINE, one_line_error, run_cli, sent_late, server, started
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -105,6 +105,18 @@ def test_sigterm_exits_143() -> None:
         cat.err.expect(rb"connected to")
         cat.popen.send_signal(signal.SIGTERM)
         cat.expect_status(143)
+
+
+def test_a_sigterm_that_lands_as_the_main_thread_goes_to_sleep_still_stops_it() -> None:
+    # It interrupts no system call, and nothing else wakes the main thread
+    # (stdin stays open and quiet): only a wait that wakes now and then
+    # runs the handler. CI once saw cat still running 30 s after SIGTERM.
+    late = sent_late(signal.SIGTERM)
+    with server() as (_, address), started("cat", address, command=late) as cat:
+        cat.err.expect(rb"connected to")
+        cat.expect_status(143)
+        match = cat.err.expect(rb"late signal: returned ([0-9.]+) s after")
+        assert float(match.group(1)) < 3.0
 
 
 def test_exits_when_the_peer_closes_though_stdin_is_open(listener: socket.socket) -> None:
