@@ -155,6 +155,25 @@ def test_accepting() -> None:
         assert expect_late(server.accept) < LIMIT
 
 
+def test_closing_a_server_whose_handler_is_busy() -> None:
+    # close() waits for the handler's thread, and this handler does not
+    # return when its client is closed.
+    busy, release = threading.Event(), threading.Event()
+
+    def handler(client: Stocking) -> None:
+        busy.set()
+        release.wait(30)
+
+    server = stockings.Server(("127.0.0.1", 0), handler=handler)
+    try:
+        with stockings.connect(server.address):
+            assert busy.wait(10)
+            assert expect_late(lambda: server.close(timeout=None)) < LIMIT
+    finally:
+        release.set()
+        server.close()
+
+
 def test_the_helper_catches_a_wait_with_no_bound() -> None:
     # The test above would pass whatever the delay if the helper failed to
     # hold the handler back: a bare lock, which nothing ever wakes, must.
