@@ -81,7 +81,10 @@ class Watched:
     """Collects what a stream gives, on a thread, so a test can wait for a pattern."""
 
     def __init__(self, fd: int) -> None:
-        self.fd = fd
+        # A descriptor of its own, which only this thread closes, at the end
+        # of the stream: were it to read the caller's after the caller closed
+        # it, it could read the pipe of the next command to get that number.
+        self.fd = os.dup(fd)
         self.data = b""
         self.closed = False
         self.changed = threading.Condition()
@@ -96,6 +99,7 @@ class Watched:
                 chunk = b""
             with self.changed:
                 if not chunk:
+                    os.close(self.fd)
                     self.closed = True
                     self.changed.notify_all()
                     return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import DEADLINE, one_line_error, run_cli, sent_late, server, started
+from cli_helpers import DEADLINE, Watched, one_line_error, run_cli, sent_late, server, started
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -237,3 +238,22 @@ def test_a_command_that_does_not_stop_shows_where_its_threads_are() -> None:
     message = str(failure.value)
     assert "still running after 0.2 s" in message
     assert "Current thread" in message and "in _send_input" in message
+
+
+def test_a_watched_stream_never_reads_a_descriptor_its_owner_closed_and_reused() -> None:
+    # CI once saw `serve` print nothing: the stream watcher of an earlier
+    # command, closed under it, read the new command's stderr, which had
+    # been given the same descriptor number.
+    old_read, old_write = os.pipe()
+    watched = Watched(old_read)
+    os.close(old_read)
+    new_read, new_write = os.pipe()
+    try:
+        os.write(new_write, b"new")
+        os.write(old_write, b"old")
+        os.close(old_write)
+        assert watched.until_closed() == b"old"
+        assert os.read(new_read, 16) == b"new"
+    finally:
+        os.close(new_read)
+        os.close(new_write)
