@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from ._sync import SIGNAL_CHECK_INTERVAL
+from ._sync import wait_for_condition
 
 __all__ = ["Accepted"]
 
@@ -81,17 +81,13 @@ class Accepted:
     def take(self, deadline: float | None) -> socket.socket | None:
         """The next socket, waiting until ``deadline``; ``None`` if none or stopped."""
         with self._lock:
-            while not self._sockets:
-                if self.closed or self.failed:
-                    return None
-                # In bounded sleeps, so that a signal's handler runs (see ``_sync``).
-                if deadline is None:
-                    self._arrived.wait(SIGNAL_CHECK_INTERVAL)
-                else:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return None
-                    self._arrived.wait(min(remaining, SIGNAL_CHECK_INTERVAL))
+            wait_for_condition(
+                self._arrived,
+                lambda: self._sockets or self.closed or self.failed,
+                None if deadline is None else deadline - time.monotonic(),
+            )
+            if not self._sockets:
+                return None
             conn = self._sockets.popleft()
             if self.paused and len(self._sockets) <= self._backlog // 2:
                 self.paused = False
