@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 import time
 from _thread import LockType, allocate_lock
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 __all__ = [
@@ -40,6 +40,21 @@ _T = TypeVar("_T")
 SIGNAL_CHECK_INTERVAL = 0.5
 
 
+def _sleeps(timeout: float | None) -> Iterator[float]:
+    """The sleeps a wait of ``timeout`` seconds (``None``: no bound) is made of.
+
+    Each is at most :data:`SIGNAL_CHECK_INTERVAL`; the last ends at the
+    deadline. Between two, the caller's loop runs the handlers of signals
+    that came.
+    """
+    if timeout is None:
+        while True:
+            yield SIGNAL_CHECK_INTERVAL
+    deadline = time.monotonic() + timeout
+    while (remaining := deadline - time.monotonic()) > 0:
+        yield min(remaining, SIGNAL_CHECK_INTERVAL)
+
+
 def wait_for_release(waiter: LockType, timeout: float | None) -> bool:
     """Acquire ``waiter``, which another thread releases to wake this one.
 
@@ -52,51 +67,29 @@ def wait_for_release(waiter: LockType, timeout: float | None) -> bool:
     Returns:
         Whether it was acquired before ``timeout`` ran out.
     """
-    if timeout is None:
-        # Each turn of the loop runs the handlers of signals that came.
-        while not waiter.acquire(True, SIGNAL_CHECK_INTERVAL):
-            pass
-        return True
-    if timeout <= 0:
-        return waiter.acquire(False)
-    if timeout <= SIGNAL_CHECK_INTERVAL:
-        return waiter.acquire(True, timeout)
-    deadline = time.monotonic() + timeout
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return waiter.acquire(False)
-        if waiter.acquire(True, min(remaining, SIGNAL_CHECK_INTERVAL)):
+    for sleep in _sleeps(timeout):
+        if waiter.acquire(True, sleep):
             return True
+    return waiter.acquire(False)
 
 
 def join_thread(thread: threading.Thread, timeout: float | None) -> None:
     """``thread.join(timeout)`` (``None``: no bound), in sleeps as :func:`wait_for_release`'s."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while thread.is_alive():
-        if deadline is None:
-            thread.join(SIGNAL_CHECK_INTERVAL)
-            continue
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
+    for sleep in _sleeps(timeout):
+        if not thread.is_alive():
             return
-        thread.join(min(remaining, SIGNAL_CHECK_INTERVAL))
+        thread.join(sleep)
 
 
 def wait_for_condition(
     condition: threading.Condition, predicate: Callable[[], _T], timeout: float | None = None
 ) -> _T:
     """``condition.wait_for(predicate, timeout)``, in sleeps as :func:`wait_for_release`'s."""
-    deadline = None if timeout is None else time.monotonic() + timeout
     result = predicate()
-    while not result:
-        wait = SIGNAL_CHECK_INTERVAL
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            wait = min(remaining, wait)
-        condition.wait(wait)
+    for sleep in _sleeps(timeout):
+        if result:
+            break
+        condition.wait(sleep)
         result = predicate()
     return result
 
@@ -188,16 +181,11 @@ class LazyCondition:
 
     def wait_for(self, predicate: Callable[[], _T], timeout: float | None = None) -> _T:
         """Wait until ``predicate()`` is true or ``timeout`` runs out; return its last value."""
-        deadline = None if timeout is None else time.monotonic() + timeout
         result = predicate()
-        while not result:
-            if deadline is None:
-                self.wait()
-            else:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self.wait(remaining)
+        for sleep in _sleeps(timeout):
+            if result:
+                break
+            self.wait(sleep)
             result = predicate()
         return result
 
