@@ -276,7 +276,7 @@ class Decoder:
         append = out.append
         previous = -1  # the header byte that began the message before
         # The hot loop: whole messages lying in ``data``, no state kept.
-        # One- and two-byte headers (payloads under 8 KiB) are parsed inline.
+        # Headers of up to three bytes (payloads under 1 MiB) are parsed inline.
         while pos < end:
             first = data[pos]
             if first & _LAST:
@@ -285,6 +285,14 @@ class Decoder:
             elif pos + 1 < end and data[pos + 1] & _LAST:
                 length = first & _FIRST_LENGTH_MASK | (data[pos + 1] & _NEXT_LENGTH_MASK) << 6
                 start = pos + 2
+            elif pos + 2 < end and data[pos + 2] & _LAST:
+                # Three bytes: payloads from 8 KiB up to 1 MiB.
+                length = (
+                    first & _FIRST_LENGTH_MASK
+                    | (data[pos + 1] & _NEXT_LENGTH_MASK) << 6
+                    | (data[pos + 2] & _NEXT_LENGTH_MASK) << 13
+                )
+                start = pos + 3
             else:
                 start, length = _parse_header(data, pos, end)
                 if start < 0:

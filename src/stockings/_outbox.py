@@ -29,7 +29,7 @@ from typing import Protocol
 
 from ._buffers import Batch, queued_parts
 from ._common import LARGE_PAYLOAD
-from ._encoding import _SHORT_HEADERS_BYTES, BytesLike, encode_header, payload_of
+from ._encoding import BytesLike, encode_header, payload_of
 from ._errors import ConnectionClosed, EndReason, MessageTooLarge
 from ._hub import Hub
 from ._options import ChannelOptions
@@ -80,6 +80,7 @@ class Outbox:
     __slots__ = (
         "_flow",
         "_flush_owed",
+        "_large_header",
         "_last_send",
         "_out",
         "_out_bytes",
@@ -121,6 +122,8 @@ class Outbox:
         # send, or a request for the hub's flush, is made; left so by an
         # interrupt, it has the next write ask the hub (see ``Sender``).
         self._flush_owed = False
+        # The last header encoded for a payload of 1 KiB or more, with its length.
+        self._large_header = (-1, b"")
         limit = options.max_message_size
         # Payloads shorter than this may take send's fast path.
         cached = len(_BYTES_HEADERS)
@@ -194,7 +197,16 @@ class Outbox:
             # The commonest case, without the calls of the general one.
             payload: BytesLike = message
             length = len(message)
-            header = _SHORT_HEADERS_BYTES[length] if length < 64 else encode_header(length, False)
+            if length < 1024:
+                header = _BYTES_HEADERS[length]
+            else:
+                # A stream of large messages often repeats one length:
+                # encoding its header costs as much as the rest of a send.
+                # Length and header change together, in one store.
+                last_length, header = self._large_header
+                if length != last_length:
+                    header = encode_header(length, False)
+                    self._large_header = (length, header)
         else:
             payload, is_text = payload_of(message)
             length = len(payload)

@@ -239,3 +239,54 @@ def test_without_sendmsg_a_large_payload_is_sent_alone_not_joined(
     header = len(stockings.encode(large)) - len(large)
     assert recorded.sent[0] == len(stockings.encode(b"small")) + header
     assert sum(recorded.sent[1:]) == len(large)
+
+
+def test_large_payloads_of_changing_lengths_each_carry_their_own_header(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    # The outbox remembers the last large header it encoded: a length that
+    # comes back, or changes, must never go out under another's header.
+    outbox, _ = make(pair[0], high_water=1 << 24)
+    lengths = [70_000, 1_500, 70_000, 70_001, 1 << 20, 1_024, 70_000, 8_191, 8_192]
+    messages: list[object] = [bytes([n % 251]) * n for n in lengths]
+    messages.append("t" * 70_000)  # text of a remembered length: its own header
+    got: list[object] = []
+    reader = threading.Thread(
+        target=lambda: got.extend(received(pair[1], len(messages))), name="reader"
+    )
+    reader.start()
+    for message in messages:
+        outbox.send(message)
+        while outbox.pending:
+            with outbox.lock:
+                assert outbox.flush() is None
+    reader.join(10)
+    assert [len(m) for m in got] == [len(m) for m in messages]  # type: ignore[arg-type]
+    assert got == messages
+
+
+def test_a_queue_the_kernel_takes_in_pieces_goes_out_whole_and_counted(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    # A small send buffer makes the kernel take a large message in pieces:
+    # every settle of the queue, partial or whole, must keep the bytes and
+    # the counts exact.
+    pair[0].setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    outbox, stand_in = make(pair[0], high_water=1 << 24)
+    messages: list[object] = [b"a" * 300_000, b"b" * 10, b"c" * 70_000, b"d" * 2_000]
+    for message in messages:
+        outbox.send(message)
+    assert outbox.pending  # the kernel could not take it all at once
+    got: list[object] = []
+    reader = threading.Thread(
+        target=lambda: got.extend(received(pair[1], len(messages))), name="reader"
+    )
+    reader.start()
+    while outbox.pending:
+        with outbox.lock:
+            assert outbox.flush() is None
+    reader.join(10)
+    assert got == messages
+    total = sum(len(stockings.encode(m)) for m in messages)  # type: ignore[arg-type]
+    assert (outbox.messages_sent, outbox.bytes_sent, outbox.queued_bytes) == (4, total, 0)
+    assert stand_in.ends == []

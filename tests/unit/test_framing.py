@@ -277,6 +277,31 @@ def test_boundary_sizes_one_byte_at_a_time_through_the_header(length: int) -> No
     assert decode_all(stream, chunks) == [payload, "after"]
 
 
+def test_three_byte_headers_decode_wherever_they_start_and_are_cut() -> None:
+    # Headers of up to three bytes are parsed inside the decoder's loop, a
+    # longer one by the general parser: the two must agree on every length
+    # at the edges, after other messages, with the stream cut at every byte
+    # around each header.
+    messages: list[Message] = [
+        b"a",
+        b"x" * 8192,
+        "\u00e9" * 5000,
+        b"y" * 1048575,
+        b"z" * 8193,
+        b"w" * 1048576,
+        "t" * 8191,
+    ]
+    stream = b"".join(encode(m) for m in messages)
+    starts = []
+    pos = 0
+    for message in messages:
+        starts.append(pos)
+        pos += len(encode(message))
+    for start in starts:
+        for cut in range(max(start - 1, 0), start + 5):
+            assert decode_all(stream, [cut]) == messages, cut
+
+
 # ------------------------------------------------------------------- bad input
 
 
