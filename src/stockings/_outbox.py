@@ -1,20 +1,16 @@
 """A channel's outbound side: its queue, and the writers that add to it.
 
-``send`` encodes a message and either hands it straight to the socket, when
-nothing is queued ahead of it and the last send was not a moment ago, or
-appends it to the outbound queue (small messages into one batch buffer at
-its tail). A writer sends the queue itself every ``WRITER_FLUSH_SIZE``
-bytes; otherwise the hub thread flushes it. Either way the outbox's
-:class:`~stockings._sender.Sender` hands it to the kernel; a writer over
-the high-water mark waits in its :class:`~stockings._write_flow.WriteFlow`.
-Everything here runs under :attr:`Outbox.lock`, which also guards every
-use of the socket for sending.
-
-The :class:`Outbox` is one part of a :class:`~stockings._channel.Channel`,
-which makes it and drives it: it has it flush on the hub thread, tells it
-when no more writes are taken (:attr:`Outbox.closing`, set under the lock)
-and drops its queue when the channel ends. The outbox and its sender ask
-the channel for three things (:class:`OutboxOwner`) and hold it weakly.
+``send`` hands a message straight to the socket when nothing is queued
+ahead of it and the last send was not a moment ago, or else appends it to
+the queue (small ones into the batch buffer at its tail), which a writer
+sends itself every ``WRITER_FLUSH_SIZE`` bytes and the hub flushes
+otherwise, through the outbox's :class:`~stockings._sender.Sender`. A
+writer over the high-water mark waits in its
+:class:`~stockings._write_flow.WriteFlow`. :attr:`Outbox.lock` guards all
+of it and every use of the socket for sending. The
+:class:`~stockings._channel.Channel` makes and drives it (flushes on the hub
+thread, :attr:`Outbox.closing`, dropping the queue at the end); the outbox
+asks it for three things (:class:`OutboxOwner`) and holds it weakly.
 """
 
 from __future__ import annotations
@@ -27,7 +23,14 @@ from threading import Lock
 from time import perf_counter
 from typing import Protocol
 
-from ._buffers import Batch, queued_parts
+from ._buffers import (
+    BYTES_FRAMED,
+    BYTES_HEADERS,
+    Batch,
+    batch_parts,
+    bytes_header,
+    queued_parts,
+)
 from ._common import LARGE_PAYLOAD
 from ._encoding import BytesLike, encode_header, payload_of
 from ._errors import ConnectionClosed, EndReason, MessageTooLarge
@@ -37,7 +40,7 @@ from ._sender import Sender
 from ._transport import PLAIN_RULES, SendRules
 from ._write_flow import WriteFlow
 
-__all__ = ["BURST_GAP", "WRITER_FLUSH_SIZE", "_BYTES_HEADERS", "Outbox", "OutboxOwner"]
+__all__ = ["BURST_GAP", "WRITER_FLUSH_SIZE", "Outbox", "OutboxOwner"]
 
 #: A write this soon (seconds) after the last send is part of a burst: it is
 #: queued rather than sent, so that a burst costs one ``sendmsg`` per batch
@@ -46,11 +49,6 @@ __all__ = ["BURST_GAP", "WRITER_FLUSH_SIZE", "_BYTES_HEADERS", "Outbox", "Outbox
 BURST_GAP = 5e-6
 #: Once a burst has queued this many bytes, the writer sends them itself.
 WRITER_FLUSH_SIZE = 64 * 1024
-
-# Ready-made headers for the commonest writes: small bytes payloads.
-_BYTES_HEADERS = [encode_header(length, False) for length in range(1024)]
-# And what each such message takes on the wire, header included.
-_BYTES_FRAMED = [len(header) + length for length, header in enumerate(_BYTES_HEADERS)]
 
 
 class OutboxOwner(Protocol):
@@ -80,7 +78,7 @@ class Outbox:
     __slots__ = (
         "_flow",
         "_flush_owed",
-        "_large_header",
+        "_known_header",
         "_last_send",
         "_out",
         "_out_bytes",
@@ -122,11 +120,12 @@ class Outbox:
         # send, or a request for the hub's flush, is made; left so by an
         # interrupt, it has the next write ask the hub (see ``Sender``).
         self._flush_owed = False
-        # The last header encoded for a payload of 1 KiB or more, with its length.
-        self._large_header = (-1, b"")
+        # The last bytes payload length past the small ones, its header, and
+        # its size on the wire if it may join a batch (see ``bytes_header``).
+        self._known_header: tuple[int, bytes, int] = (-1, b"", 0)
         limit = options.max_message_size
         # Payloads shorter than this may take send's fast path.
-        cached = len(_BYTES_HEADERS)
+        cached = len(BYTES_HEADERS)
         self._small_limit = cached if limit is None else min(cached, limit + 1)
         self._write_high_water = options.write_high_water
         # A writer's thread's last send to the kernel (``lock``); see BURST_GAP.
@@ -166,13 +165,8 @@ class Outbox:
         """
         if type(message) is bytes and (size := len(message)) < self._small_limit:
             # The commonest write of a burst: small bytes joining the batch
-            # at the queue's tail, without the lock. From the test of
-            # ``_sending`` to the new byte count there is no call, so no
-            # other thread and no signal handler runs in between (CPython
-            # switches threads and runs handlers only at calls, function
-            # starts and loop jumps): the append is atomic, and it never
-            # meets a send or a settle half done (``Sender.send`` sets
-            # ``_sending``). Anything else takes the general path below.
+            # at the queue's tail without the lock, as in ``_join_tail``
+            # (whose call would be a tenth of this path's cost).
             out = self._out
             if (
                 not self._sending
@@ -182,38 +176,37 @@ class Outbox:
                 and not self.closing
                 and not self._flush_owed
             ):
-                tail += _BYTES_HEADERS[size]
+                tail += BYTES_HEADERS[size]
                 tail += message
-                queued = self._out_bytes + _BYTES_FRAMED[size]
+                queued = self._out_bytes + BYTES_FRAMED[size]
                 self._out_bytes = queued
                 self.messages_sent += 1
                 if queued >= WRITER_FLUSH_SIZE and self._use_sendmsg:
-                    with self.lock:
-                        # The hub may have sent it while this thread waited.
-                        if self._out_bytes >= WRITER_FLUSH_SIZE:
-                            self._flush_by_writer()
+                    self._send_full_batch()
                 return
         if type(message) is bytes:
             # The commonest case, without the calls of the general one.
             payload: BytesLike = message
             length = len(message)
-            if length < 1024:
-                header = _BYTES_HEADERS[length]
+            if length < self._small_limit:
+                header = BYTES_HEADERS[length]
             else:
-                # A stream of large messages often repeats one length:
-                # encoding its header costs as much as the rest of a send.
-                # Length and header change together, in one store.
-                last_length, header = self._large_header
-                if length != last_length:
-                    header = encode_header(length, False)
-                    self._large_header = (length, header)
+                known, header, framed = self._known_header
+                if length != known:
+                    # A stream often repeats one length, and encoding a
+                    # header costs as much as the rest of a send: remember
+                    # it, in one store, once within max_message_size.
+                    header, framed = bytes_header(length, self.options.max_message_size)
+                    self._known_header = (length, header, framed)
+                if framed and self._join_tail(header, message, framed):
+                    return
         else:
             payload, is_text = payload_of(message)
             length = len(payload)
             header = encode_header(length, is_text)
-        limit = self.options.max_message_size
-        if limit is not None and length > limit:
-            raise MessageTooLarge(length, limit)
+            limit = self.options.max_message_size
+            if limit is not None and length > limit:
+                raise MessageTooLarge(length, limit)
         if length >= LARGE_PAYLOAD and not isinstance(payload, bytes):
             # The caller may change a mutable buffer once write returns.
             payload = bytes(payload)
@@ -225,6 +218,43 @@ class Outbox:
                 return
         # Over the high-water mark: wait until below the low one.
         self._flow.wait_to_queue(self, self._enqueue, (header, payload), timeout)
+
+    def _join_tail(self, header: bytes, message: bytes, framed: int) -> bool:
+        """Add a message of ``framed`` bytes on the wire to the tail batch, without the lock.
+
+        From the test of ``_sending`` to the new byte count there is no
+        call, so no other thread and no signal handler runs in between
+        (CPython switches threads and runs handlers only at calls, function
+        starts and loop jumps): the append is atomic, and it never meets a
+        send or a settle half done (``Sender.send`` sets ``_sending``).
+
+        Returns:
+            Whether the message joined the batch; if not, nothing changed.
+        """
+        out = self._out
+        if (
+            not self._sending
+            and out
+            and (tail := out[-1]).__class__ is Batch
+            and self._out_bytes <= self._write_high_water
+            and not self.closing
+            and not self._flush_owed
+        ):
+            tail += header
+            tail += message
+            queued = self._out_bytes + framed
+            self._out_bytes = queued
+            self.messages_sent += 1
+            if queued >= WRITER_FLUSH_SIZE and self._use_sendmsg:
+                self._send_full_batch()
+            return True
+        return False
+
+    def _send_full_batch(self) -> None:
+        """Send the batch a lock-free write filled, unless the hub sent it meanwhile."""
+        with self.lock:
+            if self._out_bytes >= WRITER_FLUSH_SIZE:
+                self._flush_by_writer()
 
     def _enqueue(self, header: bytes, payload: BytesLike) -> None:
         """Queue a message's parts, or send them at once (``lock`` held).
@@ -313,36 +343,9 @@ class Outbox:
             ConnectionClosed: the channel is closing or has ended.
             WriteTimeout: the queue did not drain within ``timeout``.
         """
-        limit = self.options.max_message_size
-        small_limit = self._small_limit
-        items: list[BytesLike] = []
-        total = 0
-        batch = Batch()
-        count = 0
-        for count, message in enumerate(messages, 1):  # noqa: B007 - counted once, after
-            if type(message) is bytes and len(message) < small_limit:
-                batch += _BYTES_HEADERS[len(message)]
-                batch += message
-                continue
-            payload, is_text = payload_of(message)
-            length = len(payload)
-            if limit is not None and length > limit:
-                raise MessageTooLarge(length, limit)
-            header = encode_header(length, is_text)
-            if length < LARGE_PAYLOAD or not self._use_sendmsg:
-                batch += header
-                batch += payload
-                continue
-            # Large payloads go to sendmsg beside their header, copied only if mutable.
-            if batch:
-                items.append(batch)
-                total += len(batch)
-                batch = Batch()
-            items += (header, payload if isinstance(payload, bytes) else bytes(payload))
-            total += len(header) + length
-        if batch:
-            items.append(batch)
-            total += len(batch)
+        items, total, count = batch_parts(
+            messages, self.options.max_message_size, self._small_limit, self._use_sendmsg
+        )
         if not items:
             return
         with self.lock:

@@ -290,3 +290,51 @@ def test_a_queue_the_kernel_takes_in_pieces_goes_out_whole_and_counted(
     total = sum(len(stockings.encode(m)) for m in messages)  # type: ignore[arg-type]
     assert (outbox.messages_sent, outbox.bytes_sent, outbox.queued_bytes) == (4, total, 0)
     assert stand_in.ends == []
+
+
+def test_a_burst_of_mid_sized_messages_joins_the_batch_each_with_its_own_header(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    # Held, every write after the first joins the batch at the queue's
+    # tail; lengths past the ready-made headers take the remembered one
+    # when it repeats and a new one when it changes.
+    outbox, _ = make(pair[0], high_water=1 << 24)
+    lengths = [2_000, 2_000, 4_096, 4_096, 2_000, 1_023, 1_024, 65_535, 65_536, 65_535, 3_000]
+    messages: list[object] = [bytes([n % 251]) * n for n in lengths]
+    messages.insert(3, "t" * 4_096)  # text of a remembered length: its own header
+    outbox.hold()
+    for message in messages:
+        outbox.send(message)
+    assert outbox.messages_sent == len(messages)
+    total = sum(len(stockings.encode(m)) for m in messages)  # type: ignore[arg-type]
+    assert outbox.queued_bytes == total
+    got: list[object] = []
+    reader = threading.Thread(
+        target=lambda: got.extend(received(pair[1], len(messages))), name="reader"
+    )
+    reader.start()
+    with outbox.lock:
+        outbox.release()
+    while outbox.pending:
+        with outbox.lock:
+            assert outbox.flush() is None
+    reader.join(10)
+    assert got == messages
+    assert outbox.bytes_sent == total
+
+
+def test_a_length_over_the_limit_is_refused_every_time_never_remembered(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    pair[0].setblocking(False)
+    stand_in = StandIn()
+    options = ChannelOptions(5_000, 1 << 20, None, 1 << 20, None)
+    outbox = Outbox(pair[0], cast(Hub, stand_in), options, stand_in)
+    stand_in.outbox = outbox
+    outbox.hold()
+    outbox.send(b"first")
+    for _ in range(3):
+        with pytest.raises(stockings.MessageTooLarge):
+            outbox.send(b"x" * 5_001)
+        outbox.send(b"y" * 5_000)
+    assert outbox.messages_sent == 4
