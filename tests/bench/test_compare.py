@@ -208,3 +208,25 @@ def test_the_before_after_command_refuses_a_folder_without_stockings(
     assert before_after.main([str(tmp_path), "--rounds", "1"]) == 2
     assert "no stockings package" in capsys.readouterr().err
     assert before_after.main([str(tmp_path), "--tests", "nope"]) == 2
+
+
+def test_the_bytecode_count_is_the_same_each_run_and_tells_sizes_apart(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import bytecodes
+
+    runs = []
+    for _ in range(2):
+        assert bytecodes.main(["--sizes", "100,65536"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        rows = [line.split("|") for line in lines if line[:3] in ("| 1", "| 6")]
+        runs.append({row[1].strip(): [float(cell) for cell in row[2:4]] for row in rows})
+    first, second = runs
+    assert set(first) == {"100", "65536"}
+    for size, counts in first.items():
+        # Within a percent: the hub thread's start may meet the first writes.
+        assert counts == pytest.approx(second[size], rel=0.01)
+    # A large write does more than a small one that joins the batch.
+    assert first["65536"][0] > first["100"][0] > 50
+    assert first["65536"][1] > first["100"][1] > 0
