@@ -85,6 +85,9 @@ def _counting(counts: Counter[str]) -> Tracer:
 
 def _traced(run: Callable[[], None]) -> int:
     counts: Counter[str] = Counter()
+    # Python 3.12 instruments for opcode events only if a frame asks for
+    # them before the tracer is set; this one emits none itself (no f_trace).
+    sys._getframe().f_trace_opcodes = True
     sys.settrace(_counting(counts))
     try:
         run()
