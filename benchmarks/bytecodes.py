@@ -30,6 +30,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -104,9 +105,19 @@ def _count_writes(size: int) -> float:
 
     # Every write after the first is part of a burst, however slow the tracer.
     _outbox.BURST_GAP = float("inf")  # type: ignore[misc]
+    # The tracer would send the writes down the locked path (a traced
+    # thread may be switched out anywhere): count the lock-free one, which
+    # an untraced writer takes. ``NoneType()`` is a C call returning None.
+    _outbox.thread_trace = type(None)  # type: ignore[attr-defined]
     mine, other = socket.socketpair()
     with other:
         stocking = stockings.Stocking(mine)
+        # Whatever the hub does for a new stocking is done before the
+        # writes, which it could otherwise meet between two traced lines.
+        settled = threading.Event()
+        stocking._channel.hub.call_soon(settled.set)
+        if not settled.wait(60):
+            raise RuntimeError("the hub never ran a call")
         sender = stocking._channel.outbox._sender
         sender.sock = _TakesAll()  # type: ignore[assignment]
         sender.hub = _NoHub()  # type: ignore[assignment]

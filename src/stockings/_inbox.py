@@ -150,10 +150,20 @@ class Inbox:
                 # thread and no signal handler (CPython runs both only at
                 # calls, function starts and loop jumps), and the message is
                 # in hand before ``popleft()`` returns; a bare ``popleft()``
-                # could lose it to an exception raised just after.
-                message = inbox[0]
+                # could lose it to an exception raised just after. A traced
+                # thread (see ``_switching``) may be switched out anywhere,
+                # and another reader take the message meanwhile: then the
+                # one popped is the one returned, and an empty inbox means
+                # starting over.
                 try:
-                    inbox.popleft()
+                    message = inbox[0]
+                except IndexError:
+                    continue
+                taken = None
+                try:
+                    taken = inbox.popleft()
+                    if taken is not message:
+                        message = taken
                     self._consumed += len(message)
                     readiness = self.readiness
                     if readiness is not None and not inbox and readiness.signal is not None:
@@ -163,10 +173,13 @@ class Inbox:
                     if isinstance(message, Assembly):
                         return message.finish()
                     return message
-                except BaseException:
+                except BaseException as exc:
+                    if taken is None and type(exc) is IndexError:
+                        # Another reader emptied the inbox (traced, above).
+                        continue
                     # Interrupted (or worse) before the message reached the
                     # caller: it goes back where it was, first in line.
-                    inbox.appendleft(message)
+                    inbox.appendleft(message if taken is None else taken)
                     self._after_give_back()
                     raise
             if timeout == 0 and not self.paused:

@@ -37,6 +37,7 @@ from ._errors import ConnectionClosed, EndReason, MessageTooLarge
 from ._hub import Hub
 from ._options import ChannelOptions
 from ._sender import Sender
+from ._switching import stretches_run_whole, thread_trace
 from ._transport import PLAIN_RULES, SendRules
 from ._write_flow import WriteFlow
 
@@ -76,15 +77,16 @@ class Outbox:
     """
 
     __slots__ = (
+        "_busy",
         "_flow",
         "_flush_owed",
+        "_joins_unlocked",
         "_known_header",
         "_last_send",
         "_out",
         "_out_bytes",
         "_owner",
         "_sender",
-        "_sending",
         "_small_limit",
         "_use_sendmsg",
         "_write_high_water",
@@ -113,9 +115,15 @@ class Outbox:
         self._flow = WriteFlow(self.lock, options.write_low_water)
         self._out: deque[BytesLike] = deque()
         self._out_bytes = 0
-        # True while a thread sends from the queue (``lock`` held); the
-        # lock-free path of ``send`` then leaves the queue alone.
-        self._sending = False
+        # True while a thread holding ``lock`` changes the queue in more
+        # than one step, or sends from it: the lock-free joins then leave
+        # the queue alone, even should that thread be switched out midway
+        # (a traced one may be, see ``_switching``).
+        self._busy = False
+        # Whether writes may join the tail batch without the lock, as far
+        # as monitoring tools and the build allow: asked whenever a batch
+        # starts, ``lock`` and ``_busy`` held (see ``_switching``).
+        self._joins_unlocked = stretches_run_whole()
         # True from queueing a message a writer sends itself until that
         # send, or a request for the hub's flush, is made; left so by an
         # interrupt, it has the next write ask the hub (see ``Sender``).
@@ -169,7 +177,9 @@ class Outbox:
             # (whose call would be a tenth of this path's cost).
             out = self._out
             if (
-                not self._sending
+                self._joins_unlocked
+                and thread_trace() is None
+                and not self._busy
                 and out
                 and (tail := out[-1]).__class__ is Batch
                 and self._out_bytes <= self._write_high_water
@@ -222,18 +232,22 @@ class Outbox:
     def _join_tail(self, header: bytes, message: bytes, framed: int) -> bool:
         """Add a message of ``framed`` bytes on the wire to the tail batch, without the lock.
 
-        From the test of ``_sending`` to the new byte count there is no
-        call, so no other thread and no signal handler runs in between
-        (CPython switches threads and runs handlers only at calls, function
-        starts and loop jumps): the append is atomic, and it never meets a
-        send or a settle half done (``Sender.send`` sets ``_sending``).
+        From the test of ``_busy`` to the new byte count there is no call,
+        so no other thread and no signal handler runs in between (CPython
+        switches threads and runs handlers only at calls, function starts
+        and loop jumps, unless the thread is traced or monitored, which is
+        tested first: see ``_switching``): the append is atomic, and it
+        never meets a send, a settle or another writer's append half done
+        (each sets ``_busy``).
 
         Returns:
             Whether the message joined the batch; if not, nothing changed.
         """
         out = self._out
         if (
-            not self._sending
+            self._joins_unlocked
+            and thread_trace() is None
+            and not self._busy
             and out
             and (tail := out[-1]).__class__ is Batch
             and self._out_bytes <= self._write_high_water
@@ -262,60 +276,70 @@ class Outbox:
         Every change to the queue goes with its byte count in one stretch
         of bytecode without a call (``+=`` on the deque, not ``append``),
         so a signal handler's exception lands before or after it, never
-        between the two.
+        between the two. ``_busy`` keeps lock-free joins out meanwhile,
+        should this thread be switched out inside a stretch (traced).
         """
         out = self._out
         length = len(payload)
         total = len(header) + length
         small = length < LARGE_PAYLOAD
-        # Keep this test on the queue itself: ``hold`` parks an empty
-        # marker in it to hold writes back (a TLS handshake).
-        if out:
-            if small and type(tail := out[-1]) is Batch:
-                # Small messages join the batch at the tail: no object per
-                # message, one copy, and one buffer for the kernel. No call
-                # between the two appends: no interrupt lands between them.
-                tail += header
-                tail += payload
-            else:
-                out += queued_parts(header, payload, small)
-            self._out_bytes += total
-            self.messages_sent += 1
-            if self._out_bytes >= WRITER_FLUSH_SIZE and self._use_sendmsg:
-                self._flush_by_writer()
-            elif self._flush_owed:
-                # An interrupted writer's send left the queue to nobody.
-                self._sender.schedule_flush()
-            return
-        parts = queued_parts(header, payload, small)
-        batches = self._use_sendmsg or total < self._small_limit
-        if batches and small and perf_counter() - self._last_send < BURST_GAP:
-            # A burst of small messages: let the batch build up. This
-            # thread sends it at WRITER_FLUSH_SIZE, or before it waits to
-            # read (``send_held``); the hub sends what is left after
-            # BURST_HOLD. A large payload is sent below, by this thread:
-            # the send costs less than waking the hub for it, which costs
-            # both threads a switch of the GIL. Without sendmsg
-            # (TLS) only small messages batch, one buffer, one record, and
-            # the hub sends them as soon as it runs (on the main thread it
-            # sends every TLS write). The flush is asked for before the
-            # message is queued, so an interrupt in between costs a useless
-            # flush, never a stuck one.
-            if self._use_sendmsg:
-                self._sender.flush_after_hold()
-            else:
-                self._sender.schedule_flush()
+        self._busy = True
+        try:
+            # Keep this test on the queue itself: ``hold`` parks an empty
+            # marker in it to hold writes back (a TLS handshake).
+            if out:
+                if small and type(tail := out[-1]) is Batch:
+                    # Small messages join the batch at the tail: no object
+                    # per message, one copy, and one buffer for the kernel.
+                    # No call between the two appends: no interrupt lands
+                    # between them.
+                    tail += header
+                    tail += payload
+                else:
+                    out += queued_parts(header, payload, small)
+                    if small:
+                        self._joins_unlocked = stretches_run_whole()
+                self._out_bytes += total
+                self.messages_sent += 1
+                if self._out_bytes >= WRITER_FLUSH_SIZE and self._use_sendmsg:
+                    self._flush_by_writer()
+                elif self._flush_owed:
+                    # An interrupted writer's send left the queue to nobody.
+                    self._sender.schedule_flush()
+                return
+            if small:
+                self._joins_unlocked = stretches_run_whole()
+            parts = queued_parts(header, payload, small)
+            batches = self._use_sendmsg or total < self._small_limit
+            if batches and small and perf_counter() - self._last_send < BURST_GAP:
+                # A burst of small messages: let the batch build up. This
+                # thread sends it at WRITER_FLUSH_SIZE, or before it waits
+                # to read (``send_held``); the hub sends what is left after
+                # BURST_HOLD. A large payload is sent below, by this
+                # thread: the send costs less than waking the hub for it,
+                # which costs both threads a switch of the GIL. Without
+                # sendmsg (TLS) only small messages batch, one buffer, one
+                # record, and the hub sends them as soon as it runs (on the
+                # main thread it sends every TLS write). The flush is asked
+                # for before the message is queued, so an interrupt in
+                # between costs a useless flush, never a stuck one.
+                if self._use_sendmsg:
+                    self._sender.flush_after_hold()
+                else:
+                    self._sender.schedule_flush()
+                out += parts
+                self._out_bytes += total
+                self.messages_sent += 1
+                return
+            # Owed before the message is queued: an interrupt from here to
+            # the send leaves the flag for the next write to act on.
+            self._flush_owed = True
             out += parts
             self._out_bytes += total
             self.messages_sent += 1
-            return
-        # Owed before the message is queued: an interrupt from here to the
-        # send leaves the flag for the next write to act on.
-        self._flush_owed = True
-        out += parts
-        self._out_bytes += total
-        self.messages_sent += 1
-        self._sender.from_writer(self)
+            self._sender.from_writer(self)
+        finally:
+            self._busy = False
 
     def _flush_by_writer(self) -> None:
         """Send a burst's batch from the writer's thread (``lock`` held)."""
@@ -361,12 +385,17 @@ class Outbox:
         if not self._use_sendmsg:
             self._sender.schedule_flush()
         # The whole batch and its count in one step (see ``_enqueue``).
-        self._flush_owed = True
-        self._out += items
-        self._out_bytes += total
-        self.messages_sent += count
-        if self._use_sendmsg:
-            self._flush_by_writer()
+        self._busy = True
+        try:
+            self._flush_owed = True
+            self._joins_unlocked = stretches_run_whole()
+            self._out += items
+            self._out_bytes += total
+            self.messages_sent += count
+            if self._use_sendmsg:
+                self._flush_by_writer()
+        finally:
+            self._busy = False
 
     # --------------------------------------------------- for the channel
 
@@ -406,8 +435,12 @@ class Outbox:
         For the end of the channel, which closes the socket and sets
         :attr:`closing` in the same locked stretch.
         """
-        self._sender.discard()
-        self._out_bytes = 0
+        self._busy = True
+        try:
+            self._sender.discard()
+            self._out_bytes = 0
+        finally:
+            self._busy = False
         self._flow.wake()
 
     def hold(self) -> None:
@@ -428,7 +461,7 @@ class Outbox:
         self._flow.reset(self.lock)
         self._sender.discard()
         self._out_bytes = 0
-        self._sending = False
+        self._busy = False
         self.closing = True
 
     @property

@@ -70,9 +70,9 @@ class SendQueue(Protocol):
 
     #: Bytes queued and not yet handed to the kernel.
     _out_bytes: int
-    #: True while the sender sends: the lock-free path of ``send`` then
-    #: leaves the queue alone.
-    _sending: bool
+    #: True while the queue changes in several steps (a send, a settle):
+    #: the lock-free path of ``send`` then leaves the queue alone.
+    _busy: bool
     #: Bytes of the message stream the kernel took.
     bytes_sent: int
     #: When a writer's thread last handed bytes to the kernel.
@@ -246,7 +246,7 @@ class Sender:
         # The lock-free path of ``send`` keeps off the queue meanwhile: the
         # kernel may be reading the tail batch, and a settle changes the
         # head and the count in steps.
-        box._sending = True
+        box._busy = True
         try:
             out = self._out
             record = self._record
@@ -277,7 +277,7 @@ class Sender:
                 if sent < attempted:
                     return
         finally:
-            box._sending = False
+            box._busy = False
 
     def _join_head(self) -> BytesLike:
         """The first queued buffers joined, up to about ``JOIN_SIZE`` (the queue is left as is).

@@ -39,6 +39,9 @@ class StandIn:
     def call_soon(self, callback: Callable[[], None]) -> None:
         self.posted.append(callback)
 
+    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        self.posted.append(callback)
+
     def in_hub_thread(self) -> bool:
         return False
 
