@@ -78,9 +78,9 @@ class Outbox:
 
     __slots__ = (
         "_busy",
+        "_busy_at_rest",
         "_flow",
         "_flush_owed",
-        "_joins_unlocked",
         "_known_header",
         "_last_send",
         "_out",
@@ -118,12 +118,13 @@ class Outbox:
         # True while a thread holding ``lock`` changes the queue in more
         # than one step, or sends from it: the lock-free joins then leave
         # the queue alone, even should that thread be switched out midway
-        # (a traced one may be, see ``_switching``).
-        self._busy = False
-        # Whether writes may join the tail batch without the lock, as far
-        # as monitoring tools and the build allow: asked whenever a batch
-        # starts, ``lock`` and ``_busy`` held (see ``_switching``).
-        self._joins_unlocked = stretches_run_whole()
+        # (a traced one may be, see ``_switching``). Set back to
+        # ``_busy_at_rest`` when it is done, which is True while
+        # monitoring tools (or a build without its GIL) keep every join
+        # under the lock: asked whenever a batch starts, under ``lock``
+        # with ``_busy`` set, so the fast path tests one flag for both.
+        self._busy_at_rest = not stretches_run_whole()
+        self._busy = self._busy_at_rest
         # True from queueing a message a writer sends itself until that
         # send, or a request for the hub's flush, is made; left so by an
         # interrupt, it has the next write ask the hub (see ``Sender``).
@@ -177,8 +178,7 @@ class Outbox:
             # (whose call would be a tenth of this path's cost).
             out = self._out
             if (
-                self._joins_unlocked
-                and thread_trace() is None
+                thread_trace() is None
                 and not self._busy
                 and out
                 and (tail := out[-1]).__class__ is Batch
@@ -245,8 +245,7 @@ class Outbox:
         """
         out = self._out
         if (
-            self._joins_unlocked
-            and thread_trace() is None
+            thread_trace() is None
             and not self._busy
             and out
             and (tail := out[-1]).__class__ is Batch
@@ -298,7 +297,7 @@ class Outbox:
                 else:
                     out += queued_parts(header, payload, small)
                     if small:
-                        self._joins_unlocked = stretches_run_whole()
+                        self._busy_at_rest = not stretches_run_whole()
                 self._out_bytes += total
                 self.messages_sent += 1
                 if self._out_bytes >= WRITER_FLUSH_SIZE and self._use_sendmsg:
@@ -308,7 +307,7 @@ class Outbox:
                     self._sender.schedule_flush()
                 return
             if small:
-                self._joins_unlocked = stretches_run_whole()
+                self._busy_at_rest = not stretches_run_whole()
             parts = queued_parts(header, payload, small)
             batches = self._use_sendmsg or total < self._small_limit
             if batches and small and perf_counter() - self._last_send < BURST_GAP:
@@ -339,7 +338,7 @@ class Outbox:
             self.messages_sent += 1
             self._sender.from_writer(self)
         finally:
-            self._busy = False
+            self._busy = self._busy_at_rest
 
     def _flush_by_writer(self) -> None:
         """Send a burst's batch from the writer's thread (``lock`` held)."""
@@ -388,14 +387,14 @@ class Outbox:
         self._busy = True
         try:
             self._flush_owed = True
-            self._joins_unlocked = stretches_run_whole()
+            self._busy_at_rest = not stretches_run_whole()
             self._out += items
             self._out_bytes += total
             self.messages_sent += count
             if self._use_sendmsg:
                 self._flush_by_writer()
         finally:
-            self._busy = False
+            self._busy = self._busy_at_rest
 
     # --------------------------------------------------- for the channel
 
@@ -440,7 +439,7 @@ class Outbox:
             self._sender.discard()
             self._out_bytes = 0
         finally:
-            self._busy = False
+            self._busy = self._busy_at_rest
         self._flow.wake()
 
     def hold(self) -> None:
@@ -461,7 +460,7 @@ class Outbox:
         self._flow.reset(self.lock)
         self._sender.discard()
         self._out_bytes = 0
-        self._busy = False
+        self._busy = self._busy_at_rest
         self.closing = True
 
     @property

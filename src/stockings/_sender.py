@@ -73,6 +73,8 @@ class SendQueue(Protocol):
     #: True while the queue changes in several steps (a send, a settle):
     #: the lock-free path of ``send`` then leaves the queue alone.
     _busy: bool
+    #: What ``_busy`` goes back to after: True while every join must lock.
+    _busy_at_rest: bool
     #: Bytes of the message stream the kernel took.
     bytes_sent: int
     #: When a writer's thread last handed bytes to the kernel.
@@ -277,7 +279,7 @@ class Sender:
                 if sent < attempted:
                     return
         finally:
-            box._busy = False
+            box._busy = box._busy_at_rest
 
     def _join_head(self) -> BytesLike:
         """The first queued buffers joined, up to about ``JOIN_SIZE`` (the queue is left as is).
