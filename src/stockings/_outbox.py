@@ -121,8 +121,9 @@ class Outbox:
         # (a traced one may be, see ``_switching``). Set back to
         # ``_busy_at_rest`` when it is done, which is True while
         # monitoring tools (or a build without its GIL) keep every join
-        # under the lock: asked whenever a batch starts, under ``lock``
-        # with ``_busy`` set, so the fast path tests one flag for both.
+        # under the lock: asked, under ``lock``, whenever a batch is left
+        # in the queue for later writes to join, so the fast path tests
+        # one flag for both.
         self._busy_at_rest = not stretches_run_whole()
         self._busy = self._busy_at_rest
         # True from queueing a message a writer sends itself until that
@@ -306,11 +307,10 @@ class Outbox:
                     # An interrupted writer's send left the queue to nobody.
                     self._sender.schedule_flush()
                 return
-            if small:
-                self._busy_at_rest = not stretches_run_whole()
             parts = queued_parts(header, payload, small)
             batches = self._use_sendmsg or total < self._small_limit
             if batches and small and perf_counter() - self._last_send < BURST_GAP:
+                self._busy_at_rest = not stretches_run_whole()
                 # A burst of small messages: let the batch build up. This
                 # thread sends it at WRITER_FLUSH_SIZE, or before it waits
                 # to read (``send_held``); the hub sends what is left after
@@ -337,6 +337,10 @@ class Outbox:
             self._out_bytes += total
             self.messages_sent += 1
             self._sender.from_writer(self)
+            if small and out:
+                # Left for later writes to join; a message sent whole (a
+                # request and its reply) spares itself the question.
+                self._busy_at_rest = not stretches_run_whole()
         finally:
             self._busy = self._busy_at_rest
 
@@ -387,12 +391,13 @@ class Outbox:
         self._busy = True
         try:
             self._flush_owed = True
-            self._busy_at_rest = not stretches_run_whole()
             self._out += items
             self._out_bytes += total
             self.messages_sent += count
             if self._use_sendmsg:
                 self._flush_by_writer()
+            if self._out:
+                self._busy_at_rest = not stretches_run_whole()
         finally:
             self._busy = self._busy_at_rest
 

@@ -19,9 +19,9 @@ The lock-free writes ask here first and take the lock when the rule does
 not hold (the lock-free read needs no answer: ``Inbox.receive`` checks
 what it popped). A thread's trace function is asked for on each write: it
 costs one C call, and a debugger may start stepping at any moment. A
-monitoring tool is looked for when a batch starts
-(:func:`stretches_run_whole`); one that registers later sees at most the
-rest of the batch under way (a millisecond's worth, or
+monitoring tool is looked for when a batch is left in the queue for later
+writes to join (:func:`stretches_run_whole`); one that registers after
+that sees at most that one batch (a millisecond's worth, or
 ``WRITER_FLUSH_SIZE`` bytes) joined without the lock.
 """
 

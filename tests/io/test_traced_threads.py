@@ -321,3 +321,30 @@ def test_the_bytecode_stretches_are_whole_only_without_tools_and_with_a_gil() ->
         finally:
             monitoring.free_tool_id(monitoring.PROFILER_ID)
     assert _switching.stretches_run_whole() is _switching._GIL_ENABLED
+
+
+@pytest.mark.skipif(not hasattr(sys, "monitoring"), reason="sys.monitoring is Python 3.12+")
+@pytest.mark.parametrize("tool", [False, True], ids=["no-tool", "tool"])
+def test_a_write_the_kernel_could_not_take_asks_for_monitoring_tools(tool: bool) -> None:
+    # Not a burst: the write goes to the socket, which is full, so its
+    # batch stays queued for later writes to join: under the lock only
+    # while a monitoring tool is registered.
+    a, b = socket.socketpair()
+    with a, b:
+        a.setblocking(False)
+        try:
+            while True:
+                a.send(b"\0" * 65536)
+        except BlockingIOError:
+            pass
+        outbox, _ = make(a)
+        monitoring = sys.monitoring  # type: ignore[attr-defined,unused-ignore]
+        if tool:
+            monitoring.use_tool_id(monitoring.PROFILER_ID, "test_traced_threads")
+        try:
+            outbox.send(b"queued")
+        finally:
+            if tool:
+                monitoring.free_tool_id(monitoring.PROFILER_ID)
+        assert outbox.pending
+        assert outbox._busy is tool
