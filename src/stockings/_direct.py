@@ -156,14 +156,21 @@ class DirectReader:
             return False
         inbox = owner.inbox
         receiver = owner.receiver
-        if inbox.last_size > RECV_BUFFER_SIZE or receiver.assembly is not None or inbox.messages:
+        if (
+            inbox.last_size > RECV_BUFFER_SIZE
+            or receiver.assembly is not None
+            or receiver.whole
+            or inbox.messages
+        ):
             # Told without the receive lock, which the hub holds through each
             # receive. Up to the size of its buffer, a message mostly comes
             # whole in one receive, and waiting for the lock is waiting for
             # it; a larger one comes in pieces, and a reader waiting for the
             # lock would wake after a piece only to be sent to wait on the
-            # hub (a megabyte stream spent a sixth more CPU so). Each test
-            # is made again under the lock below.
+            # hub (a megabyte stream spent a sixth more CPU so). So does
+            # one received whole, in a stream of them, after a wait for all
+            # of it with the lock free. Each test is made again under the
+            # lock below.
             return False
         # Signal handlers run on the main thread only: there, an exception
         # may land between a receive and the delivery of what it received.

@@ -368,6 +368,10 @@ class Decoder:
         return start + take
 
     def _store(self, data: BytesLike, start: int, stop: int) -> None:
+        if start == stop:
+            # A header alone (read so, to receive its payload whole): an
+            # empty chunk would make the payload a join, a copy.
+            return
         if start == 0 and stop == len(data) and isinstance(data, bytes):
             # The I/O layer receives a large payload's tail into a fresh
             # ``bytes`` of exactly the missing size: keep it, copy nothing.

@@ -490,3 +490,15 @@ def test_empty_feed_changes_nothing() -> None:
     assert decoder.feed(b"\x05") == []
     assert decoder.feed(b"") == []
     assert decoder.in_progress
+
+
+@pytest.mark.parametrize("length", [64 * 1024, 300 * 1024, 2**20])
+def test_a_payload_fed_whole_after_its_header_alone_is_returned_uncopied(length: int) -> None:
+    # The receiver reads a large payload's header alone, then the payload
+    # in one ``recv``: the bytes it got are the message, not a join of them.
+    decoder = Decoder()
+    assert decoder.feed(encode_header(length, False)) == []
+    assert decoder.payload_missing == length and decoder.payload_received == 0
+    payload = bytes(length)
+    (message,) = decoder.feed(payload)
+    assert message is payload
