@@ -1,16 +1,13 @@
 """A channel's outbound side: its queue, and the writers that add to it.
 
 ``send`` hands a message straight to the socket when nothing is queued
-ahead of it and the last send was not a moment ago, or else appends it to
-the queue (small ones into the batch buffer at its tail), which a writer
-sends itself every ``WRITER_FLUSH_SIZE`` bytes and the hub flushes
-otherwise, through the outbox's :class:`~stockings._sender.Sender`. A
-writer over the high-water mark waits in its
-:class:`~stockings._write_flow.WriteFlow`. :attr:`Outbox.lock` guards all
-of it and every use of the socket for sending. The
-:class:`~stockings._channel.Channel` makes and drives it (flushes on the hub
-thread, :attr:`Outbox.closing`, dropping the queue at the end); the outbox
-asks it for three things (:class:`OutboxOwner`) and holds it weakly.
+ahead of it and the last send was not a moment ago; else it queues it
+(small ones into the batch at the tail), for the writer to send every
+``WRITER_FLUSH_SIZE`` bytes and the hub otherwise, through the outbox's
+:class:`~stockings._sender.Sender`. A writer over the high-water mark waits
+in a :class:`~stockings._write_flow.WriteFlow`. :attr:`Outbox.lock` guards
+all of it and every use of the socket for sending. The channel makes and
+drives it, held weakly (:class:`~stockings._sender.OutboxOwner`).
 """
 
 from __future__ import annotations
@@ -21,7 +18,6 @@ from collections import deque
 from collections.abc import Iterable
 from threading import Lock
 from time import perf_counter
-from typing import Protocol
 
 from ._buffers import (
     BYTES_FRAMED,
@@ -36,33 +32,12 @@ from ._encoding import BytesLike, encode_header, payload_of
 from ._errors import ConnectionClosed, EndReason, MessageTooLarge
 from ._hub import Hub
 from ._options import ChannelOptions
-from ._sender import Sender
+from ._sender import BURST_GAP, WRITER_FLUSH_SIZE, OutboxOwner, Sender
 from ._switching import stretches_run_whole, thread_trace
 from ._transport import PLAIN_RULES, SendRules
 from ._write_flow import WriteFlow
 
 __all__ = ["BURST_GAP", "WRITER_FLUSH_SIZE", "Outbox", "OutboxOwner"]
-
-#: A write this soon (seconds) after the last send is part of a burst: it is
-#: queued rather than sent, so that a burst costs one ``sendmsg`` per batch
-#: instead of one ``send`` per message. A request/response exchange writes
-#: far less often than this and keeps its direct, lowest-latency send.
-BURST_GAP = 5e-6
-#: Once a burst has queued this many bytes, the writer sends them itself.
-WRITER_FLUSH_SIZE = 64 * 1024
-
-
-class OutboxOwner(Protocol):
-    """What an :class:`Outbox` asks of its channel."""
-
-    def _flush_from_hub(self) -> None:
-        """Flush the outbox (hub thread): calls :meth:`Outbox.flush` under its lock."""
-
-    def end_soon(self, reason: EndReason, exc: BaseException | None = None) -> None:
-        """Have the hub thread end the channel (any thread): a send failed."""
-
-    def _closed_error(self) -> ConnectionClosed:
-        """The error a write refused once :attr:`Outbox.closing` raises."""
 
 
 class Outbox:
@@ -115,15 +90,12 @@ class Outbox:
         self._flow = WriteFlow(self.lock, options.write_low_water)
         self._out: deque[BytesLike] = deque()
         self._out_bytes = 0
-        # True while a thread holding ``lock`` changes the queue in more
-        # than one step, or sends from it: the lock-free joins then leave
-        # the queue alone, even should that thread be switched out midway
-        # (a traced one may be, see ``_switching``). Set back to
-        # ``_busy_at_rest`` when it is done, which is True while
-        # monitoring tools (or a build without its GIL) keep every join
-        # under the lock: asked, under ``lock``, whenever a batch is left
-        # in the queue for later writes to join, so the fast path tests
-        # one flag for both.
+        # True while a thread holding ``lock`` changes the queue in several
+        # steps or sends from it, so that lock-free joins keep off even if
+        # it is switched out midway (traced, see ``_switching``); then back
+        # to ``_busy_at_rest``, True while monitoring tools (or a build
+        # without its GIL) keep every join locked, asked whenever a batch
+        # is left for later writes: the fast path tests one flag for both.
         self._busy_at_rest = not stretches_run_whole()
         self._busy = self._busy_at_rest
         # True from queueing a message a writer sends itself until that
@@ -235,11 +207,9 @@ class Outbox:
 
         From the test of ``_busy`` to the new byte count there is no call,
         so no other thread and no signal handler runs in between (CPython
-        switches threads and runs handlers only at calls, function starts
-        and loop jumps, unless the thread is traced or monitored, which is
-        tested first: see ``_switching``): the append is atomic, and it
-        never meets a send, a settle or another writer's append half done
-        (each sets ``_busy``).
+        switches only at calls, function starts and loop jumps, unless the
+        thread is traced, tested first: see ``_switching``); nor does it
+        meet a send or another writer's append half done (each sets ``_busy``).
 
         Returns:
             Whether the message joined the batch; if not, nothing changed.
@@ -311,17 +281,14 @@ class Outbox:
             batches = self._use_sendmsg or total < self._small_limit
             if batches and small and perf_counter() - self._last_send < BURST_GAP:
                 self._busy_at_rest = not stretches_run_whole()
-                # A burst of small messages: let the batch build up. This
-                # thread sends it at WRITER_FLUSH_SIZE, or before it waits
-                # to read (``send_held``); the hub sends what is left after
-                # BURST_HOLD. A large payload is sent below, by this
-                # thread: the send costs less than waking the hub for it,
-                # which costs both threads a switch of the GIL. Without
-                # sendmsg (TLS) only small messages batch, one buffer, one
-                # record, and the hub sends them as soon as it runs (on the
-                # main thread it sends every TLS write). The flush is asked
-                # for before the message is queued, so an interrupt in
-                # between costs a useless flush, never a stuck one.
+                # A burst of small messages: let the batch build up, for
+                # this thread to send at WRITER_FLUSH_SIZE or before it
+                # waits to read (``send_held``), the hub after BURST_HOLD.
+                # (A large payload is sent below, by this thread: cheaper
+                # than waking the hub, a GIL switch each way.) Without
+                # sendmsg (TLS) the hub sends as soon as it runs. Asked
+                # before the message is queued: an interrupt in between
+                # costs a useless flush, never a stuck one.
                 if self._use_sendmsg:
                     self._sender.flush_after_hold()
                 else:
@@ -365,10 +332,7 @@ class Outbox:
             timeout: as for :meth:`send`.
 
         Raises:
-            TypeError: a message is neither ``str`` nor bytes-like.
-            MessageTooLarge: a message is over ``max_message_size``.
-            ConnectionClosed: the channel is closing or has ended.
-            WriteTimeout: the queue did not drain within ``timeout``.
+            As :meth:`send` does, for any of the messages.
         """
         items, total, count = batch_parts(
             messages, self.options.max_message_size, self._small_limit, self._use_sendmsg

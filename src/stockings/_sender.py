@@ -18,8 +18,8 @@ a writer's last send, and ``closing``, which it sets when a send fails
 (:class:`SendQueue`); it wakes the writers waiting for the queue to drain
 through their :class:`~stockings._write_flow.WriteFlow`. Like a transport,
 it is given its outbox on each call rather than holding it, and it holds
-the channel weakly (:class:`~stockings._outbox.OutboxOwner`), so that it
-makes no reference cycle.
+the channel weakly (:class:`OutboxOwner`), so that it makes no reference
+cycle.
 """
 
 from __future__ import annotations
@@ -31,23 +31,37 @@ from collections import deque
 from collections.abc import Callable
 from itertools import islice
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from ._encoding import BytesLike
-from ._errors import ConnectionClosed, end_reason_for
+from ._errors import ConnectionClosed, EndReason, end_reason_for
 from ._hub import Hub
 from ._transport import SendRules
 from ._write_flow import WriteFlow
 
-if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
-    from ._outbox import OutboxOwner
-
-__all__ = ["BURST_HOLD", "JOIN_SIZE", "MAX_IOVECS", "SendQueue", "Sender"]
+__all__ = [
+    "BURST_GAP",
+    "BURST_HOLD",
+    "JOIN_SIZE",
+    "MAX_IOVECS",
+    "WRITER_FLUSH_SIZE",
+    "OutboxOwner",
+    "SendQueue",
+    "Sender",
+]
 
 #: The most buffers one ``sendmsg`` call is given.
 MAX_IOVECS = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
 #: Without ``sendmsg`` small buffers are joined into one send of about this size.
 JOIN_SIZE = 256 * 1024
+#: A write this soon (seconds) after the last send is part of a burst: it is
+#: queued rather than sent, so that a burst costs one ``sendmsg`` per batch
+#: instead of one ``send`` per message. A request/response exchange writes
+#: far less often than this and keeps its direct, lowest-latency send.
+#: (Read by ``Outbox``, as its own name: set it there.)
+BURST_GAP = 5e-6
+#: Once a burst has queued this many bytes, the writer sends them itself.
+WRITER_FLUSH_SIZE = 64 * 1024
 #: The longest (seconds) a burst's batch waits for the hub to send it, when
 #: its writer does not fill it, and no thread waits to read meanwhile. The
 #: hub's clock ticks in milliseconds: a shorter hold would be no shorter.
@@ -63,6 +77,19 @@ _HOLD = memoryview(bytearray())
 
 def _never() -> bool:
     return False
+
+
+class OutboxOwner(Protocol):
+    """What an outbox and its sender ask of their channel."""
+
+    def _flush_from_hub(self) -> None:
+        """Flush the outbox (hub thread): calls ``Outbox.flush`` under its lock."""
+
+    def end_soon(self, reason: EndReason, exc: BaseException | None = None) -> None:
+        """Have the hub thread end the channel (any thread): a send failed."""
+
+    def _closed_error(self) -> ConnectionClosed:
+        """The error a write refused once ``Outbox.closing`` raises."""
 
 
 class SendQueue(Protocol):
