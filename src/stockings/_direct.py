@@ -156,10 +156,11 @@ class DirectReader:
             return False
         inbox = owner.inbox
         receiver = owner.receiver
+        whole = receiver.whole
         if (
             inbox.last_size > RECV_BUFFER_SIZE
             or receiver.assembly is not None
-            or receiver.whole
+            or (whole is not None and whole.stage)
             or inbox.messages
         ):
             # Told without the receive lock, which the hub holds through each

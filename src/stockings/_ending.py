@@ -196,7 +196,7 @@ class Closer:
                 inbox.half_closed = keep_open
         failure = None
         try:
-            channel.receiver.decoder.eof()
+            channel.receiver.eof()
         except Exception as exc:
             failure = exc
         lifecycle = channel._lifecycle

@@ -8,7 +8,7 @@ messages out and :meth:`Receiver.take_in` hands them to the inbox. A large
 (:class:`~stockings._buffers.Assembly`), which the reader turns into bytes;
 in a stream of them, on Linux TCP, each whole payload is received straight
 into the ``bytes`` that ``read`` returns, once it has all arrived
-(:mod:`~stockings._low_water`).
+(:mod:`~stockings._whole`).
 
 The :class:`Receiver` is one part of a :class:`~stockings._channel.Channel`.
 Its :attr:`Receiver.lock` is held around every receive and every use of the
@@ -34,24 +34,16 @@ from ._buffers import ASSEMBLE_AHEAD, Assembly
 from ._common import _DELIVERED, _NOTHING, _PARTIAL, _STOPPED, LARGE_PAYLOAD
 from ._errors import EndReason, IncompleteMessage, end_reason_for
 from ._framing import BytesLike, Decoder
-from ._hub import RECV_BUFFER_SIZE, Hub
+from ._hub import Hub
 from ._inbox import Inbox
 from ._lifecycle import failure_reason
-from ._low_water import LowWater, header_size, low_water_for
 from ._options import ChannelOptions
+from ._whole import WholePayloads, whole_payloads_for
 
 __all__ = ["MAX_RECV_CHUNK", "Receiver", "ReceiverOwner"]
 
 #: The most one ``recv`` of a large payload asks for.
 MAX_RECV_CHUNK = 4 * 1024 * 1024
-#: Payloads this large, in a stream of them, are received whole, each in
-#: one ``recv`` once it has all arrived. Up to the size of the hub's buffer
-#: they come several to a receive, and the calls and wake-ups saved are
-#: worth more than the copy out of the buffer (measured: half the rate at
-#: 64 and 128 KiB received whole, twice the rate at 512 KiB).
-WHOLE_PAYLOAD = RECV_BUFFER_SIZE + 1
-# ``Receiver.whole`` while a large payload is owed in a stream of them.
-_OWED = -1
 
 
 class ReceiverOwner(Protocol):
@@ -79,7 +71,6 @@ class Receiver:
     """
 
     __slots__ = (
-        "_low_water",
         "_owner",
         "_spare_buffers",
         "_track_idle",
@@ -126,15 +117,9 @@ class Receiver:
         #: an ``idle_timeout``; the channel's idle check reads and resets it.
         self.last_receive = 0.0
         self._track_idle = options.idle_timeout is not None
-        # For a stream of large payloads (``_receive_whole``): the socket's
-        # low-water mark; an idle timeout must see bytes as they come, so
-        # it keeps the old way.
-        self._low_water: LowWater | None = None if self._track_idle else low_water_for(sock)
-        #: Where a stream of large payloads stands (``lock``; read without it
-        #: as a hint): 0, not in one; above 0, on a message boundary, the
-        #: size of the header expected next, read alone so that its payload
-        #: can be received whole; ``_OWED``, such a payload is on its way.
-        self.whole = 0
+        #: Receives a stream of large payloads each whole (``lock``); an idle
+        #: timeout must see bytes as they come, so it keeps the old way.
+        self.whole: WholePayloads | None = None if self._track_idle else whole_payloads_for(sock)
         self._owner: weakref.ref[ReceiverOwner] = weakref.ref(owner)
 
     def receive(self, view: memoryview, direct: bool) -> int:
@@ -150,8 +135,9 @@ class Receiver:
             ``_DELIVERED``, ``_PARTIAL`` (bytes but no whole message yet),
             ``_NOTHING`` (the socket had nothing) or ``_STOPPED``.
         """
-        if self.whole:
-            return self._receive_whole(view, direct)
+        whole = self.whole
+        if whole is not None and whole.stage:
+            return whole.receive(self, view, direct)
         sock = self.sock
         decoder = self.decoder
         missing = decoder.payload_missing
@@ -179,7 +165,7 @@ class Receiver:
         except (BlockingIOError, InterruptedError):
             return _NOTHING
         except OSError as exc:
-            self._end_from(direct, end_reason_for(exc), exc)
+            self.end_from(direct, end_reason_for(exc), exc)
             return _STOPPED
         self.filled = received == room
         self.bytes_received += received
@@ -193,7 +179,7 @@ class Receiver:
                         IncompleteMessage(f"stream ended inside a message ({left} bytes missing)"),
                     )
                 return _STOPPED
-            return self._stream_ended(direct)
+            return self.stream_ended(direct)
         if self._track_idle:
             self.last_receive = time.monotonic()
         if assembly is not None:
@@ -203,106 +189,65 @@ class Receiver:
             self.assembly = None
             if self.inbox.deliver([assembly]):
                 self._pause(direct)
-            if self._low_water is not None and assembly.size >= WHOLE_PAYLOAD:
-                # A message boundary on a recv boundary: perhaps a stream of
-                # large payloads, which the next receive checks.
-                self.whole = header_size(assembly.size)
+            if whole is not None:
+                whole.after_assembly(assembly.size)
             return _DELIVERED
         outcome = self.take_in(data, direct)
-        if self._low_water is not None and self.decoder.payload_missing:
-            self._owe_whole()
+        if whole is not None and self.decoder.payload_missing:
+            whole.owe_rest(self)
         return outcome
 
-    def _owe_whole(self) -> None:
-        """Have the rest of a large ``bytes`` payload received whole, should one be in progress.
+    def payload_room(self) -> memoryview | None:
+        """Where the rest of a large ``bytes`` payload in progress goes, if one is (hub thread).
 
-        The payload is then a join of two pieces, but the stream stands on
-        a message boundary after it, for the next to come whole.
+        For a transport that cannot use :meth:`receive` (TLS decrypts into
+        the view given): it receives there, then reports with
+        :meth:`payload_arrived`, so the payload is copied once, by the
+        reader, rather than stored in pieces and joined.
         """
-        decoder = self.decoder
-        missing = decoder.payload_missing
-        length = missing + decoder.payload_received
-        if WHOLE_PAYLOAD <= length <= ASSEMBLE_AHEAD and not decoder.payload_is_text:
-            self.whole = _OWED
-            # Wait for it rather than take a piece of it now.
-            self.filled = False
-            assert self._low_water is not None  # checked by the caller, in line
-            self._low_water.expect(missing)
+        assembly = self.assembly
+        if assembly is None:
+            decoder = self.decoder
+            missing = decoder.payload_missing
+            if (
+                missing < LARGE_PAYLOAD
+                or decoder.payload_is_text
+                or (missing > ASSEMBLE_AHEAD and missing > 3 * decoder.payload_received)
+            ):
+                return None
+            assembly = self._begin_assembly()
+        return assembly.view[assembly.have : assembly.size]
 
-    def _receive_whole(self, view: memoryview, direct: bool) -> int:
-        """Receive in a stream of large payloads, each whole into its ``bytes`` (``lock`` held).
-
-        On a message boundary, the next header is read alone; a large
-        ``bytes`` payload after it is then owed, and the low-water mark
-        wakes the receiver once it has all arrived, for one ``recv`` of
-        exactly its size (a piece, should the kernel give less, is kept
-        and the mark lowered to the rest). Anything else ends the stream's
-        special handling, as does a header of another size than expected.
+    def payload_arrived(self, received: int) -> int:
+        """``received`` more bytes came into :meth:`payload_room` (hub thread).
 
         Returns:
-            As :meth:`receive`.
+            ``_DELIVERED`` once the payload is whole, else ``_PARTIAL``.
         """
-        decoder = self.decoder
-        low_water = self._low_water
-        assert low_water is not None  # set with ``whole``
-        outcome = _PARTIAL
-        self.filled = False
-        if self.whole == _OWED:
-            missing = decoder.payload_missing
-            length = missing + decoder.payload_received
-            try:
-                data = self.sock.recv(missing)
-            except (BlockingIOError, InterruptedError):
-                return _NOTHING
-            except OSError as exc:
-                self._end_from(direct, end_reason_for(exc), exc)
-                return _STOPPED
-            received = len(data)
-            if not received:
-                return self._stream_ended(direct)
-            self.bytes_received += received
-            outcome = self.take_in(data, direct)
-            if outcome != _DELIVERED:
-                if outcome == _PARTIAL:
-                    low_water.expect(decoder.payload_missing)
-                return outcome
-            # On a boundary again: read the next header now, whatever
-            # follows, so that the mark never waits for more than is owed.
-            self.whole = header_size(length)
-        want = self.whole
-        try:
-            received = self.sock.recv_into(view, want)
-        except (BlockingIOError, InterruptedError):
-            low_water.reset()
-            return outcome
-        except OSError as exc:
-            low_water.reset()
-            self._end_from(direct, end_reason_for(exc), exc)
-            return _STOPPED
-        if not received:
-            low_water.reset()
-            self.whole = 0
-            return self._stream_ended(direct)
-        self.bytes_received += received
-        header_outcome = self.take_in(view[:received], direct)
-        missing = decoder.payload_missing
-        if (
-            WHOLE_PAYLOAD <= missing <= ASSEMBLE_AHEAD
-            and decoder.payload_received == 0
-            and not decoder.payload_is_text
-        ):
-            self.whole = _OWED
-            low_water.expect(missing)
-        else:
-            # Not a large payload on its own: back to receiving in bulk.
-            self.whole = 0
-            low_water.reset()
-            self.filled = received == want
-        if header_outcome == _STOPPED:
-            return _STOPPED
-        return max(outcome, header_outcome)
+        assembly = self.assembly
+        assert assembly is not None  # made by payload_room
+        assembly.have += received
+        if assembly.have < assembly.size:
+            return _PARTIAL
+        self.assembly = None
+        if self.inbox.deliver([assembly]):
+            self._pause(False)
+        return _DELIVERED
 
-    def _stream_ended(self, direct: bool) -> int:
+    def eof(self) -> None:
+        """The stream ended (hub thread).
+
+        Raises:
+            IncompleteMessage: it ended inside a message, which is dropped.
+        """
+        assembly = self.assembly
+        if assembly is not None:
+            self.assembly = None
+            left = assembly.size - assembly.have
+            raise IncompleteMessage(f"stream ended inside a message ({left} bytes missing)")
+        self.decoder.eof()
+
+    def stream_ended(self, direct: bool) -> int:
         """The peer's end of the stream came (``lock`` held): tell the channel, from the hub."""
         if not direct:
             owner = self._owner()
@@ -328,9 +273,10 @@ class Receiver:
         """
         if self.assembly is not None or self.decoder.in_progress:
             return _STOPPED
-        # Bytes taken here may end a stream of large payloads (the mark is
-        # 1 between messages).
-        self.whole = 0
+        if self.whole is not None:
+            # Bytes taken here end a stream of large payloads (the mark is 1
+            # between messages).
+            self.whole.stage = 0
         got: list[int] = []
         inbox = self.inbox
         deliveries = inbox.deliveries
@@ -340,7 +286,7 @@ class Receiver:
             except (BlockingIOError, InterruptedError):
                 return _NOTHING
             except OSError as exc:
-                self._end_from(True, end_reason_for(exc), exc)
+                self.end_from(True, end_reason_for(exc), exc)
                 return _STOPPED
             received = got[0]
             self.bytes_received += received
@@ -360,7 +306,7 @@ class Receiver:
 
         Returns:
             ``_DELIVERED`` or ``_PARTIAL``; ``_STOPPED`` if the bytes broke
-            the wire format: the channel then ends (see ``_end_from``), after
+            the wire format: the channel then ends (see ``end_from``), after
             delivering every message that came before the fault.
         """
         decoder = self.decoder
@@ -369,7 +315,7 @@ class Receiver:
             self._pause(direct)
         failure = decoder.failure
         if failure is not None:
-            self._end_from(direct, failure_reason(failure), failure)
+            self.end_from(direct, failure_reason(failure), failure)
             return _STOPPED
         return _DELIVERED if messages else _PARTIAL
 
@@ -378,7 +324,7 @@ class Receiver:
         if owner is not None:
             owner._pause_reading(direct)
 
-    def _end_from(self, direct: bool, reason: EndReason, exc: BaseException) -> None:
+    def end_from(self, direct: bool, reason: EndReason, exc: BaseException) -> None:
         owner = self._owner()
         if owner is None:  # pragma: no cover - a receiving thread holds its channel
             return

@@ -224,10 +224,14 @@ class TlsTransport:
             True if there may be more to receive right away.
         """
         tls = self._tls
-        view = channel.hub.recv_view
-        size = len(view)
+        hub_view = channel.hub.recv_view
         lock = channel.outbox.lock
+        receiver = channel.receiver
         while True:
+            # A large payload is decrypted straight into a buffer of its own.
+            room = receiver.payload_room()
+            view = hub_view if room is None else room
+            size = len(view)
             filled = 0
             eof = False
             error: OSError | None = None
@@ -253,11 +257,12 @@ class TlsTransport:
                     error = exc
                 pending = 0 if eof or error is not None else tls.pending()
             if filled:
-                receiver = channel.receiver
                 receiver.bytes_received += filled
                 if channel._idle_timer is not None:
                     receiver.last_receive = time.monotonic()
-                if receiver.take_in(view[:filled]) == _STOPPED:
+                if room is not None:
+                    receiver.payload_arrived(filled)
+                elif receiver.take_in(view[:filled]) == _STOPPED:
                     return False
             if error is not None:
                 # Once close_notify is out and our side shut, the lifecycle
@@ -269,6 +274,9 @@ class TlsTransport:
                 return False
             if pending and channel._reading and not channel.ended:
                 # Decrypted bytes that select cannot see: take them now.
+                continue
+            if room is not None and filled == size and channel._reading:
+                # The payload is whole: what follows goes to the hub's buffer.
                 continue
             # A full buffer: the socket may hold more, and select will say so.
             return filled == size

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import ssl
@@ -14,7 +15,8 @@ import trustme
 
 import stockings
 from conftest import FLAVOURS, tcp_pair, wait_until
-from stockings import EndReason, HandshakeFailed, Hub, Stocking, _outbox
+from stockings import EndReason, HandshakeFailed, Hub, Stocking, _outbox, _receiver
+from stockings._encoding import encode
 
 __all__: list[str] = []
 
@@ -736,3 +738,52 @@ def test_a_write_as_the_peer_half_closes_is_sent_or_refused(
     if written:
         assert b"late" in received, "write() returned, but the message never arrived"
     stocking.close()
+
+
+# ------------------------------------------------------------ large payloads
+
+
+@pytest.mark.usefixtures("no_leaks")
+def test_large_payloads_are_decrypted_into_a_buffer_of_their_own(
+    client_context: ssl.SSLContext,
+    server_context: ssl.SSLContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assembled: list[int] = []
+    real = _receiver.Receiver.payload_arrived
+
+    def counted(self: _receiver.Receiver, received: int) -> int:
+        outcome = real(self, received)
+        if outcome == _receiver._DELIVERED:
+            assembled.append(received)
+        return outcome
+
+    monkeypatch.setattr(_receiver.Receiver, "payload_arrived", counted)
+    client, server = make_stockings(Stocking, client_context, server_context)
+    sent: list[bytes | str] = [b"a" * 600_000, "small", b"b" * 1_500_000, b"", b"c" * 70_000]
+    with client, server:
+        for message in sent:
+            client.write(message)
+        assert read_n(server, len(sent)) == sent
+    # 70 KB comes whole in the hub's buffer; the two larger ones are assembled.
+    assert len(assembled) >= 2
+
+
+@pytest.mark.usefixtures("no_leaks")
+def test_a_tls_stream_ending_inside_a_large_payload_is_an_incomplete_message(
+    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+) -> None:
+    stocking, raw = tls_stocking_and_raw_peer(Stocking, client_context, server_context)
+    with stocking:
+        raw.sendall(encode(b"first") + encode(b"x" * 600_000)[:300_000])
+        assert stocking.read(timeout=10) == b"first"
+        # Wait until the hub is inside the payload before the peer closes.
+        wait_until(lambda: stocking.bytes_received > 250_000)
+        # A clean TLS close (close_notify) in the middle of the message; the
+        # stocking's own answer may beat the unwrap to it.
+        with contextlib.suppress(OSError):
+            raw.unwrap()
+        raw.close()
+        assert stocking.read(timeout=10) is None
+        assert stocking.end_reason is stockings.EndReason.PROTOCOL_ERROR
+        assert isinstance(stocking.end_exception, stockings.IncompleteMessage)

@@ -1,4 +1,4 @@
-"""A stream of large payloads, each received whole once it has arrived (``SO_RCVLOWAT``).
+"""A stream of large payloads, each received whole once it has arrived (``_whole``).
 
 The receiver raises the socket's receive low-water mark to the size of a
 payload it owes, reads the next header alone, and receives each payload in
@@ -20,9 +20,9 @@ import pytest
 
 import stockings
 from conftest import FLAVOURS, tcp_pair, unix_pair, wait_until
-from stockings import _receiver
+from stockings import _receiver, _whole
 from stockings._encoding import encode, encode_header
-from stockings._low_water import LowWater, header_size, low_water_for
+from stockings._whole import LowWater, WholePayloads, header_size, whole_payloads_for
 
 pytestmark = [
     pytest.mark.skipif(
@@ -31,7 +31,7 @@ pytestmark = [
     pytest.mark.timeout(60),
 ]
 
-BIG = _receiver.WHOLE_PAYLOAD + 1000
+BIG = _whole.WHOLE_PAYLOAD + 1000
 SO_RCVLOWAT: int = getattr(socket, "SO_RCVLOWAT", 18)
 
 
@@ -39,16 +39,18 @@ SO_RCVLOWAT: int = getattr(socket, "SO_RCVLOWAT", 18)
 def whole_receives(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The size of every payload a ``recv`` took whole, in a stream of large ones."""
     taken: list[int] = []
-    real = _receiver.Receiver._receive_whole
+    real = WholePayloads.receive
 
-    def counted(self: _receiver.Receiver, view: memoryview, direct: bool) -> int:
-        owed = self.decoder.payload_missing if self.whole == _receiver._OWED else 0
-        outcome = real(self, view, direct)
+    def counted(
+        self: WholePayloads, receiver: _receiver.Receiver, view: memoryview, direct: bool
+    ) -> int:
+        owed = receiver.decoder.payload_missing if self.stage == _whole.OWED else 0
+        outcome = real(self, receiver, view, direct)
         if owed and outcome == _receiver._DELIVERED:
             taken.append(owed)
         return outcome
 
-    monkeypatch.setattr(_receiver.Receiver, "_receive_whole", counted)
+    monkeypatch.setattr(WholePayloads, "receive", counted)
     return taken
 
 
@@ -174,13 +176,13 @@ def test_text_and_small_messages_between_large_ones_keep_their_order() -> None:
 def test_only_tcp_sockets_without_an_idle_timeout_use_the_mark() -> None:
     left, right = unix_pair()
     with left, right:
-        assert low_water_for(left) is None
+        assert whole_payloads_for(left) is None
     client, server = tcp_pair()
     with client, stockings.Stocking(server, idle_timeout=30) as timed:
-        assert timed._channel.receiver._low_water is None
+        assert timed._channel.receiver.whole is None
     client, server = tcp_pair()
     with client, stockings.Stocking(server) as plain:
-        assert plain._channel.receiver._low_water is not None
+        assert plain._channel.receiver.whole is not None
 
 
 class _OldKernelSocket:
