@@ -228,3 +228,25 @@ def test_a_closed_socket_leaves_the_mark_as_it_was() -> None:
 )
 def test_header_size_is_the_encoded_header_s_length(length: int) -> None:
     assert header_size(length) == len(encode_header(length, False))
+
+
+@pytest.mark.parametrize("how", ["close", "abort", "drop"])
+@pytest.mark.usefixtures("no_leaks")
+def test_a_stocking_waiting_for_an_owed_payload_ends_at_once_when_closed(how: str) -> None:
+    client, server = tcp_pair()
+    with client:
+        reader = stockings.Stocking(server)
+        sent = list(_payloads(3, BIG))
+        # Then a payload the peer starts and never finishes.
+        client.sendall(b"".join(map(encode, sent)) + encode(b"w" * BIG)[:5000])
+        assert [reader.read(timeout=10) for _ in sent] == sent
+        wait_until(lambda: _mark(server) > 1)
+        if how == "close":
+            reader.close(timeout=5)
+            assert reader.end_reason is stockings.EndReason.CLOSED
+        elif how == "abort":
+            reader.abort()
+            assert reader.ended
+        else:
+            # Dropped unclosed: the finalizer ends it (no_leaks checks).
+            del reader
