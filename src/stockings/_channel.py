@@ -126,7 +126,7 @@ class Channel:
         #: channel's end state too.
         self.inbox = inbox = Inbox(hub, options, self, None)
         #: Receives and decodes, under its lock (also the count of bytes in).
-        self.receiver = Receiver(sock, hub, options, inbox, self)
+        self.receiver = Receiver(sock, hub, options, inbox, self, transport.reads_directly)
         #: Receives for a waiting reader on its own thread (``direct.active``
         #: while it does: the hub then neither receives nor watches for it).
         self.direct = DirectReader(sock, self.interest, options.read_spin, self)

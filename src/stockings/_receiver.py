@@ -68,6 +68,7 @@ class Receiver:
         options: the channel's options (``max_message_size``, ``idle_timeout``).
         inbox: where whole messages go.
         owner: the channel, held weakly.
+        uses_socket: whether :meth:`receive` may use the socket (not under TLS).
     """
 
     __slots__ = (
@@ -94,6 +95,7 @@ class Receiver:
         options: ChannelOptions,
         inbox: Inbox,
         owner: ReceiverOwner,
+        uses_socket: bool = True,
     ) -> None:
         self.sock = sock
         self.hub = hub
@@ -117,9 +119,12 @@ class Receiver:
         #: an ``idle_timeout``; the channel's idle check reads and resets it.
         self.last_receive = 0.0
         self._track_idle = options.idle_timeout is not None
-        #: Receives a stream of large payloads each whole (``lock``); an idle
-        #: timeout must see bytes as they come, so it keeps the old way.
-        self.whole: WholePayloads | None = None if self._track_idle else whole_payloads_for(sock)
+        #: Receives a stream of large payloads each whole (``lock``), where
+        #: :meth:`receive` uses the socket (not TLS); an idle timeout must
+        #: see bytes as they come, so it keeps the old way.
+        self.whole: WholePayloads | None = None
+        if uses_socket and not self._track_idle:
+            self.whole = whole_payloads_for(sock)
         self._owner: weakref.ref[ReceiverOwner] = weakref.ref(owner)
 
     def receive(self, view: memoryview, direct: bool) -> int:
@@ -142,12 +147,7 @@ class Receiver:
         decoder = self.decoder
         missing = decoder.payload_missing
         assembly = self.assembly
-        if (
-            assembly is None
-            and missing >= LARGE_PAYLOAD
-            and not decoder.payload_is_text
-            and (missing <= ASSEMBLE_AHEAD or missing <= 3 * decoder.payload_received)
-        ):
+        if assembly is None and missing >= LARGE_PAYLOAD and self._assembly_due():
             assembly = self._begin_assembly()
         data: BytesLike
         try:
@@ -183,15 +183,7 @@ class Receiver:
         if self._track_idle:
             self.last_receive = time.monotonic()
         if assembly is not None:
-            assembly.have += received
-            if assembly.have < assembly.size:
-                return _PARTIAL
-            self.assembly = None
-            if self.inbox.deliver([assembly]):
-                self._pause(direct)
-            if whole is not None:
-                whole.after_assembly(assembly.size)
-            return _DELIVERED
+            return self._fill_assembly(assembly, received, direct)
         outcome = self.take_in(data, direct)
         if whole is not None and self.decoder.payload_missing:
             whole.owe_rest(self)
@@ -207,13 +199,7 @@ class Receiver:
         """
         assembly = self.assembly
         if assembly is None:
-            decoder = self.decoder
-            missing = decoder.payload_missing
-            if (
-                missing < LARGE_PAYLOAD
-                or decoder.payload_is_text
-                or (missing > ASSEMBLE_AHEAD and missing > 3 * decoder.payload_received)
-            ):
+            if not self._assembly_due():
                 return None
             assembly = self._begin_assembly()
         return assembly.view[assembly.have : assembly.size]
@@ -226,12 +212,32 @@ class Receiver:
         """
         assembly = self.assembly
         assert assembly is not None  # made by payload_room
+        return self._fill_assembly(assembly, received, False)
+
+    def _assembly_due(self) -> bool:
+        """Whether a large ``bytes`` payload in progress goes to a buffer of its own now.
+
+        Only once at most ``ASSEMBLE_AHEAD``, or three times what came, is
+        still to come: nothing is allocated much ahead of the data.
+        """
+        decoder = self.decoder
+        missing = decoder.payload_missing
+        return (
+            missing >= LARGE_PAYLOAD
+            and not decoder.payload_is_text
+            and (missing <= ASSEMBLE_AHEAD or missing <= 3 * decoder.payload_received)
+        )
+
+    def _fill_assembly(self, assembly: Assembly, received: int, direct: bool) -> int:
+        """Count ``received`` more bytes of ``assembly``; deliver it once whole."""
         assembly.have += received
         if assembly.have < assembly.size:
             return _PARTIAL
         self.assembly = None
         if self.inbox.deliver([assembly]):
-            self._pause(False)
+            self._pause(direct)
+        if self.whole is not None:
+            self.whole.after_assembly(assembly.size)
         return _DELIVERED
 
     def eof(self) -> None:

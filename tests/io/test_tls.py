@@ -787,3 +787,12 @@ def test_a_tls_stream_ending_inside_a_large_payload_is_an_incomplete_message(
         assert stocking.read(timeout=10) is None
         assert stocking.end_reason is stockings.EndReason.PROTOCOL_ERROR
         assert isinstance(stocking.end_exception, stockings.IncompleteMessage)
+
+
+def test_a_tls_receiver_never_touches_the_socket_s_low_water_mark(
+    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+) -> None:
+    # TLS decrypts what the receiver gets: only the plain path may receive whole.
+    client, server = make_stockings(Stocking, client_context, server_context)
+    with client, server:
+        assert server._channel.receiver.whole is None
