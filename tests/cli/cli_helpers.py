@@ -235,6 +235,15 @@ class Terminal:
         self.screen.until_closed()
         return status
 
+    def expect_status(self, status: int) -> None:
+        """Wait for the end; if its status is not ``status``, fail with the screen."""
+        ended = self.wait()
+        if ended != status:
+            raise AssertionError(
+                f"exit status {ended}, not {status}; the screen:\n"
+                + self.screen.data.decode(errors="replace")
+            )
+
     def close(self) -> None:
         if self.popen.poll() is None:
             self.popen.kill()

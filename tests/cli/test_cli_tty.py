@@ -39,7 +39,7 @@ def test_interactive_session_prompt_lines_and_ctrl_d() -> None:
         term.type(b"second line\n")
         term.screen.expect(rb"second line\r\n" + redrawn + rb"second line\r\n> ", start=at)
         term.type(b"\x04")  # Ctrl-D: end of input
-        assert term.wait() == 0
+        term.expect_status(0)
     assert b"connection ended: closed (sent 2, received 2)" in term.screen.data
 
 
@@ -47,7 +47,7 @@ def test_ctrl_c_at_the_prompt_exits_130() -> None:
     with server() as (_, address), terminal("cat", address) as term:
         term.screen.expect(rb"\r\n> ")
         term.type(b"\x03")  # the terminal turns it into SIGINT
-        assert term.wait() == 130
+        term.expect_status(130)
     assert term.screen.data.endswith(b"^C\r\nstockings cat: interrupted\r\n")
 
 
@@ -60,7 +60,7 @@ def test_a_message_arriving_at_the_prompt_is_shown_above_a_new_prompt(
             term.screen.expect(rb"\r\n> ")
             conn.sendall(b"\x84news")
             term.screen.expect(rb"> \r\x1b\[Knews\r\n> ")
-        assert term.wait() == 0
+        term.expect_status(0)
     assert b"connection ended: peer closed" in term.screen.data
 
 
@@ -70,7 +70,7 @@ def test_control_characters_are_escaped_on_a_terminal(listener: socket.socket) -
         conn, _ = listener.accept()
         with conn:
             conn.sendall(b"\x8c\x1b[31mred\x07\tok" + b"\xc5\x1b[31m")
-            assert term.wait() == 0
+            term.expect_status(0)
     screen = term.screen.data
     assert b"\x1b[31m" not in screen
     assert b"\x07" not in screen
@@ -87,7 +87,7 @@ def test_binary_bytes_are_a_hex_dump_and_printable_bytes_a_literal(
         conn, _ = listener.accept()
         with conn:
             conn.sendall(bytes([0xC0 | len(data)]) + data + b"\xc5plain")
-            assert term.wait() == 0
+            term.expect_status(0)
     lines = term.screen.data.split(b"\r\n")
     assert b"bytes, 20 B:" in lines
     at = lines.index(b"bytes, 20 B:")
@@ -103,5 +103,5 @@ def test_raw_writes_bytes_unchanged_even_to_a_terminal(listener: socket.socket) 
         conn, _ = listener.accept()
         with conn:
             conn.sendall(b"\xc4\x1b[1m")
-            assert term.wait() == 0
+            term.expect_status(0)
     assert b"\x1b[1m\r\n" in term.screen.data
