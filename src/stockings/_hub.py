@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
+from ._allocator import keep_freed_messages
 from ._epoll import EpollSelector
 from ._hub_faults import Containment, fd_limit_of
 from ._live import LiveSet
@@ -227,6 +228,7 @@ class Hub:
             pass
 
     def _start_locked(self) -> None:
+        keep_freed_messages()
         self._selector = self._selector_factory()
         self._wakee, self._waker = socket.socketpair()
         self._wakee.setblocking(False)
