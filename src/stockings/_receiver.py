@@ -170,15 +170,7 @@ class Receiver:
         self.filled = received == room
         self.bytes_received += received
         if not received:
-            if assembly is not None and not direct:
-                owner = self._owner()
-                if owner is not None:
-                    left = assembly.size - assembly.have
-                    owner._end(
-                        EndReason.PROTOCOL_ERROR,
-                        IncompleteMessage(f"stream ended inside a message ({left} bytes missing)"),
-                    )
-                return _STOPPED
+            # Inside a payload too: ``eof`` tells the channel's end what was owed.
             return self.stream_ended(direct)
         if self._track_idle:
             self.last_receive = time.monotonic()

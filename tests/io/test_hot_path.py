@@ -376,9 +376,13 @@ def test_large_payloads_arrive_intact_while_buffers_are_reused(
         assert len(right._channel.receiver._spare_buffers) <= _buffers.SPARE_BUFFERS
 
 
-def test_a_stream_cut_inside_an_assembled_payload_is_incomplete(no_leaks: None) -> None:
+@pytest.mark.parametrize("half_close", [False, True])
+def test_a_stream_cut_inside_an_assembled_payload_is_incomplete(
+    half_close: bool, no_leaks: None
+) -> None:
+    # Half-closed or not, the end of the stream inside a payload is a fault.
     ours, peer = socket.socketpair()
-    stocking = stockings.Stocking(ours)
+    stocking = stockings.Stocking(ours, half_close=half_close)
     with peer:
         peer.sendall(stockings.encode(b"before") + stockings.encode_header(2**20, False))
         peer.sendall(b"z" * 300_000)
