@@ -40,13 +40,12 @@ def install(base: type) -> None:
     """Give ``base`` (:class:`~stockings.Stocking`) every 1.2.3 name, as an alias of today's.
 
     Args:
-        base: the class that defines the new names.
+        base: the class that has the new names (its own or inherited).
     """
-    namespace = base.__dict__
     for old, new in RENAMED_HOOKS.items():
-        setattr(base, old, namespace[new])
+        setattr(base, old, getattr(base, new))
     for old, new in RENAMED_ATTRIBUTES.items():
-        current: property = namespace[new]
+        current: property = getattr(base, new)
         alias = property(current.fget, current.fset, doc=f"1.2.3 spelling of :attr:`{new}`.")
         setattr(base, old, alias)
 

@@ -1,12 +1,14 @@
-"""A custom handshake, run on a thread of its own.
+"""The 1.2.3 handshake: the hook a stocking class overrides, and the thread that runs it.
 
-A :class:`~stockings.Stocking` whose class overrides ``handshake()`` runs it
-here, on a non-daemon thread as in 1.2.3, while the hub already serves the
-connection (the handshake talks to the peer with ``_write`` / ``_read``).
-Until the handshake returns a true value the stocking refuses ``read`` and
-``write``, and its readiness (``fileno()``, :func:`~stockings.wait`) stays
-quiet; a false value, an exception, or the connection ending first ends the
-stocking with ``EndReason.HANDSHAKE_FAILED``.
+:class:`Handshaking` is the stocking's side of it: ``handshake()``, what it
+returned (``handshake_complete``) and the wait for it. A class that
+overrides ``handshake()`` has it run by a :class:`HandshakeThread`, a
+non-daemon thread as in 1.2.3, while the hub already serves the connection
+(the handshake talks to the peer with ``_write`` / ``_read``). Until it
+returns a true value the stocking refuses ``read`` and ``write``, and its
+readiness (``fileno()``, :func:`~stockings.wait`) stays quiet; a false
+value, an exception, or the connection ending first ends the stocking with
+``EndReason.HANDSHAKE_FAILED``.
 
 While it runs, the thread is counted in :mod:`stockings._shutdown`, which
 ends the stocking if the interpreter exits first, so that the thread does
@@ -22,12 +24,80 @@ from ._errors import HandshakeFailed
 from ._log import connection_log
 from ._shutdown import handshake_finished, handshake_started
 from ._sync import join_thread
+from ._timeouts import bounded
 
 if TYPE_CHECKING:
     from ._channel import Channel
-    from ._stocking import Stocking
 
-__all__ = ["HandshakeThread"]
+__all__ = ["HandshakeThread", "Handshaking"]
+
+
+class Handshaking:
+    """A stocking's side of the handshake: the hook, its outcome, the wait for it.
+
+    The stocking refuses ``read`` and ``write`` while
+    ``_handshake_complete`` is false; :meth:`_start_handshake` sets it for
+    the default hook, a :class:`HandshakeThread` for an overridden one.
+    """
+
+    _handshake_complete: Any = False
+    _handshake_thread: HandshakeThread | None = None
+
+    @classmethod
+    def _has_custom_handshake(cls) -> bool:
+        return cls.handshake is not Handshaking.handshake
+
+    def handshake(self) -> Any:
+        """Agree with the peer before any application message; override to customise.
+
+        Runs once, in its own non-daemon thread when overridden, talking to
+        the peer with ``_write`` and ``_read``. Until it returns a true
+        value ``read`` and ``write`` raise :class:`NotReady`; a false value
+        or an exception ends the stocking with ``HANDSHAKE_FAILED`` (a
+        :class:`HandshakeFailed` end exception). A loop in it should check
+        ``active``, false once the interpreter exits (``docs/topics/shutdown.md``).
+
+        Returns:
+            A true value on success; it becomes :attr:`handshake_complete`.
+        """
+        return True
+
+    @property
+    def handshake_complete(self) -> Any:
+        """The value ``handshake`` returned (``True`` for the default), false until then."""
+        return self._handshake_complete
+
+    @handshake_complete.setter
+    def handshake_complete(self, value: Any) -> None:
+        # 1.2.3 kept this as a plain attribute, so code written for it may set it.
+        self._handshake_complete = value
+
+    def wait_handshake(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds (``None``: no bound) for a custom handshake.
+
+        Returns at once for the default handshake, which needs no exchange.
+
+        Returns:
+            Whether it has completed (``handshake_complete`` is true); false if
+            it failed or is still running after ``timeout``.
+        """
+        timeout = bounded(timeout)
+        thread = self._handshake_thread
+        if thread is not None:
+            thread.wait(timeout)
+        return bool(self._handshake_complete)
+
+    def _start_handshake(self, channel: Channel, peer: str) -> None:
+        """Run an overridden ``handshake`` on its own thread; the default one has nothing to say."""
+        if self._has_custom_handshake():
+            self._handshake_thread = HandshakeThread(self, channel, f"stockings-handshake-{peer}")
+            self._handshake_thread.start()
+        else:
+            self._handshake_complete = True
+
+    if TYPE_CHECKING:
+        # The 1.2.3 spelling, declared for type checkers; _compat installs it.
+        handshakeComplete = handshake_complete
 
 
 class HandshakeThread(threading.Thread):
@@ -46,7 +116,7 @@ class HandshakeThread(threading.Thread):
         name: the thread's name.
     """
 
-    def __init__(self, stocking: Stocking[Any, ...], channel: Channel, name: str) -> None:
+    def __init__(self, stocking: Handshaking, channel: Channel, name: str) -> None:
         super().__init__(name=name, daemon=False)
         self._stocking = stocking
         self._channel = channel

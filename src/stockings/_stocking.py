@@ -1,8 +1,9 @@
 """The user-facing stocking: a connected socket that sends and receives whole messages.
 
 It wraps a socket in a :class:`~stockings._channel.Channel`, and adds what
-1.2.3 users know: the ``pre_write`` / ``post_read`` hooks, a ``handshake``
-on its own thread (:mod:`~stockings._handshake`) and the camelCase names.
+1.2.3 users know: the ``pre_write`` / ``post_read`` hooks, the ``handshake``
+(its side in :class:`~stockings._handshake.Handshaking`) and the camelCase
+names (:mod:`~stockings._compat`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from ._encoding import no_message
 from ._epoll import EpollSelector, epoll_available
 from ._errors import EndReason, NotReady, check_iteration_end
 from ._framing import DEFAULT_MAX_MESSAGE_SIZE, Message
-from ._handshake import HandshakeThread
+from ._handshake import Handshaking
 from ._hub import Hub
 from ._log import log_opened
 from ._opening import (
@@ -32,7 +33,7 @@ from ._opening import (
 from ._options import ChannelOptions, connected_peer, peer_label
 from ._served import Served
 from ._shutdown import watch_for_abandonment
-from ._timeouts import bounded, option_seconds
+from ._timeouts import option_seconds
 from ._typing import (
     Outgoing,
     ReadT,
@@ -47,7 +48,7 @@ __all__ = ["Stocking"]
 _NO_MESSAGE: Any = object()
 
 
-class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
+class Stocking(ClosesOnExit, Handshaking, Generic[ReadT, WriteP]):
     """A connected socket that sends and receives whole messages.
 
     ``write`` queues a message whole; the peer's ``read`` returns it whole,
@@ -118,9 +119,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         self._peer = peer_label(self.addr, sock)
         #: How long ``write`` may wait for the outbound queue to drain.
         self.write_timeout = option_seconds(write_timeout, "write_timeout")
-        self._handshake_complete: Any = False
-        self._handshake_thread: HandshakeThread | None = None
-        custom_handshake = type(self).handshake is not Stocking.handshake
+        custom_handshake = self._has_custom_handshake()
         options = ChannelOptions(
             max_message_size,
             write_high_water,
@@ -152,12 +151,7 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         self._finalizer = watch_for_abandonment(self, channel)
         channel.start()
         log_opened(peer, type(self).__name__)
-        if custom_handshake:
-            self._handshake_thread = HandshakeThread(self, channel, f"stockings-handshake-{peer}")
-            self._handshake_thread.start()
-        else:
-            # The default handshake has nothing to say: no thread, no wait.
-            self._handshake_complete = True
+        self._start_handshake(channel, peer)
 
     @classmethod
     def _max_wait(cls) -> float | None:
@@ -167,48 +161,6 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
     def __repr__(self) -> str:
         state = "active" if self.active else f"ended ({self.end_reason})"
         return f"<{type(self).__name__} {self._peer} {state}>"
-
-    # -------------------------------------------------------------- handshake
-
-    def handshake(self) -> Any:
-        """Agree with the peer before any application message; override to customise.
-
-        Runs once, in its own non-daemon thread when overridden, talking to
-        the peer with :meth:`_write` and :meth:`_read`. Until it returns a
-        true value ``read`` and ``write`` raise :class:`NotReady`; a false
-        value or an exception ends the stocking with ``HANDSHAKE_FAILED`` (a
-        :class:`HandshakeFailed` end exception). A loop in it should check
-        :attr:`active`, false once the interpreter exits (``docs/topics/shutdown.md``).
-
-        Returns:
-            A true value on success; it becomes :attr:`handshake_complete`.
-        """
-        return True
-
-    @property
-    def handshake_complete(self) -> Any:
-        """The value ``handshake`` returned (``True`` for the default), false until then."""
-        return self._handshake_complete
-
-    @handshake_complete.setter
-    def handshake_complete(self, value: Any) -> None:
-        # 1.2.3 kept this as a plain attribute, so code written for it may set it.
-        self._handshake_complete = value
-
-    def wait_handshake(self, timeout: float | None = None) -> bool:
-        """Wait up to ``timeout`` seconds (``None``: no bound) for a custom handshake.
-
-        Returns at once for the default handshake, which needs no exchange.
-
-        Returns:
-            Whether it has completed (``handshake_complete`` is true); false if
-            it failed or is still running after ``timeout``.
-        """
-        timeout = bounded(timeout)
-        thread = self._handshake_thread
-        if thread is not None:
-            thread.wait(timeout)
-        return bool(self._handshake_complete)
 
     # -------------------------------------------------------------- messages
 
@@ -464,7 +416,6 @@ class Stocking(ClosesOnExit, Generic[ReadT, WriteP]):
         preWrite = pre_write
         postRead = post_read
         writeDataQueued = write_data_queued
-        handshakeComplete = handshake_complete
 
 
 _compat.install(Stocking)
