@@ -3,7 +3,7 @@
 The hub's thread makes each message and the reader's thread frees it, here
 32 in a row, as a reader emptying its inbox does. Without the raised trim
 threshold (``_allocator``) glibc gives the freed pages back on each such
-run, and the next 32 messages fault about 16 pages each in again.
+run, and the next 32 messages fault 4 to 16 pages each in again.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def test_a_reader_freeing_a_run_of_messages_costs_no_page_faults() -> None:
 
 def test_without_the_raised_threshold_the_pages_fault_in_again() -> None:
     # The measure above can fail: the same stream, the threshold left alone.
-    assert faults_per_message("off") > 4.0
+    assert faults_per_message("off") > 2.0
 
 
 def test_the_raising_block_covers_the_default_read_high_water_mark() -> None:
