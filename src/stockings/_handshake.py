@@ -43,9 +43,9 @@ class Handshaking:
     _handshake_complete: Any = False
     _handshake_thread: HandshakeThread | None = None
 
-    @classmethod
-    def _has_custom_handshake(cls) -> bool:
-        return cls.handshake is not Handshaking.handshake
+    def _has_custom_handshake(self) -> bool:
+        """Whether the stocking's class overrides ``handshake`` (asked as it is made)."""
+        return type(self).handshake is not Handshaking.handshake
 
     def handshake(self) -> Any:
         """Agree with the peer before any application message; override to customise.
@@ -87,9 +87,9 @@ class Handshaking:
             thread.wait(timeout)
         return bool(self._handshake_complete)
 
-    def _start_handshake(self, channel: Channel, peer: str) -> None:
-        """Run an overridden ``handshake`` on its own thread; the default one has nothing to say."""
-        if self._has_custom_handshake():
+    def _start_handshake(self, channel: Channel, peer: str, custom: bool) -> None:
+        """Run a ``custom`` handshake on its own thread; the default one has nothing to say."""
+        if custom:
             self._handshake_thread = HandshakeThread(self, channel, f"stockings-handshake-{peer}")
             self._handshake_thread.start()
         else:

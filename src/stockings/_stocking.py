@@ -151,7 +151,7 @@ class Stocking(ClosesOnExit, Handshaking, Generic[ReadT, WriteP]):
         self._finalizer = watch_for_abandonment(self, channel)
         channel.start()
         log_opened(peer, type(self).__name__)
-        self._start_handshake(channel, peer)
+        self._start_handshake(channel, peer, custom_handshake)
 
     @classmethod
     def _max_wait(cls) -> float | None:

@@ -542,6 +542,30 @@ def test_not_ready_until_a_custom_handshake_completes(make_pair: PairMaker) -> N
         plain.close()
 
 
+def test_a_handshake_set_on_the_class_later_is_run(make_pair: PairMaker) -> None:
+    # Whether a class has a custom handshake is asked as each stocking is
+    # made, not once when the class is: a hook patched in later counts.
+    class Patched(Stocking):
+        pass
+
+    ran = threading.Event()
+
+    def handshake(self: Stocking) -> Any:
+        ran.set()
+        return "agreed"
+
+    Patched.handshake = handshake  # type: ignore[method-assign]
+    a, b = make_pair()
+    patched, plain = Patched(a), Stocking(b)
+    try:
+        assert patched.wait_handshake(10)
+        assert ran.is_set()
+        assert patched.handshake_complete == "agreed"
+    finally:
+        patched.close()
+        plain.close()
+
+
 class ExchangeIds(Stocking):
     """Each side sends its id and learns the peer's, with ``_write`` and ``_read(timeout)``."""
 
