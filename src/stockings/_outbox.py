@@ -15,9 +15,10 @@ from __future__ import annotations
 import socket
 import weakref
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from threading import Lock
 from time import perf_counter
+from typing import Any
 
 from ._buffers import (
     BYTES_FRAMED,
@@ -193,14 +194,20 @@ class Outbox:
         if length >= LARGE_PAYLOAD and not isinstance(payload, bytes):
             # The caller may change a mutable buffer once write returns.
             payload = bytes(payload)
+        self._queue(self._enqueue, (header, payload), timeout)
+
+    def _queue(
+        self, enqueue: Callable[..., None], args: tuple[Any, ...], timeout: float | None
+    ) -> None:
+        """Call ``enqueue(*args)`` with the lock held, the queue at most at its high-water mark."""
         with self.lock:
             if self.closing:
                 raise self._closed_error()
             if self._out_bytes <= self._write_high_water or self.hub.in_hub_thread():
-                self._enqueue(header, payload)
+                enqueue(*args)
                 return
         # Over the high-water mark: wait until below the low one.
-        self._flow.wait_to_queue(self, self._enqueue, (header, payload), timeout)
+        self._flow.wait_to_queue(self, enqueue, args, timeout)
 
     def _join_tail(self, header: bytes, message: bytes, framed: int) -> bool:
         """Add a message of ``framed`` bytes on the wire to the tail batch, without the lock.
@@ -337,15 +344,8 @@ class Outbox:
         items, total, count = batch_parts(
             messages, self.options.max_message_size, self._small_limit, self._use_sendmsg
         )
-        if not items:
-            return
-        with self.lock:
-            if self.closing:
-                raise self._closed_error()
-            if self._out_bytes <= self._write_high_water or self.hub.in_hub_thread():
-                self._enqueue_many(items, total, count)
-                return
-        self._flow.wait_to_queue(self, self._enqueue_many, (items, total, count), timeout)
+        if items:
+            self._queue(self._enqueue_many, (items, total, count), timeout)
 
     def _enqueue_many(self, items: list[BytesLike], total: int, count: int) -> None:
         """Queue a batch of ``count`` messages, and send it at once (``lock`` held)."""
