@@ -12,26 +12,17 @@ from collections import deque
 from collections.abc import Iterable
 
 from ._common import LARGE_PAYLOAD
-from ._encoding import BytesLike, encode_header, payload_of
-from ._errors import MessageTooLarge
+from ._encoding import BYTES_HEADERS, BytesLike, WriteFraming
 
 __all__ = [
     "ASSEMBLE_AHEAD",
-    "BYTES_FRAMED",
-    "BYTES_HEADERS",
     "SPARE_BUFFERS",
     "SPARE_BUFFER_MAX",
     "Assembly",
     "Batch",
     "batch_parts",
-    "bytes_header",
     "queued_parts",
 ]
-
-#: Ready-made headers for the commonest writes: bytes payloads under 1 KiB.
-BYTES_HEADERS = [encode_header(length, False) for length in range(1024)]
-#: And what each such message takes on the wire, header included.
-BYTES_FRAMED = [len(header) + length for length, header in enumerate(BYTES_HEADERS)]
 
 #: A large payload is received into a buffer of its full size only once no
 #: more than this, or three times what has arrived, is still to come: a
@@ -113,10 +104,7 @@ def queued_parts(
 
 
 def batch_parts(
-    messages: Iterable[object],
-    max_message_size: int | None,
-    small_limit: int,
-    large_apart: bool,
+    messages: Iterable[object], framing: WriteFraming, large_apart: bool
 ) -> tuple[list[BytesLike], int, int]:
     """Encode messages for one all-or-nothing batch (``write_many``).
 
@@ -124,8 +112,7 @@ def batch_parts(
 
     Args:
         messages: ``str`` or bytes-like objects.
-        max_message_size: the largest payload allowed, ``None`` for no limit.
-        small_limit: bytes payloads shorter than this take a ready-made header.
+        framing: the channel's framing, and its ``max_message_size``.
         large_apart: large payloads travel beside their header, uncopied
             unless mutable (``sendmsg``), instead of copied into a batch.
 
@@ -140,17 +127,14 @@ def batch_parts(
     total = 0
     batch = Batch()
     count = 0
+    small_limit = framing.small_limit
     for count, message in enumerate(messages, 1):  # noqa: B007 - counted once, after
         if type(message) is bytes and len(message) < small_limit:
             batch += BYTES_HEADERS[len(message)]
             batch += message
             continue
-        payload, is_text = payload_of(message)
-        length = len(payload)
-        if max_message_size is not None and length > max_message_size:
-            raise MessageTooLarge(length, max_message_size)
-        header = encode_header(length, is_text)
-        if length < LARGE_PAYLOAD or not large_apart:
+        header, payload, _ = framing.frame(message)
+        if len(payload) < LARGE_PAYLOAD or not large_apart:
             batch += header
             batch += payload
             continue
@@ -158,25 +142,9 @@ def batch_parts(
             items.append(batch)
             total += len(batch)
             batch = Batch()
-        items += (header, payload if isinstance(payload, bytes) else bytes(payload))
-        total += len(header) + length
+        items += (header, payload)
+        total += len(header) + len(payload)
     if batch:
         items.append(batch)
         total += len(batch)
     return items, total, count
-
-
-def bytes_header(length: int, max_message_size: int | None) -> tuple[bytes, int]:
-    """The header of a bytes payload of ``length``, checked against the limit.
-
-    Returns:
-        The header, and the message's size on the wire if it may join a
-        batch (a payload under ``LARGE_PAYLOAD``), else 0.
-
-    Raises:
-        MessageTooLarge: ``length`` is over ``max_message_size``.
-    """
-    if max_message_size is not None and length > max_message_size:
-        raise MessageTooLarge(length, max_message_size)
-    header = encode_header(length, False)
-    return header, (len(header) + length if length < LARGE_PAYLOAD else 0)

@@ -11,9 +11,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._errors import ProtocolError
+from ._common import LARGE_PAYLOAD
+from ._errors import MessageTooLarge, ProtocolError
 
-__all__ = ["MAX_HEADER_SIZE", "BytesLike", "encode", "encode_header", "no_message", "payload_of"]
+__all__ = [
+    "BYTES_FRAMED",
+    "BYTES_HEADERS",
+    "MAX_HEADER_SIZE",
+    "BytesLike",
+    "WriteFraming",
+    "encode",
+    "encode_header",
+    "no_message",
+    "payload_of",
+]
 
 #: What ``Decoder.feed`` accepts, and what a payload is sent as.
 BytesLike = bytes | bytearray | memoryview
@@ -58,6 +69,68 @@ def encode_header(length: int, is_text: bool) -> bytes:
         length >>= 7
     header[-1] |= _LAST
     return bytes(header)
+
+
+#: Ready-made headers for the commonest writes: bytes payloads under 1 KiB.
+BYTES_HEADERS = [encode_header(length, False) for length in range(1024)]
+#: And what each such message takes on the wire, header included.
+BYTES_FRAMED = [len(header) + length for length, header in enumerate(BYTES_HEADERS)]
+
+
+class WriteFraming:
+    """How one channel frames what it writes, within its ``max_message_size``.
+
+    Args:
+        max_message_size: the largest payload allowed, ``None`` for no limit.
+    """
+
+    __slots__ = ("_known", "limit", "small_limit")
+
+    def __init__(self, max_message_size: int | None) -> None:
+        self.limit = max_message_size
+        cached = len(BYTES_HEADERS)
+        #: Bytes payloads shorter than this take a ready-made header.
+        self.small_limit = cached if max_message_size is None else min(cached, max_message_size + 1)
+        # A stream often repeats one length, and encoding a header costs as
+        # much as the rest of a send: the last bytes payload length past the
+        # ready-made ones, its header and what ``frame`` returned for it,
+        # kept in one store, once checked against the limit.
+        self._known: tuple[int, bytes, int] = (-1, b"", 0)
+
+    def frame(self, message: object) -> tuple[bytes, BytesLike, int]:
+        """The header and payload of ``message``, checked against the limit.
+
+        Returns:
+            The header; the payload, made ``bytes`` if large and mutable
+            (the caller may change it once its write returns); and the
+            message's size on the wire if it is a ``bytes`` payload that
+            may join a batch (under ``LARGE_PAYLOAD``), else 0.
+
+        Raises:
+            TypeError: ``message`` is neither ``str`` nor bytes-like.
+            MessageTooLarge: ``message`` is over the limit.
+        """
+        if type(message) is bytes:
+            length = len(message)
+            if length < self.small_limit:
+                return BYTES_HEADERS[length], message, BYTES_FRAMED[length]
+            known, header, framed = self._known
+            if length != known:
+                self._check(length)
+                header = encode_header(length, False)
+                framed = len(header) + length if length < LARGE_PAYLOAD else 0
+                self._known = (length, header, framed)
+            return header, message, framed
+        payload, is_text = payload_of(message)
+        length = len(payload)
+        self._check(length)
+        if length >= LARGE_PAYLOAD and not isinstance(payload, bytes):
+            payload = bytes(payload)
+        return encode_header(length, is_text), payload, 0
+
+    def _check(self, length: int) -> None:
+        if self.limit is not None and length > self.limit:
+            raise MessageTooLarge(length, self.limit)
 
 
 def payload_of(message: object) -> tuple[BytesLike, bool]:

@@ -20,17 +20,10 @@ from threading import Lock
 from time import perf_counter
 from typing import Any
 
-from ._buffers import (
-    BYTES_FRAMED,
-    BYTES_HEADERS,
-    Batch,
-    batch_parts,
-    bytes_header,
-    queued_parts,
-)
+from ._buffers import Batch, batch_parts, queued_parts
 from ._common import LARGE_PAYLOAD
-from ._encoding import BytesLike, encode_header, payload_of
-from ._errors import ConnectionClosed, EndReason, MessageTooLarge
+from ._encoding import BYTES_FRAMED, BYTES_HEADERS, BytesLike, WriteFraming
+from ._errors import ConnectionClosed, EndReason
 from ._hub import Hub
 from ._options import ChannelOptions
 from ._sender import BURST_GAP, WRITER_FLUSH_SIZE, OutboxOwner, Sender
@@ -57,7 +50,7 @@ class Outbox:
         "_busy_at_rest",
         "_flow",
         "_flush_owed",
-        "_known_header",
+        "_framing",
         "_last_send",
         "_out",
         "_out_bytes",
@@ -103,13 +96,9 @@ class Outbox:
         # send, or a request for the hub's flush, is made; left so by an
         # interrupt, it has the next write ask the hub (see ``Sender``).
         self._flush_owed = False
-        # The last bytes payload length past the small ones, its header, and
-        # its size on the wire if it may join a batch (see ``bytes_header``).
-        self._known_header: tuple[int, bytes, int] = (-1, b"", 0)
-        limit = options.max_message_size
-        # Payloads shorter than this may take send's fast path.
-        cached = len(BYTES_HEADERS)
-        self._small_limit = cached if limit is None else min(cached, limit + 1)
+        self._framing = WriteFraming(options.max_message_size)
+        # Bytes payloads shorter than this may take send's fast path.
+        self._small_limit = self._framing.small_limit
         self._write_high_water = options.write_high_water
         # A writer's thread's last send to the kernel (``lock``); see BURST_GAP.
         self._last_send = float("-inf")
@@ -168,32 +157,12 @@ class Outbox:
                 if queued >= WRITER_FLUSH_SIZE and self._use_sendmsg:
                     self._send_full_batch()
                 return
-        if type(message) is bytes:
-            # The commonest case, without the calls of the general one.
+            header: bytes = BYTES_HEADERS[size]
             payload: BytesLike = message
-            length = len(message)
-            if length < self._small_limit:
-                header = BYTES_HEADERS[length]
-            else:
-                known, header, framed = self._known_header
-                if length != known:
-                    # A stream often repeats one length, and encoding a
-                    # header costs as much as the rest of a send: remember
-                    # it, in one store, once within max_message_size.
-                    header, framed = bytes_header(length, self.options.max_message_size)
-                    self._known_header = (length, header, framed)
-                if framed and self._join_tail(header, message, framed):
-                    return
         else:
-            payload, is_text = payload_of(message)
-            length = len(payload)
-            header = encode_header(length, is_text)
-            limit = self.options.max_message_size
-            if limit is not None and length > limit:
-                raise MessageTooLarge(length, limit)
-        if length >= LARGE_PAYLOAD and not isinstance(payload, bytes):
-            # The caller may change a mutable buffer once write returns.
-            payload = bytes(payload)
+            header, payload, framed = self._framing.frame(message)
+            if framed and self._join_tail(header, payload, framed):
+                return
         self._queue(self._enqueue, (header, payload), timeout)
 
     def _queue(
@@ -209,7 +178,7 @@ class Outbox:
         # Over the high-water mark: wait until below the low one.
         self._flow.wait_to_queue(self, enqueue, args, timeout)
 
-    def _join_tail(self, header: bytes, message: bytes, framed: int) -> bool:
+    def _join_tail(self, header: bytes, message: BytesLike, framed: int) -> bool:
         """Add a message of ``framed`` bytes on the wire to the tail batch, without the lock.
 
         From the test of ``_busy`` to the new byte count there is no call,
@@ -341,9 +310,7 @@ class Outbox:
         Raises:
             As :meth:`send` does, for any of the messages.
         """
-        items, total, count = batch_parts(
-            messages, self.options.max_message_size, self._small_limit, self._use_sendmsg
-        )
+        items, total, count = batch_parts(messages, self._framing, self._use_sendmsg)
         if items:
             self._queue(self._enqueue_many, (items, total, count), timeout)
 

@@ -10,16 +10,14 @@ ends.
 
 from __future__ import annotations
 
-from ._encoding import encode_header, payload_of
+from ._encoding import BYTES_HEADERS, encode_header, payload_of
 from ._errors import MessageTooLarge, NotReady
 from ._lifecycle import Lifecycle, State
 from ._options import ChannelOptions
 
 __all__ = ["Sending"]
 
-# Headers made once for the commonest writes: small bytes payloads.
-_SMALL = 1024
-_SMALL_BYTES_HEADERS = [encode_header(length, False) for length in range(_SMALL)]
+_SMALL = len(BYTES_HEADERS)
 
 
 class Sending:
@@ -85,7 +83,7 @@ class Sending:
             and self.lifecycle.state is State.OPEN
         ):
             # The commonest write, without even _frame's call.
-            data = _SMALL_BYTES_HEADERS[length] + message
+            data = BYTES_HEADERS[length] + message
         else:
             data = self._frame(message, handshake)
         self.backlog += len(data)
@@ -102,7 +100,7 @@ class Sending:
         if type(message) is bytes and (length := len(message)) < _SMALL:
             # The commonest write, without the general path's calls.
             payload: bytes | bytearray | memoryview = message
-            header = _SMALL_BYTES_HEADERS[length]
+            header = BYTES_HEADERS[length]
         else:
             payload, is_text = payload_of(message)
             length = len(payload)
