@@ -141,7 +141,11 @@ class Outbox:
             # (whose call would be a tenth of this path's cost).
             out = self._out
             if (
-                thread_trace() is None
+                # Tested before the call too: a write with nothing queued,
+                # sent alone (below), asks for no trace. Again after it, in
+                # which another thread may run.
+                out
+                and thread_trace() is None
                 and not self._busy
                 and out
                 and (tail := out[-1]).__class__ is Batch
@@ -162,6 +166,10 @@ class Outbox:
         else:
             header, payload, framed = self._framing.frame(message)
             if framed and self._join_tail(header, payload, framed):
+                return
+        with self.lock:
+            if not self.closing and self._out_bytes <= self._write_high_water:
+                self._enqueue(header, payload)
                 return
         self._queue(self._enqueue, (header, payload), timeout)
 
@@ -253,7 +261,6 @@ class Outbox:
                     # An interrupted writer's send left the queue to nobody.
                     self._sender.schedule_flush()
                 return
-            parts = queued_parts(header, payload, small)
             batches = self._use_sendmsg or total < self._small_limit
             if batches and small and perf_counter() - self._last_send < BURST_GAP:
                 self._busy_at_rest = not stretches_run_whole()
@@ -269,14 +276,16 @@ class Outbox:
                     self._sender.flush_after_hold()
                 else:
                     self._sender.schedule_flush()
-                out += parts
+                out += queued_parts(header, payload, small)
                 self._out_bytes += total
                 self.messages_sent += 1
                 return
             # Owed before the message is queued: an interrupt from here to
             # the send leaves the flag for the next write to act on.
             self._flush_owed = True
-            out += parts
+            # A small one goes as one buffer, which the kernel mostly takes
+            # whole; later writes start a batch of their own behind any rest.
+            out += (header + payload,) if small else (header, payload)
             self._out_bytes += total
             self.messages_sent += 1
             self._sender.from_writer(self)

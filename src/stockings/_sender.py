@@ -272,13 +272,33 @@ class Sender:
         may_send = self.may_send
         if may_send is not None and not may_send():
             return
+        out = self._out
+        record = self._record
         # The lock-free path of ``send`` keeps off the queue meanwhile: the
         # kernel may be reading the tail batch, and a settle changes the
         # head and the count in steps.
         box._busy = True
         try:
-            out = self._out
-            record = self._record
+            if len(out) == 1 and not record:
+                # The commonest send, a message written alone or a batch:
+                # the loop below, without its choices and calls.
+                try:
+                    record.extend(map(self.sock.send, (out[0],)))
+                except self._rules.would_block:
+                    return
+                sent = record[0]
+                if sent == len(out[0]):
+                    # One stretch, as each step of ``_settle``.
+                    del out[0]
+                    box._out_bytes -= sent
+                    box.bytes_sent += sent
+                    del record[0]
+                    flow = self._flow
+                    if flow.waiters and box._out_bytes <= flow.low_water:
+                        flow.wake()
+                else:
+                    self._settle(box)
+                return
             if record:
                 self._settle(box)
             sock = self.sock

@@ -198,6 +198,32 @@ def test_a_burst_of_large_payloads_is_sent_by_the_writer_not_the_hub(
 
 
 @pytest.mark.timeout(30)
+def test_a_message_sent_alone_that_the_kernel_takes_in_part_arrives_whole(
+    no_leaks: None,
+) -> None:
+    a, b = socket.socketpair()
+    # A send buffer far smaller than the message: the first send takes a part.
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    with stockings.Stocking(a) as left, stockings.Stocking(b, read_high_water=1) as right:
+        alone = bytes(range(256)) * 200  # 50 KiB, under a large payload: one buffer
+        left.write(alone)
+        rest = left.queued_bytes
+        framed = len(stockings.encode(alone))
+        assert 0 < rest < framed, f"the kernel took {framed - rest} of {framed} bytes"
+        assert left.bytes_sent == framed - rest
+        # Later writes queue behind the rest, in order.
+        left.write(b"after")
+        left.write_many([b"and", "then"])
+        assert right.read(timeout=10) == alone
+        assert [right.read(timeout=10) for _ in range(3)] == [b"after", b"and", "then"]
+        wait_until(lambda: left.queued_bytes == 0)
+        assert left.bytes_sent == framed + sum(
+            len(stockings.encode(m)) for m in (b"after", b"and", "then")
+        )
+
+
+@pytest.mark.timeout(30)
 def test_close_sends_the_held_burst(
     make_pair: Callable[[], Pair], held: None, no_leaks: None
 ) -> None:
