@@ -281,23 +281,12 @@ class Sender:
         try:
             if len(out) == 1 and not record:
                 # The commonest send, a message written alone or a batch:
-                # the loop below, without its choices and calls.
+                # the loop below, without its choices.
                 try:
                     record.extend(map(self.sock.send, (out[0],)))
                 except self._rules.would_block:
                     return
-                sent = record[0]
-                if sent == len(out[0]):
-                    # One stretch, as each step of ``_settle``.
-                    del out[0]
-                    box._out_bytes -= sent
-                    box.bytes_sent += sent
-                    del record[0]
-                    flow = self._flow
-                    if flow.waiters and box._out_bytes <= flow.low_water:
-                        flow.wake()
-                else:
-                    self._settle(box)
+                self._settle(box)
                 return
             if record:
                 self._settle(box)
