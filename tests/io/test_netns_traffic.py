@@ -66,6 +66,7 @@ def exchange(
                 message = stocking.read(timeout=30)
                 assert message is not None, (
                     f"{received.count} of {count} received, then nothing: {stocking!r}"
+                    f" ({stocking.end_exception!r})"
                 )
                 received.add(message)
         finally:
