@@ -128,6 +128,7 @@ class Sender:
         "_flow",
         "_flush_scheduled",
         "_hold_posted",
+        "_least_offer",
         "_out",
         "_owner",
         "_record",
@@ -157,6 +158,8 @@ class Sender:
         # What the kernel took from the queue, recorded with the send itself
         # and not yet taken off it (see ``send``).
         self._record: list[int] = []
+        # The fewest bytes the next send may offer (see ``_join_head``).
+        self._least_offer = 0
         self._rules = rules
         self._flow = flow
         #: Whether several buffers go to the kernel in one ``sendmsg``.
@@ -306,10 +309,15 @@ class Sender:
                     joined = self._join_head()
                     attempted = len(joined)
                     call, arguments = sock.send, (joined,)
+                    # Set before the send, so that whatever cuts it short
+                    # leaves the next join its floor (a lone buffer needs
+                    # none: every send starts with the head whole).
+                    self._least_offer = attempted
                 try:
                     record.extend(map(call, arguments))  # type: ignore[arg-type]
                 except self._rules.would_block:
                     return
+                self._least_offer = 0
                 sent = record[0]
                 self._settle(box)
                 if sent < attempted:
@@ -323,15 +331,22 @@ class Sender:
         A buffer of ``JOIN_SIZE`` or more is never copied into a join: it
         is sent alone, after what comes before it (a large payload's
         header, say); the join only spares small buffers their own sends.
+
+        Except when the last send was cut short: the join is then at least
+        as long as that send was. OpenSSL refuses a retry of a write it
+        could not finish that offers fewer bytes than before ("bad
+        length"), and the buffers joined last time may since have grown
+        (the batch at the tail) past ``JOIN_SIZE``.
         """
         parts: list[BytesLike] = []
         size = 0
+        least = self._least_offer
         for part in self._out:
-            if len(part) >= JOIN_SIZE and parts:
+            if len(part) >= JOIN_SIZE and parts and size >= least:
                 break
             parts.append(part)
             size += len(part)
-            if size >= JOIN_SIZE:
+            if size >= JOIN_SIZE and size >= least:
                 break
         if len(parts) == 1:
             return parts[0]
@@ -388,6 +403,7 @@ class Sender:
         """Drop everything queued, and the record of what of it was sent."""
         self._out.clear()
         self._record.clear()
+        self._least_offer = 0
 
     def hold(self) -> None:
         """Hold every write in the queue, and send none, until :meth:`release`."""
