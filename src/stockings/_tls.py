@@ -21,7 +21,8 @@ is how the TLS engine is driven:
   ``SSLWantWriteError`` and ``SSLWantReadError`` mean the kernel is full;
   and the main thread never sends, only queues, and the hub sends
   (``_off_main_thread``). Until the handshake is done the outbox holds
-  every write back (``Outbox.hold``).
+  every write back (``Outbox.hold``). A send cut short is retried with no
+  fewer bytes, as OpenSSL demands (``Sender._join_head``).
 - OpenSSL decrypts whole records: bytes it has decrypted but not handed out
   yet (``pending()``) are invisible to ``select``, so receiving goes on
   until the TLS object has nothing left, not just until the socket is empty.
