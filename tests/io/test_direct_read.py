@@ -9,13 +9,16 @@ that path still ends the stocking the documented way.
 
 from __future__ import annotations
 
+import array
 import bisect
+import fcntl
 import functools
 import gc
 import itertools
 import random
 import socket
 import struct
+import termios
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -28,7 +31,8 @@ import stockings._direct
 from conftest import tcp_pair, unix_pair, wait_until
 from stockings import EndReason, Stocking
 from stockings._channel import Channel
-from stockings._direct import _MAY_SPIN
+from stockings._direct import _MAY_SPIN, DIRECT_RECV_SIZE, TAKE_OVER_WAITING
+from stockings._hub import RECV_BUFFER_SIZE
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -46,6 +50,13 @@ def in_thread(target: Callable[[], object]) -> tuple[threading.Thread, list[obje
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread, outcome
+
+
+def bytes_waiting(sock: socket.socket) -> int:
+    """How many received bytes sit in the kernel, unread."""
+    count = array.array("i", [0])
+    fcntl.ioctl(sock.fileno(), termios.FIONREAD, count)
+    return count[0]
 
 
 def polling_on_its_own(channel: Channel) -> bool:
@@ -141,12 +152,60 @@ def test_a_direct_reader_assembles_large_messages(pair: tuple[Stocking, socket.s
     assert outcome == [[big, "then text", big[:100]]]
 
 
+@pytest.mark.parametrize(
+    ("size", "on_main"),
+    # On the main thread a reader receives one receive's worth, between
+    # messages only (signal handlers run there): a message that fits.
+    [(TAKE_OVER_WAITING, True), (DIRECT_RECV_SIZE // 2, True), (RECV_BUFFER_SIZE, False)],
+)
+def test_after_a_mid_size_message_the_reader_takes_bytes_already_waiting(
+    pair: tuple[Stocking, socket.socket],
+    monkeypatch: pytest.MonkeyPatch,
+    size: int,
+    on_main: bool,
+) -> None:
+    stocking, peer = pair
+    channel = stocking._channel
+    first, second = b"1" * size, b"2" * size
+    peer.sendall(stockings.encode(first))
+    assert stocking.read(timeout=10) == first
+    # The hub is held off while the next one sits in the kernel: in a stream
+    # of messages this large, waking the reader per message costs more than
+    # the hub's receives save, so the reader takes the socket over anyway.
+    gate = threading.Event()
+    original = channel._receive
+
+    def held_back() -> bool:
+        gate.wait(20)  # longer than the read waits: the hub cannot be what delivers
+        return original()
+
+    monkeypatch.setattr(channel, "_receive", held_back)
+    takeovers = Recorder(channel.direct, "_apply_interest_for_reader", monkeypatch)
+    sender, _ = in_thread(lambda: peer.sendall(stockings.encode(second)))
+    wait_until(lambda: bytes_waiting(stocking.sock))
+    try:
+        if on_main:
+            assert stocking.read(timeout=10) == second
+        else:
+            reader, outcome = in_thread(lambda: stocking.read(timeout=10))
+            reader.join(20)
+            assert outcome == [second]
+    finally:
+        gate.set()
+    sender.join(10)
+    assert takeovers.outcomes
+    assert not channel.direct.active
+    # And the socket is the hub's again.
+    peer.sendall(stockings.encode(b"to the hub"))
+    assert stocking.read(timeout=10) == b"to the hub"
+
+
 def test_after_a_large_message_the_hub_receives_the_next(
     pair: tuple[Stocking, socket.socket], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stocking, peer = pair
     channel = stocking._channel
-    big = b"b" * (256 * 1024)
+    big = b"b" * (RECV_BUFFER_SIZE + 1)
     peer.sendall(stockings.encode(big))
     assert stocking.read(timeout=10) == big
     # The next is likely large too: the hub, with its larger buffer and
