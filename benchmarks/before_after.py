@@ -37,7 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=7, help="pairs per measure (default 7)")
     parser.add_argument("--tests", default=",".join(_TESTS), help=f"a subset of {','.join(_TESTS)}")
     parser.add_argument(
-        "--sizes", default=None, help="only these message sizes, in bytes (say 100,65536)"
+        "--sizes",
+        default=None,
+        help="only these message sizes, in bytes (say 100,65536); other stream sizes are added",
     )
     parser.add_argument("--quick", action="store_true", help="the smaller message counts")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every message count")

@@ -84,7 +84,9 @@ def run_pairs(
 ) -> list[Pairs]:
     """Run ``rounds`` pairs of every measure of ``tests``, ours and ``where.baseline``'s.
 
-    ``sizes``, if given, keeps only the measures of those message sizes.
+    ``sizes``, if given, keeps only the measures of those message sizes;
+    a stream size the comparison does not have is measured too, with about
+    as many bytes as its neighbours (see ``message_count``).
 
     Raises:
         ValueError: ``where`` names no baseline.
@@ -94,6 +96,8 @@ def run_pairs(
     measures = measures_for(tests)
     if sizes is not None:
         measures = [m for m in measures if m[1] in sizes]
+        if "stream" in tests:
+            measures += [("stream", size) for size in sizes if ("stream", size) not in measures]
     if ("tls", TLS_SIZES[0]) in measures and tls_unavailable():
         measures = [m for m in measures if m[0] != "tls"]
     found = {measure: Pairs(*measure) for measure in measures}

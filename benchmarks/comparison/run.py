@@ -281,6 +281,14 @@ def _plan(systems: Sequence[str], unavailable: dict[str, str]) -> list[tuple[str
     return [step for step in plan if step[0] not in unavailable]
 
 
+def _stream_counts(size: int, table: dict[int, tuple[int, int]]) -> tuple[int, int]:
+    """Counts for a stream size not in ``table``: the bytes of the next larger size listed."""
+    larger = [listed for listed in sorted(table) if listed >= size] or [max(table)]
+    full, quick = table[larger[0]]
+    scale = larger[0] / size
+    return max(1, int(full * scale)), max(1, int(quick * scale))
+
+
 def message_count(system: str, test: str, size: int, quick: bool, scale: float) -> int:
     """How many messages (round trips for rtt) one run of a measure takes."""
     pick = 1 if quick else 0
@@ -291,7 +299,8 @@ def message_count(system: str, test: str, size: int, quick: bool, scale: float) 
     elif test == "tls":
         counts = _TLS_COUNTS[size]
     else:
-        counts = (_OLD_COUNTS if system == OLD else _COUNTS)[size]
+        table = _OLD_COUNTS if system == OLD else _COUNTS
+        counts = table.get(size) or _stream_counts(size, table)
     return max(FAN_IN if test == "fanin" else 1, int(counts[pick] * scale))
 
 

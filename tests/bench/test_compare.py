@@ -183,6 +183,21 @@ def test_pairs_alternate_the_sides_and_report_medians_and_wins() -> None:
     assert "| rtt 16 B | 3 |" in table
 
 
+@pytest.mark.timeout(120)
+def test_pairs_measure_a_stream_size_the_comparison_lacks() -> None:
+    from comparison import pairs, run
+
+    source = Path(__file__).resolve().parents[2] / "src"
+    found = pairs.run_pairs(Where(baseline=source), 1, ["stream"], scale=0.001, sizes=[100, 16384])
+    assert [(p.test, p.size) for p in found] == [("stream", 100), ("stream", 16384)]
+    assert all(measure.ok for measure in found)
+    assert "| stream 16 KiB | 1 |" in pairs.format_pairs(found)
+    # As many bytes as the next size up: 64 KiB.
+    assert run.message_count("stockings", "stream", 16384, False, 1.0) == 4 * run.message_count(
+        "stockings", "stream", 65536, False, 1.0
+    )
+
+
 def test_pairs_need_a_baseline() -> None:
     from comparison import pairs
 
