@@ -85,8 +85,8 @@ def run_pairs(
     """Run ``rounds`` pairs of every measure of ``tests``, ours and ``where.baseline``'s.
 
     ``sizes``, if given, keeps only the measures of those message sizes;
-    a stream size the comparison does not have is measured too, with about
-    as many bytes as its neighbours (see ``message_count``).
+    a stream size the comparison does not have is measured too, with as
+    many bytes as the next larger size it has (see ``message_count``).
 
     Raises:
         ValueError: ``where`` names no baseline.
