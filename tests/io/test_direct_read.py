@@ -59,6 +59,21 @@ def bytes_waiting(sock: socket.socket) -> int:
     return count[0]
 
 
+def hold_back_the_hub(
+    channel: Channel, monkeypatch: pytest.MonkeyPatch, seconds: float
+) -> threading.Event:
+    """Make the hub's receives wait (up to ``seconds``) until the returned event is set."""
+    gate = threading.Event()
+    original = channel._receive
+
+    def held_back() -> bool:
+        gate.wait(seconds)
+        return original()
+
+    monkeypatch.setattr(channel, "_receive", held_back)
+    return gate
+
+
 def polling_on_its_own(channel: Channel) -> bool:
     """True once a reader has taken the socket over and is about to poll it."""
     return channel.direct.active and channel.direct.wake is not None
@@ -120,14 +135,7 @@ def test_bytes_already_waiting_are_left_to_the_hub(
     channel = stocking._channel
     # The hub holds off while the bytes sit in the kernel: the reader finds
     # them there, and leaves them to the hub rather than take the socket.
-    gate = threading.Event()
-    original = channel._receive
-
-    def held_back() -> bool:
-        gate.wait(10)
-        return original()
-
-    monkeypatch.setattr(channel, "_receive", held_back)
+    gate = hold_back_the_hub(channel, monkeypatch, 10)
     peer.sendall(stockings.encode(b"waiting"))
     reader, outcome = in_thread(lambda: stocking.read(timeout=None))
     wait_until(lambda: channel.inbox._waiting.count == 1)
@@ -172,14 +180,8 @@ def test_after_a_mid_size_message_the_reader_takes_bytes_already_waiting(
     # The hub is held off while the next one sits in the kernel: in a stream
     # of messages this large, waking the reader per message costs more than
     # the hub's receives save, so the reader takes the socket over anyway.
-    gate = threading.Event()
-    original = channel._receive
-
-    def held_back() -> bool:
-        gate.wait(20)  # longer than the read waits: the hub cannot be what delivers
-        return original()
-
-    monkeypatch.setattr(channel, "_receive", held_back)
+    # Held longer than the read below waits: the hub cannot be what delivers.
+    gate = hold_back_the_hub(channel, monkeypatch, 20)
     takeovers = Recorder(channel.direct, "_apply_interest_for_reader", monkeypatch)
     sender, _ = in_thread(lambda: peer.sendall(stockings.encode(second)))
     wait_until(lambda: bytes_waiting(stocking.sock))
