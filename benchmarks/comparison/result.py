@@ -55,6 +55,15 @@ class Result:
         return self.seconds / self.count * 1e6 if self.count else 0.0
 
 
+#: What the client and the server processes do in each test.
+_SIDES = {
+    "stream": ("writer", "reader"),
+    "tls": ("writer", "reader"),
+    "fanin": ("writers", "reader"),
+    "rtt": ("client", "server"),
+}
+
+
 def describe(result: Result) -> str:
     """One progress line for a finished run: what ran, and its rate, round trip or error.
 
@@ -68,6 +77,12 @@ def describe(result: Result) -> str:
     if not result.ok:
         return f"{what}: FAILED: {result.error}"
     cpu = f", CPU {result.cpu_us:.2f} us/msg"
+    sides = _SIDES.get(result.test)
+    client, server = result.extra.get("client_cpu"), result.extra.get("server_cpu")
+    if sides is not None and client is not None and server is not None and result.count:
+        # Which side is busier says which one bounds the rate.
+        per = 1e6 / result.count
+        cpu += f" ({sides[0]} {client * per:.2f}, {sides[1]} {server * per:.2f})"
     if result.test == "rtt":
         return f"{what}: {result.rtt_us:.1f} us{cpu}"
     return f"{what}: {result.rate:,.0f} msg/s {result.mbps:,.1f} MB/s{cpu}"

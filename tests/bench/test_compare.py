@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from comparison import child, report, run
 from comparison.peers import BATCH, NOSPIN, OLD
-from comparison.result import Result
+from comparison.result import Result, describe
 from comparison.run import Where, run_one
 
 
@@ -150,6 +150,18 @@ def test_the_table_shows_rates_cpu_and_ratios_and_the_targets_say_met_or_not() -
 
 
 @pytest.mark.timeout(120)
+def test_a_progress_line_splits_the_cpu_between_the_two_processes() -> None:
+    stream = _result("stockings", "stream", 65536, 1.0, cpu=0.03)
+    stream.extra = {"client_cpu": 0.012, "server_cpu": 0.018}
+    line = describe(stream)
+    assert "CPU 30.00 us/msg (writer 12.00, reader 18.00)" in line
+    rtt = _result("mpc", "rtt", 16, 0.05, cpu=0.08)
+    rtt.extra = {"client_cpu": 0.05, "server_cpu": 0.03}
+    assert "CPU 80.00 us/msg (client 50.00, server 30.00)" in describe(rtt)
+    # A run that could not say (an older JSON, say) shows the total alone.
+    assert describe(_result("raw", "stream", 100, 1.0)).endswith("CPU 1000.00 us/msg")
+
+
 def test_the_command_runs_and_fails_on_a_failed_run(capsys: pytest.CaptureFixture[str]) -> None:
     args = ["--quick", "--scale", "0.002", "--systems", "raw", "--tests", "stream"]
     assert report.main(args) == 0
