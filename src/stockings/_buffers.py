@@ -3,12 +3,12 @@
 :class:`Batch` gathers small outbound messages back to back so a burst is
 one ``sendmsg`` (:func:`queued_parts` starts one, :func:`batch_parts`
 builds one for ``write_many``); :class:`Assembly` receives one large
-inbound payload straight into a buffer reused from message to message.
+inbound payload straight into the ``bytes`` a reader gets.
 """
 
 from __future__ import annotations
 
-from collections import deque
+import io
 from collections.abc import Iterable
 
 from ._common import LARGE_PAYLOAD
@@ -16,8 +16,6 @@ from ._encoding import BYTES_HEADERS, BytesLike, WriteFraming
 
 __all__ = [
     "ASSEMBLE_AHEAD",
-    "SPARE_BUFFERS",
-    "SPARE_BUFFER_MAX",
     "Assembly",
     "Batch",
     "batch_parts",
@@ -28,38 +26,36 @@ __all__ = [
 #: more than this, or three times what has arrived, is still to come: a
 #: peer cannot make us allocate much ahead of the data it actually sends.
 ASSEMBLE_AHEAD = 1024 * 1024
-#: Receive buffers up to this size are kept for the next large payload.
-SPARE_BUFFER_MAX = 4 * 1024 * 1024
-#: How many such buffers one channel keeps.
-SPARE_BUFFERS = 2
 
 
 class Assembly:
-    """A large ``bytes`` payload received straight into a reusable buffer.
+    """A large ``bytes`` payload received straight into the ``bytes`` that ``read`` returns.
 
-    The hub thread fills it and puts it in the inbox; the reader turns it
-    into ``bytes`` (:meth:`finish`) and hands the buffer back for the next
-    one. So the big allocation and its release both happen in the reader's
-    thread, and the hub thread allocates nothing per message: the C
-    allocator then reuses the same memory instead of returning it to the
-    system and faulting it back in, page by page, for every message.
+    The buffer is a ``bytes`` object of the payload's size, zeroed by the
+    allocator (``calloc``, which for fresh pages costs nothing until they
+    are written), held by an :class:`io.BytesIO` that lends it out
+    writable (``getbuffer``) without a copy while it is the only holder.
+    Once the payload is whole the reader ends the loan (:meth:`finish`)
+    and takes the same object (``getvalue``), again without a copy in
+    CPython; another interpreter may copy there, which is still correct.
     """
 
-    __slots__ = ("buffer", "have", "payload", "size", "spares", "view")
+    __slots__ = ("_store", "have", "payload", "size", "view")
 
-    def __init__(self, buffer: bytearray, size: int, spares: deque[bytearray]) -> None:
-        self.buffer = buffer
-        self.view = memoryview(buffer)
+    def __init__(self, size: int) -> None:
+        # The only reference to the zeroed bytes is the BytesIO's, so it
+        # lends them out as they are rather than a copy of them.
+        self._store: io.BytesIO | None = io.BytesIO(bytes(size))
+        self.view = self._store.getbuffer()
         self.size = size
         self.have = 0
-        self.spares = spares
         self.payload: bytes | None = None
 
     def __len__(self) -> int:
         return self.size
 
     def finish(self) -> bytes:
-        """The payload as ``bytes``; the buffer goes back to the spares.
+        """The payload as ``bytes``, without a copy.
 
         May be called again after an interrupt anywhere in it (a read puts
         the assembly back then): it returns the same payload.
@@ -67,12 +63,13 @@ class Assembly:
         payload = self.payload
         if payload is not None:
             return payload
-        payload = bytes(self.view[: self.size])
-        # Kept before the view goes, so a second call never reads a released view.
-        self.payload = payload
+        store = self._store
+        assert store is not None  # cleared only once the payload is kept
+        # A released view may be released again: an interrupted call repeats it.
         self.view.release()
-        if len(self.buffer) <= SPARE_BUFFER_MAX and len(self.spares) < SPARE_BUFFERS:
-            self.spares.append(self.buffer)
+        payload = store.getvalue()
+        self.payload = payload
+        self._store = None
         return payload
 
 

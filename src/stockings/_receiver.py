@@ -4,8 +4,8 @@ The hub thread receives into its shared buffer, a direct reader into its
 thread's own (see ``_direct``); either way :meth:`Receiver.receive` takes
 what the kernel gives, the :class:`~stockings._framing.Decoder` cuts whole
 messages out and :meth:`Receiver.take_in` hands them to the inbox. A large
-``bytes`` payload is received into a reused buffer of its own instead
-(:class:`~stockings._buffers.Assembly`), which the reader turns into bytes;
+``bytes`` payload is received into a buffer of its own instead
+(:class:`~stockings._buffers.Assembly`), which becomes the ``bytes`` the reader gets;
 in a stream of them, on Linux TCP, each whole payload is received straight
 into the ``bytes`` that ``read`` returns, once it has all arrived
 (:mod:`~stockings._whole`).
@@ -26,7 +26,6 @@ import functools
 import socket
 import time
 import weakref
-from collections import deque
 from threading import Lock
 from typing import Protocol
 
@@ -73,7 +72,6 @@ class Receiver:
 
     __slots__ = (
         "_owner",
-        "_spare_buffers",
         "_track_idle",
         "assembly",
         "bytes_received",
@@ -106,7 +104,6 @@ class Receiver:
         self.decoder = Decoder(options.max_message_size)
         #: A large payload being received into a buffer of its own (``lock``).
         self.assembly: Assembly | None = None
-        self._spare_buffers: deque[bytearray] = deque()
         #: Whether the last receive filled all the room it offered (``lock``).
         self.filled = False
         #: A reader met a fault and asked the hub to end the channel: nobody
@@ -186,8 +183,8 @@ class Receiver:
 
         For a transport that cannot use :meth:`receive` (TLS decrypts into
         the view given): it receives there, then reports with
-        :meth:`payload_arrived`, so the payload is copied once, by the
-        reader, rather than stored in pieces and joined.
+        :meth:`payload_arrived`, so the payload is decrypted straight into
+        the ``bytes`` the reader gets, rather than stored in pieces and joined.
         """
         assembly = self.assembly
         if assembly is None:
@@ -337,20 +334,12 @@ class Receiver:
     def _begin_assembly(self) -> Assembly:
         """Take a large bytes payload over from the decoder.
 
-        The rest of it is received straight into a buffer that is reused from
-        message to message; the reader makes the ``bytes`` (see ``Assembly``).
+        The rest of it is received straight into a buffer of the payload's
+        size, which the reader takes as the ``bytes`` (see ``Assembly``).
         """
         pieces, missing, _ = self.decoder.detach_payload()
         have = sum(map(len, pieces))
-        size = have + missing
-        buffer = None
-        try:
-            buffer = self._spare_buffers.popleft()
-        except IndexError:
-            pass
-        if buffer is None or len(buffer) < size:
-            buffer = bytearray(size)
-        assembly = Assembly(buffer, size, self._spare_buffers)
+        assembly = Assembly(have + missing)
         at = 0
         for piece in pieces:
             assembly.view[at : at + len(piece)] = piece

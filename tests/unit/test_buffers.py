@@ -1,14 +1,18 @@
-"""The outbound buffers' pure helpers, and how a channel frames its writes.
+"""The buffers' pure helpers: how a channel frames its writes, and assembles a large payload.
 
-No sockets: messages in, the buffers a queue would hold out.
+No sockets: messages in, the buffers a queue would hold out; bytes written
+into an assembly, the payload a reader gets out.
 """
 
 from __future__ import annotations
 
+import platform
+import tracemalloc
+
 import pytest
 
 from stockings import Decoder, MessageTooLarge, encode, encode_header
-from stockings._buffers import Batch, batch_parts
+from stockings._buffers import Assembly, Batch, batch_parts
 from stockings._common import LARGE_PAYLOAD
 from stockings._encoding import BYTES_FRAMED, BYTES_HEADERS, WriteFraming
 
@@ -112,3 +116,55 @@ def test_framing_takes_ready_made_headers_only_within_the_limit() -> None:
         WriteFraming(10).frame(b"x" * 11)
     with pytest.raises(TypeError, match="str or bytes-like"):
         WriteFraming(None).frame(12)
+
+
+def _fill(assembly: Assembly, data: bytes, piece: int) -> None:
+    """Write ``data`` into ``assembly`` as a receiver would, ``piece`` bytes at a time."""
+    while assembly.have < assembly.size:
+        step = min(piece, assembly.size - assembly.have)
+        assembly.view[assembly.have : assembly.have + step] = data[
+            assembly.have : assembly.have + step
+        ]
+        assembly.have += step
+
+
+def test_an_assembly_gives_the_bytes_written_into_it_and_the_same_object_again() -> None:
+    data = bytes(range(256)) * 1000
+    assembly = Assembly(len(data))
+    assert len(assembly) == len(data)
+    _fill(assembly, data, 7_000)
+    payload = assembly.finish()
+    assert type(payload) is bytes
+    assert payload == data
+    # A read interrupted inside finish() calls it again: the same payload.
+    assert assembly.finish() is payload
+    # The loan is over: nothing can write into the payload any more.
+    with pytest.raises(ValueError):
+        assembly.view[0] = 1
+
+
+def test_assemblies_share_nothing() -> None:
+    first, second = Assembly(100_000), Assembly(100_000)
+    _fill(first, b"a" * 100_000, 100_000)
+    _fill(second, b"b" * 100_000, 100_000)
+    kept = first.finish()
+    assert second.finish() == b"b" * 100_000
+    assert kept == b"a" * 100_000
+
+
+@pytest.mark.skipif(
+    platform.python_implementation() != "CPython", reason="the copy saved is CPython's"
+)
+def test_an_assembly_hands_its_payload_over_without_a_copy() -> None:
+    size = 4 * 1024 * 1024
+    assembly = Assembly(size)
+    _fill(assembly, b"x" * size, 1024 * 1024)
+    tracemalloc.start()
+    try:
+        payload = assembly.finish()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(payload) == size
+    # A copy would allocate the whole payload again.
+    assert peak < size // 16
