@@ -37,7 +37,8 @@ class Assembly:
     writable (``getbuffer``) without a copy while it is the only holder.
     Once the payload is whole the reader ends the loan (:meth:`finish`)
     and takes the same object (``getvalue``), again without a copy in
-    CPython; another interpreter may copy there, which is still correct.
+    CPython, unless a view of it is still alive somewhere; a copy then, or
+    on another interpreter, is slower but still correct.
     """
 
     __slots__ = ("_store", "have", "payload", "size", "view")

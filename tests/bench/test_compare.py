@@ -149,7 +149,6 @@ def test_the_table_shows_rates_cpu_and_ratios_and_the_targets_say_met_or_not() -
     assert "| fan-in / zmq | not measured | >= 2 |  |" in verdicts
 
 
-@pytest.mark.timeout(120)
 def test_a_progress_line_splits_the_cpu_between_the_two_processes() -> None:
     stream = _result("stockings", "stream", 65536, 1.0, cpu=0.03)
     stream.extra = {"client_cpu": 0.012, "server_cpu": 0.018}
@@ -162,6 +161,7 @@ def test_a_progress_line_splits_the_cpu_between_the_two_processes() -> None:
     assert describe(_result("raw", "stream", 100, 1.0)).endswith("CPU 1000.00 us/msg")
 
 
+@pytest.mark.timeout(120)
 def test_the_command_runs_and_fails_on_a_failed_run(capsys: pytest.CaptureFixture[str]) -> None:
     args = ["--quick", "--scale", "0.002", "--systems", "raw", "--tests", "stream"]
     assert report.main(args) == 0

@@ -401,8 +401,8 @@ def test_large_payloads_arrive_intact_each_in_a_buffer_of_its_own(
         for message, received in zip(sent, got, strict=True):
             assert type(received) is type(message)
             assert received == message
-        # Nothing is kept for the next large payload: memory held by an
-        # idle connection stays bounded by what it has not yet delivered.
+        # And none is left half assembled (what stays behind once they are
+        # read: the next test).
         assert right._channel.receiver.assembly is None
 
 
