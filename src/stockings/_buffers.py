@@ -3,12 +3,11 @@
 :class:`Batch` gathers small outbound messages back to back so a burst is
 one ``sendmsg`` (:func:`queued_parts` starts one, :func:`batch_parts`
 builds one for ``write_many``); :class:`Assembly` receives one large
-inbound payload straight into the ``bytes`` a reader gets.
+inbound payload straight into a buffer of its own.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable
 
 from ._common import LARGE_PAYLOAD
@@ -29,25 +28,21 @@ ASSEMBLE_AHEAD = 1024 * 1024
 
 
 class Assembly:
-    """A large ``bytes`` payload received straight into the ``bytes`` that ``read`` returns.
+    """A large ``bytes`` payload received straight into a buffer of its own.
 
-    The buffer is a ``bytes`` object of the payload's size, zeroed by the
-    allocator (``calloc``, which for fresh pages costs nothing until they
-    are written), held by an :class:`io.BytesIO` that lends it out
-    writable (``getbuffer``) without a copy while it is the only holder.
-    Once the payload is whole the reader ends the loan (:meth:`finish`)
-    and takes the same object (``getvalue``), again without a copy in
-    CPython, unless a view of it is still alive somewhere; a copy then, or
-    on another interpreter, is slower but still correct.
+    The hub thread fills it and puts it in the inbox; the reader turns it
+    into ``bytes`` (:meth:`finish`), and the buffer goes with the assembly.
+    None is kept for the next payload: a connection that once received a
+    large message holds no memory for it afterwards (keeping two, up to
+    4 MiB each, no longer paid once the hub raised glibc's trim threshold,
+    see ``_allocator``).
     """
 
-    __slots__ = ("_store", "have", "payload", "size", "view")
+    __slots__ = ("buffer", "have", "payload", "size", "view")
 
     def __init__(self, size: int) -> None:
-        # The only reference to the zeroed bytes is the BytesIO's, so it
-        # lends them out as they are rather than a copy of them.
-        self._store: io.BytesIO | None = io.BytesIO(bytes(size))
-        self.view = self._store.getbuffer()
+        self.buffer = bytearray(size)
+        self.view = memoryview(self.buffer)
         self.size = size
         self.have = 0
         self.payload: bytes | None = None
@@ -56,7 +51,7 @@ class Assembly:
         return self.size
 
     def finish(self) -> bytes:
-        """The payload as ``bytes``, without a copy.
+        """The payload as ``bytes``.
 
         May be called again after an interrupt anywhere in it (a read puts
         the assembly back then): it returns the same payload.
@@ -64,13 +59,10 @@ class Assembly:
         payload = self.payload
         if payload is not None:
             return payload
-        store = self._store
-        assert store is not None  # cleared only once the payload is kept
-        # A released view may be released again: an interrupted call repeats it.
-        self.view.release()
-        payload = store.getvalue()
+        payload = bytes(self.view[: self.size])
+        # Kept before the view goes, so a second call never reads a released view.
         self.payload = payload
-        self._store = None
+        self.view.release()
         return payload
 
 

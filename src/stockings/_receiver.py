@@ -5,7 +5,7 @@ thread's own (see ``_direct``); either way :meth:`Receiver.receive` takes
 what the kernel gives, the :class:`~stockings._framing.Decoder` cuts whole
 messages out and :meth:`Receiver.take_in` hands them to the inbox. A large
 ``bytes`` payload is received into a buffer of its own instead
-(:class:`~stockings._buffers.Assembly`), which becomes the ``bytes`` the reader gets;
+(:class:`~stockings._buffers.Assembly`), which the reader turns into bytes;
 in a stream of them, on Linux TCP, each whole payload is received straight
 into the ``bytes`` that ``read`` returns, once it has all arrived
 (:mod:`~stockings._whole`).
@@ -183,8 +183,8 @@ class Receiver:
 
         For a transport that cannot use :meth:`receive` (TLS decrypts into
         the view given): it receives there, then reports with
-        :meth:`payload_arrived`, so the payload is decrypted straight into
-        the ``bytes`` the reader gets, rather than stored in pieces and joined.
+        :meth:`payload_arrived`, so the payload is copied once, by the
+        reader, rather than stored in pieces and joined.
         """
         assembly = self.assembly
         if assembly is None:
@@ -335,7 +335,7 @@ class Receiver:
         """Take a large bytes payload over from the decoder.
 
         The rest of it is received straight into a buffer of the payload's
-        size, which the reader takes as the ``bytes`` (see ``Assembly``).
+        size; the reader makes the ``bytes`` (see ``Assembly``).
         """
         pieces, missing, _ = self.decoder.detach_payload()
         have = sum(map(len, pieces))

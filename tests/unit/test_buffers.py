@@ -6,8 +6,8 @@ into an assembly, the payload a reader gets out.
 
 from __future__ import annotations
 
-import platform
-import tracemalloc
+import gc
+import sys
 
 import pytest
 
@@ -138,7 +138,7 @@ def test_an_assembly_gives_the_bytes_written_into_it_and_the_same_object_again()
     assert payload == data
     # A read interrupted inside finish() calls it again: the same payload.
     assert assembly.finish() is payload
-    # The loan is over: nothing can write into the payload any more.
+    # Done with: nothing writes into its buffer any more.
     with pytest.raises(ValueError):
         assembly.view[0] = 1
 
@@ -152,19 +152,26 @@ def test_assemblies_share_nothing() -> None:
     assert kept == b"a" * 100_000
 
 
-@pytest.mark.skipif(
-    platform.python_implementation() != "CPython", reason="the copy saved is CPython's"
-)
-def test_an_assembly_hands_its_payload_over_without_a_copy() -> None:
-    size = 4 * 1024 * 1024
-    assembly = Assembly(size)
-    _fill(assembly, b"x" * size, 1024 * 1024)
-    tracemalloc.start()
-    try:
-        payload = assembly.finish()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert len(payload) == size
-    # A copy would allocate the whole payload again.
-    assert peak < size // 16
+class _Cycle:
+    """An object that refers to itself: only the cycle collector frees it."""
+
+    def __init__(self, held: object) -> None:
+        self.held = held
+        self.itself = self
+
+
+def test_an_unfinished_assembly_collected_in_a_cycle_reports_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A connection that ended inside a payload, its assembly caught in an
+    # exception's frames: the collector meets the assembly's view still
+    # open on its buffer. (A buffer lent out by a BytesIO, tried here to
+    # save the copy, crashed Python 3.12 so and had 3.13 report an error.)
+    ignored: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", ignored.append)
+    assembly = Assembly(100_000)
+    _Cycle((assembly, assembly.view[10:20]))
+    _Cycle(Assembly(100_000))
+    del assembly
+    gc.collect()
+    assert ignored == []
