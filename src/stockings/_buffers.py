@@ -38,11 +38,11 @@ class Assembly:
     see ``_allocator``).
     """
 
-    __slots__ = ("buffer", "have", "payload", "size", "view")
+    __slots__ = ("have", "payload", "size", "view")
 
     def __init__(self, size: int) -> None:
-        self.buffer = bytearray(size)
-        self.view = memoryview(self.buffer)
+        # The view holds the buffer: nothing else needs it.
+        self.view = memoryview(bytearray(size))
         self.size = size
         self.have = 0
         self.payload: bytes | None = None
