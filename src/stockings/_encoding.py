@@ -18,6 +18,7 @@ __all__ = [
     "BYTES_FRAMED",
     "BYTES_HEADERS",
     "MAX_HEADER_SIZE",
+    "NO_MESSAGE",
     "BytesLike",
     "WriteFraming",
     "encode",
@@ -201,6 +202,10 @@ def _parse_header(data: BytesLike, pos: int, end: int) -> tuple[int, int]:
             raise ProtocolError(f"message header longer than {MAX_HEADER_SIZE} bytes")
         shift += 7
     return -1, 0
+
+
+#: What ``write`` was called without: its one positional argument.
+NO_MESSAGE: Any = object()
 
 
 def no_message(kwargs: dict[str, Any]) -> TypeError:

@@ -71,6 +71,11 @@ class Handshaking:
     def handshake_complete(self, value: Any) -> None:
         # 1.2.3 kept this as a plain attribute, so code written for it may set it.
         self._handshake_complete = value
+        if not value:
+            # Refused again: back to the class's read and write, which check
+            # it, from the inbox's and outbox's own (see Stocking.__init__).
+            vars(self).pop("read", None)
+            vars(self).pop("write", None)
 
     def wait_handshake(self, timeout: float | None = None) -> bool:
         """Wait up to ``timeout`` seconds (``None``: no bound) for a custom handshake.

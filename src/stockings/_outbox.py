@@ -22,13 +22,14 @@ from typing import Any
 
 from ._buffers import Batch, batch_parts, queued_parts
 from ._common import LARGE_PAYLOAD
-from ._encoding import BYTES_FRAMED, BYTES_HEADERS, BytesLike, WriteFraming
+from ._encoding import BYTES_FRAMED, BYTES_HEADERS, NO_MESSAGE, BytesLike, WriteFraming, no_message
 from ._errors import ConnectionClosed, EndReason
 from ._hub import Hub
 from ._options import ChannelOptions
 from ._sender import BURST_GAP, WRITER_FLUSH_SIZE, OutboxOwner, Sender
 from ._switching import stretches_run_whole, thread_trace
 from ._transport import PLAIN_RULES, SendRules
+from ._typing import variadic_signature
 from ._write_flow import WriteFlow
 
 __all__ = ["BURST_GAP", "WRITER_FLUSH_SIZE", "Outbox", "OutboxOwner"]
@@ -65,6 +66,7 @@ class Outbox:
         "lock",
         "messages_sent",
         "options",
+        "write_timeout",
     )
 
     def __init__(
@@ -114,11 +116,22 @@ class Outbox:
         #: ``lock`` held) when it closes or ends, or here when a send fails.
         self.closing = False
         self._owner: weakref.ref[OutboxOwner] = weakref.ref(owner)
+        #: How long a write may wait, over the high-water mark, for the
+        #: queue to drain below the low one; ``None``: as long as it takes.
+        #: The stocking's ``write_timeout``.
+        self.write_timeout: float | None = None
 
     # ------------------------------------------------------------ writers
 
-    def send(self, message: object, timeout: float | None = None) -> None:
+    @variadic_signature
+    def send(self, message: object = NO_MESSAGE, /, *args: object, **kwargs: object) -> None:
         """Queue ``message`` whole, or send it at once if nothing is queued.
+
+        This is the ``write`` of a stocking whose class changes neither
+        ``write`` nor ``pre_write`` (a Python call less per message), hence
+        its shape: ``args`` and ``kwargs`` are for the default ``pre_write``,
+        which ignores them. A write over the high-water mark waits up to
+        :attr:`write_timeout`.
 
         A signal handler's exception (``KeyboardInterrupt``) may come out of
         this call at any point: the message is then either queued whole, to
@@ -126,14 +139,12 @@ class Outbox:
 
         Args:
             message: ``str`` or bytes-like.
-            timeout: how long to wait, over the high-water mark, for the queue
-                to drain below the low one; ``None``: as long as it takes.
 
         Raises:
-            TypeError: ``message`` is neither ``str`` nor bytes-like.
+            TypeError: ``message`` is missing, or neither ``str`` nor bytes-like.
             MessageTooLarge: ``message`` is over ``max_message_size``.
             ConnectionClosed: the channel is closing or has ended.
-            WriteTimeout: the queue did not drain within ``timeout``.
+            WriteTimeout: the queue did not drain within :attr:`write_timeout`.
         """
         if type(message) is bytes and (size := len(message)) < self._small_limit:
             # The commonest write of a burst: small bytes joining the batch
@@ -164,6 +175,8 @@ class Outbox:
             header: bytes = BYTES_HEADERS[size]
             payload: BytesLike = message
         else:
+            if message is NO_MESSAGE:
+                raise no_message(kwargs)
             header, payload, framed = self._framing.frame(message)
             if framed and self._join_tail(header, payload, framed):
                 return
@@ -174,7 +187,7 @@ class Outbox:
             if not self.closing and self._out_bytes <= self._write_high_water:
                 self._enqueue(header, payload)
                 return
-        self._queue(self._enqueue, (header, payload), timeout)
+        self._queue(self._enqueue, (header, payload), self.write_timeout)
 
     def _queue(
         self, enqueue: Callable[..., None], args: tuple[Any, ...], timeout: float | None
@@ -309,22 +322,22 @@ class Outbox:
             return ConnectionClosed("the stocking has ended", EndReason.CLOSED)
         return owner._closed_error()
 
-    def send_many(self, messages: Iterable[object], timeout: float | None = None) -> None:
+    def send_many(self, messages: Iterable[object]) -> None:
         """Queue several messages as one batch, in order, and send it at once.
 
         The batch is all or nothing: every message is encoded and checked
         before any is queued, and no other writer's message lands inside it.
+        It waits over the high-water mark as :meth:`send` does.
 
         Args:
             messages: ``str`` or bytes-like objects.
-            timeout: as for :meth:`send`.
 
         Raises:
             As :meth:`send` does, for any of the messages.
         """
         items, total, count = batch_parts(messages, self._framing, self._use_sendmsg)
         if items:
-            self._queue(self._enqueue_many, (items, total, count), timeout)
+            self._queue(self._enqueue_many, (items, total, count), self.write_timeout)
 
     def _enqueue_many(self, items: list[BytesLike], total: int, count: int) -> None:
         """Queue a batch of ``count`` messages, and send it at once (``lock`` held)."""

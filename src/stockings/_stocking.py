@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic
 from . import _compat
 from ._channel import DEFAULT_LINGER
 from ._closing import ClosesOnExit
-from ._encoding import no_message
+from ._encoding import NO_MESSAGE, no_message
 from ._epoll import EpollSelector, epoll_available
 from ._errors import EndReason, NotReady, check_iteration_end
 from ._framing import DEFAULT_MAX_MESSAGE_SIZE, Message
@@ -43,9 +43,6 @@ from ._typing import (
 )
 
 __all__ = ["Stocking"]
-
-# What ``write`` was called without.
-_NO_MESSAGE: Any = object()
 
 
 class Stocking(ClosesOnExit, Handshaking, Generic[ReadT, WriteP]):
@@ -91,6 +88,7 @@ class Stocking(ClosesOnExit, Handshaking, Generic[ReadT, WriteP]):
         cls._plain_pre_write = cls.pre_write is Stocking.pre_write
         cls._plain_post_read = cls.post_read is Stocking.post_read
         cls._plain_read = cls._plain_post_read and cls.read is Stocking.read
+        cls._plain_write = cls._plain_pre_write and cls.write is Stocking.write
 
     def __init__(
         self,
@@ -117,8 +115,7 @@ class Stocking(ClosesOnExit, Handshaking, Generic[ReadT, WriteP]):
         self.addr = connected_peer(sock)
         #: What logs, thread names and ``repr`` call the peer.
         self._peer = peer_label(self.addr, sock)
-        #: How long ``write`` may wait for the outbound queue to drain.
-        self.write_timeout = option_seconds(write_timeout, "write_timeout")
+        write_timeout = option_seconds(write_timeout, "write_timeout")
         custom_handshake = self._has_custom_handshake()
         options = ChannelOptions(
             max_message_size,
@@ -134,6 +131,7 @@ class Stocking(ClosesOnExit, Handshaking, Generic[ReadT, WriteP]):
             self, options, hub, private, nodelay, keepalive, linger, custom_handshake
         )
         peer = self._peer
+        channel.outbox.write_timeout = write_timeout
         # Bound once: write and read are the hottest calls there are.
         self._send = channel.outbox.send
         self._inbox = inbox = channel.inbox
@@ -148,6 +146,10 @@ class Stocking(ClosesOnExit, Handshaking, Generic[ReadT, WriteP]):
             # a call less per message, and no moment between the two calls
             # where a signal could lose one.
             self.read = self._receive  # type: ignore[method-assign,assignment]
+        if self._plain_write and not custom_handshake:
+            # The same for write(): the outbox's method takes write's
+            # arguments, and a message as the default pre_write returns it.
+            self.write = self._send  # type: ignore[method-assign]
         self._finalizer = watch_for_abandonment(self, channel)
         channel.start()
         log_opened(peer, type(self).__name__)
@@ -188,7 +190,7 @@ class Stocking(ClosesOnExit, Handshaking, Generic[ReadT, WriteP]):
     else:
 
         @variadic_signature
-        def write(self, message=_NO_MESSAGE, /, *args, **kwargs):
+        def write(self, message=NO_MESSAGE, /, *args, **kwargs):
             """Send one whole message, built by ``pre_write(*args, **kwargs)``.
 
             Safe from many threads at once: messages never interleave. Returns
@@ -211,13 +213,13 @@ class Stocking(ClosesOnExit, Handshaking, Generic[ReadT, WriteP]):
             if not self._handshake_complete:
                 raise NotReady("the handshake has not completed")
             if self._plain_pre_write:
-                if message is _NO_MESSAGE:
+                if message is NO_MESSAGE:
                     raise no_message(kwargs)
-            elif message is _NO_MESSAGE:
+            elif message is NO_MESSAGE:
                 message = self.pre_write(**kwargs)
             else:
                 message = self.pre_write(message, *args, **kwargs)
-            self._send(message, self.write_timeout)
+            self._send(message)
 
     def read(self, timeout: float | None = 0.0) -> ReadT | None:
         """Return the next whole message, through ``post_read``, or ``None``.
@@ -263,7 +265,7 @@ class Stocking(ClosesOnExit, Handshaking, Generic[ReadT, WriteP]):
             # Each item is pre_write's one argument, whatever WriteP says.
             pre_write: Callable[[Any], Outgoing] = self.pre_write
             messages = [pre_write(message) for message in messages]
-        self._channel.outbox.send_many(messages, self.write_timeout)
+        self._channel.outbox.send_many(messages)
 
     def read_all(self, timeout: float | None = 0.0) -> list[ReadT]:
         """Return every message received so far, through ``post_read``, oldest first.
@@ -281,7 +283,7 @@ class Stocking(ClosesOnExit, Handshaking, Generic[ReadT, WriteP]):
 
     def _write(self, message: Outgoing) -> None:
         """Send a message as is, bypassing ``pre_write``; for handshakes."""
-        self._send(message, self.write_timeout)
+        self._send(message)
 
     def _read(self, timeout: float | None = 0.0) -> Message | None:
         """Receive a message as is, bypassing ``post_read``, as :meth:`read`; for handshakes."""
@@ -335,6 +337,15 @@ class Stocking(ClosesOnExit, Handshaking, Generic[ReadT, WriteP]):
     @linger.setter
     def linger(self, value: float | None) -> None:
         self._channel.linger = option_seconds(value, "linger")
+
+    @property
+    def write_timeout(self) -> float | None:
+        """Seconds ``write`` may wait for the outbound queue to drain; ``None``: no bound."""
+        return self._channel.outbox.write_timeout
+
+    @write_timeout.setter
+    def write_timeout(self, value: float | None) -> None:
+        self._channel.outbox.write_timeout = option_seconds(value, "write_timeout")
 
     @property
     def messages_sent(self) -> int:
@@ -408,8 +419,9 @@ class Stocking(ClosesOnExit, Handshaking, Generic[ReadT, WriteP]):
     #: that ``write`` and ``read`` can skip calling them (set per subclass).
     _plain_pre_write: ClassVar[bool] = True
     _plain_post_read: ClassVar[bool] = True
-    #: And ``read`` with them.
+    #: And ``read`` / ``write`` with them.
     _plain_read: ClassVar[bool] = True
+    _plain_write: ClassVar[bool] = True
 
     if TYPE_CHECKING:
         # The 1.2.3 spellings, declared for type checkers; _compat installs them.

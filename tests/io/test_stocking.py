@@ -12,6 +12,7 @@ import inspect
 import pickle
 import select
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -748,6 +749,67 @@ def test_the_default_pre_write_sends_the_first_argument_and_ignores_the_rest(
 def test_write_is_shown_as_taking_any_arguments() -> None:
     # What help() and the API reference show, and what pre_write receives.
     assert str(inspect.signature(Stocking.write)) == "(self, *args, **kwargs) -> None"
+    # A plain stocking's own write (its outbox's method) is shown the same way.
+    a, b = socket.socketpair()
+    with Stocking(a) as plain, LoudWrite(b) as hooked:
+        for stocking in (plain, hooked):
+            assert str(inspect.signature(stocking.write)) == "(*args, **kwargs) -> None"
+
+
+def _files_entered(call: Callable[[], object]) -> set[str]:
+    """The source files of the Python functions ``call`` runs."""
+    files: set[str] = set()
+
+    def profile(frame: Any, event: str, arg: object) -> None:
+        if event == "call":
+            files.add(frame.f_code.co_filename.rsplit("/", 1)[-1])
+
+    sys.setprofile(profile)
+    try:
+        call()
+    finally:
+        sys.setprofile(None)
+    return files
+
+
+class LoudWrite(Stocking):
+    def pre_write(self, message: Any) -> Any:
+        return f"{message}!"
+
+
+def test_a_plain_write_skips_the_stocking_and_a_hooked_one_goes_through_it(
+    make_pair: PairMaker,
+) -> None:
+    # A plain stocking's write() is its outbox's method, bound once (a
+    # Python call less per message); a class that overrides write or
+    # pre_write keeps its own, and so its hook.
+    a, b = make_pair()
+    with Stocking(a) as plain, LoudWrite(b) as loud:
+        assert "_stocking.py" not in _files_entered(lambda: plain.write("hey"))
+        assert plain.write_many(["you"]) is None
+        assert loud.read(timeout=10) == "hey"
+        assert loud.read(timeout=10) == "you"
+        assert "_stocking.py" in _files_entered(lambda: loud.write("ho"))
+        assert plain.read(timeout=10) == "ho!"
+
+
+def test_a_handshake_marked_incomplete_again_refuses_read_and_write(
+    make_pair: PairMaker,
+) -> None:
+    # 1.2.3 code may set the flag; the bound fast read and write must not
+    # skip the check it then asks for.
+    a, b = make_pair()
+    with Stocking(a) as left, Stocking(b) as right:
+        left.handshake_complete = False
+        with pytest.raises(NotReady):
+            left.write("early")
+        with pytest.raises(NotReady):
+            left.read()
+        left.handshakeComplete = True
+        left.write("now")
+        assert right.read(timeout=10) == "now"
+        right.write("back")
+        assert left.read(timeout=10) == "back"
 
 
 class LoudRead(Stocking):

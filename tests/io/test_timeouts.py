@@ -308,6 +308,21 @@ def test_linger_inf_is_no_bound(pair: Any) -> None:
     assert left.linger is None
 
 
+def test_write_timeout_set_later_is_checked_as_when_made(pair: Any) -> None:
+    left, _ = pair
+    left.write_timeout = math.inf
+    assert left.write_timeout is None
+    with pytest.raises(
+        TypeError, match=r"^write_timeout must be a number of seconds or None, not str$"
+    ):
+        left.write_timeout = "5"  # type: ignore[assignment]
+    with pytest.raises(ValueError, match=r"^write_timeout must be a number of seconds, 0 or more"):
+        left.write_timeout = -1
+    assert left.write_timeout is None
+    left.write_timeout = 2
+    assert left.write_timeout == 2
+
+
 def test_a_negative_timeout_waits_for_nothing(pair: Any) -> None:
     left, _ = pair
     assert left.read(-1) is None
