@@ -60,6 +60,7 @@ class Outbox:
         "_small_limit",
         "_use_sendmsg",
         "_write_high_water",
+        "_writer_flush_at",
         "bytes_sent",
         "closing",
         "hub",
@@ -104,6 +105,8 @@ class Outbox:
         self._write_high_water = options.write_high_water
         # A writer's thread's last send to the kernel (``lock``); see BURST_GAP.
         self._last_send = float("-inf")
+        # Where a writer sends the batch itself (see ``Sender._settle``).
+        self._writer_flush_at = WRITER_FLUSH_SIZE
         #: Hands the head of the queue to the kernel (``lock``).
         self._sender = Sender(sock, hub, self._out, rules, self._flow, owner)
         self._use_sendmsg = self._sender.use_sendmsg
@@ -169,7 +172,7 @@ class Outbox:
                 queued = self._out_bytes + BYTES_FRAMED[size]
                 self._out_bytes = queued
                 self.messages_sent += 1
-                if queued >= WRITER_FLUSH_SIZE and self._use_sendmsg:
+                if queued >= self._writer_flush_at and self._use_sendmsg:
                     self._send_full_batch()
                 return
             header: bytes = BYTES_HEADERS[size]
@@ -229,7 +232,7 @@ class Outbox:
             queued = self._out_bytes + framed
             self._out_bytes = queued
             self.messages_sent += 1
-            if queued >= WRITER_FLUSH_SIZE and self._use_sendmsg:
+            if queued >= self._writer_flush_at and self._use_sendmsg:
                 self._send_full_batch()
             return True
         return False
@@ -237,7 +240,7 @@ class Outbox:
     def _send_full_batch(self) -> None:
         """Send the batch a lock-free write filled, unless the hub sent it meanwhile."""
         with self.lock:
-            if self._out_bytes >= WRITER_FLUSH_SIZE:
+            if self._out_bytes >= self._writer_flush_at:
                 self._flush_by_writer()
 
     def _enqueue(self, header: bytes, payload: BytesLike) -> None:
@@ -271,7 +274,7 @@ class Outbox:
                         self._busy_at_rest = not stretches_run_whole()
                 self._out_bytes += total
                 self.messages_sent += 1
-                if self._out_bytes >= WRITER_FLUSH_SIZE and self._use_sendmsg:
+                if self._out_bytes >= self._writer_flush_at and self._use_sendmsg:
                     self._flush_by_writer()
                 elif self._flush_owed:
                     # An interrupted writer's send left the queue to nobody.

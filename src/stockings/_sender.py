@@ -62,6 +62,9 @@ JOIN_SIZE = 256 * 1024
 BURST_GAP = 5e-6
 #: Once a burst has queued this many bytes, the writer sends them itself.
 WRITER_FLUSH_SIZE = 64 * 1024
+#: How much more a writer queues behind bytes the kernel could not take
+#: before it tries to send again itself (the hub meanwhile waits for room).
+WRITER_RETRY_STEP = 16 * 1024
 #: The longest (seconds) a burst's batch waits for the hub to send it, when
 #: its writer does not fill it, and no thread waits to read meanwhile. The
 #: hub's clock ticks in milliseconds: a shorter hold would be no shorter.
@@ -110,6 +113,8 @@ class SendQueue(Protocol):
     closing: bool
     #: True while a queued message waits for a send or a flush request.
     _flush_owed: bool
+    #: The byte count at which a writer next sends the queue itself.
+    _writer_flush_at: int
 
 
 class Sender:
@@ -191,6 +196,8 @@ class Sender:
         box._last_send = perf_counter()
         if self._out:
             # The kernel is full: the hub sends the rest when it can.
+            # (Set here too: a send the kernel refused whole settles nothing.)
+            box._writer_flush_at = max(box._out_bytes + WRITER_RETRY_STEP, WRITER_FLUSH_SIZE)
             self.schedule_flush()
         box._flush_owed = False
 
@@ -395,6 +402,10 @@ class Sender:
                 box._out_bytes -= sent
                 box.bytes_sent += sent
                 del record[0]
+        # What the kernel could not take waits for the hub, which watches
+        # for room: a writer tries again only once another full batch has
+        # joined it, not at each write (a system call each while full).
+        box._writer_flush_at = max(box._out_bytes + WRITER_RETRY_STEP, WRITER_FLUSH_SIZE)
         flow = self._flow
         if flow.waiters and box._out_bytes <= flow.low_water:
             flow.wake()

@@ -260,6 +260,34 @@ def test_the_writer_flushes_a_full_batch_itself(
             assert right.read(timeout=10) == b"m" * 100
 
 
+@pytest.mark.timeout(30)
+def test_a_writer_facing_a_full_kernel_tries_again_per_step_not_per_write(
+    monkeypatch: pytest.MonkeyPatch, bursty: None, no_leaks: None
+) -> None:
+    # Once the kernel is full, the hub waits for room; each write that
+    # tried a send itself anyway cost a failed system call, and a writer
+    # faster than its reader made thousands of them.
+    tries: list[int] = []
+    original = _outbox.Outbox._flush_by_writer
+
+    def counting(self: _outbox.Outbox) -> None:
+        tries.append(self.queued_bytes)
+        original(self)
+
+    monkeypatch.setattr(_outbox.Outbox, "_flush_by_writer", counting)
+    a, b = socket.socketpair()
+    count, size = 3000, 1000
+    # The reader stops reading at 64 KiB unread, so the kernel fills up.
+    with stockings.Stocking(a) as left, stockings.Stocking(b, read_high_water=65536) as right:
+        for _ in range(count):
+            left.write(b"m" * size)
+        steps = count * size // _sender.WRITER_RETRY_STEP
+        assert left.queued_bytes > 0, "the kernel took it all: nothing was tested"
+        assert len(tries) <= steps + 2, f"{len(tries)} sends tried for {steps} steps"
+        for _ in range(count):
+            assert right.read(timeout=10) == b"m" * size
+
+
 @pytest.mark.timeout(60)
 def test_many_writer_threads_never_interleave_or_lose_messages(bursty: None) -> None:
     a, b = socket.socketpair()
