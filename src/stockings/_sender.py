@@ -403,8 +403,8 @@ class Sender:
                 box.bytes_sent += sent
                 del record[0]
         # What the kernel could not take waits for the hub, which watches
-        # for room: a writer tries again only once another full batch has
-        # joined it, not at each write (a system call each while full).
+        # for room: a writer tries again only once WRITER_RETRY_STEP more
+        # has joined it, not at each write (a system call each while full).
         box._writer_flush_at = max(box._out_bytes + WRITER_RETRY_STEP, WRITER_FLUSH_SIZE)
         flow = self._flow
         if flow.waiters and box._out_bytes <= flow.low_water:
