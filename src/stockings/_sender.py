@@ -117,6 +117,17 @@ class SendQueue(Protocol):
     _writer_flush_at: int
 
 
+def _set_writer_flush(box: SendQueue) -> None:
+    """Where a writer next sends ``box``'s queue itself, after a send.
+
+    What the kernel could not take waits for the hub, which watches for
+    room: a writer tries again only once ``WRITER_RETRY_STEP`` more has
+    joined it, not at each write (a system call each while the kernel is
+    full); an emptied queue is sent again once a full batch is in it.
+    """
+    box._writer_flush_at = max(box._out_bytes + WRITER_RETRY_STEP, WRITER_FLUSH_SIZE)
+
+
 class Sender:
     """Sends from the head of one outbox's queue.
 
@@ -195,9 +206,9 @@ class Sender:
             raise
         box._last_send = perf_counter()
         if self._out:
-            # The kernel is full: the hub sends the rest when it can.
-            # (Set here too: a send the kernel refused whole settles nothing.)
-            box._writer_flush_at = max(box._out_bytes + WRITER_RETRY_STEP, WRITER_FLUSH_SIZE)
+            # The kernel is full: the hub sends the rest when it can. (Here
+            # too, not only in _settle: a send refused whole settles nothing.)
+            _set_writer_flush(box)
             self.schedule_flush()
         box._flush_owed = False
 
@@ -402,10 +413,7 @@ class Sender:
                 box._out_bytes -= sent
                 box.bytes_sent += sent
                 del record[0]
-        # What the kernel could not take waits for the hub, which watches
-        # for room: a writer tries again only once WRITER_RETRY_STEP more
-        # has joined it, not at each write (a system call each while full).
-        box._writer_flush_at = max(box._out_bytes + WRITER_RETRY_STEP, WRITER_FLUSH_SIZE)
+        _set_writer_flush(box)
         flow = self._flow
         if flow.waiters and box._out_bytes <= flow.low_water:
             flow.wake()
