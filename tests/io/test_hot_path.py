@@ -238,10 +238,9 @@ def test_close_sends_the_held_burst(
         assert right.read(timeout=10) is None
 
 
-@pytest.mark.timeout(30)
-def test_the_writer_flushes_a_full_batch_itself(
-    monkeypatch: pytest.MonkeyPatch, bursty: None, no_leaks: None
-) -> None:
+@pytest.fixture
+def writer_flushes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The bytes queued at each send a writer's thread makes of a full batch."""
     flushes: list[int] = []
     original = _outbox.Outbox._flush_by_writer
 
@@ -250,6 +249,14 @@ def test_the_writer_flushes_a_full_batch_itself(
         original(self)
 
     monkeypatch.setattr(_outbox.Outbox, "_flush_by_writer", counting)
+    return flushes
+
+
+@pytest.mark.timeout(30)
+def test_the_writer_flushes_a_full_batch_itself(
+    writer_flushes: list[int], bursty: None, no_leaks: None
+) -> None:
+    flushes = writer_flushes
     a, b = socket.socketpair()
     with stockings.Stocking(a) as left, stockings.Stocking(b) as right:
         for _ in range(2000):
@@ -262,19 +269,12 @@ def test_the_writer_flushes_a_full_batch_itself(
 
 @pytest.mark.timeout(30)
 def test_a_writer_facing_a_full_kernel_tries_again_per_step_not_per_write(
-    monkeypatch: pytest.MonkeyPatch, bursty: None, no_leaks: None
+    writer_flushes: list[int], bursty: None, no_leaks: None
 ) -> None:
     # Once the kernel is full, the hub waits for room; each write that
     # tried a send itself anyway cost a failed system call, and a writer
     # faster than its reader made thousands of them.
-    tries: list[int] = []
-    original = _outbox.Outbox._flush_by_writer
-
-    def counting(self: _outbox.Outbox) -> None:
-        tries.append(self.queued_bytes)
-        original(self)
-
-    monkeypatch.setattr(_outbox.Outbox, "_flush_by_writer", counting)
+    tries = writer_flushes
     a, b = socket.socketpair()
     count, size = 3000, 1000
     # The reader stops reading at 64 KiB unread, so the kernel fills up.
