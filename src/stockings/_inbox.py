@@ -35,6 +35,7 @@ from ._hub import Hub
 from ._options import ChannelOptions
 from ._readiness import Readiness
 from ._timeouts import bounded
+from ._unread import UnreadCount
 from ._waiting import DIRECT, GIVE_UP, ORPHAN_CHECK_INTERVAL, InboxOwner, Waiting
 
 if TYPE_CHECKING:
@@ -55,8 +56,8 @@ class Inbox:
     """
 
     __slots__ = (
-        "_consumed",
         "_delivered",
+        "_unread",
         "_waiting",
         "before_wait",
         "deliveries",
@@ -97,12 +98,10 @@ class Inbox:
         self._waiting = Waiting(self.lock, weakref.ref(owner))
         #: Messages, and large payloads the reader turns into bytes (Assembly).
         self.messages: deque[Message | Assembly] = deque()
-        # Unread bytes are delivered minus consumed: the receiving thread adds
-        # to the one, readers to the other, so a read takes no lock. Readers
-        # racing each other may lose an addition, which can only overstate
-        # what is unread; ``deliver`` counts exactly before it pauses reading.
+        # Bytes delivered in all; what of it is unread, readers do not count
+        # (see ``_unread``), so a read takes no lock and updates nothing shared.
         self._delivered = 0
-        self._consumed = 0
+        self._unread = UnreadCount(options.read_low_water)
         #: How many times messages were put in the inbox: a direct reader
         #: interrupted after receiving tells by it whether they got there.
         self.deliveries = 0
@@ -164,12 +163,11 @@ class Inbox:
                     taken = inbox.popleft()
                     if taken is not message:
                         message = taken
-                    self._consumed += len(message)
                     readiness = self.readiness
                     if readiness is not None and not inbox and readiness.signal is not None:
                         self._clear_if_empty()
                     if self.paused:
-                        self._resume_if_drained()
+                        self._resume_if_drained(len(message))
                     if isinstance(message, Assembly):
                         return message.finish()
                     return message
@@ -246,14 +244,19 @@ class Inbox:
             raise
         return messages
 
-    def _resume_if_drained(self) -> None:
+    def _resume_if_drained(self, size: int) -> None:
+        """A reader took ``size`` bytes while reading was paused: resume below the low mark."""
         with self.lock:
             if not self.paused:
                 return
-            # The counts may overstate what is unread (racing readers), but an
-            # empty inbox never does: without this a reader that drained it
-            # and then waits on wait() or fileno() would wait forever.
-            if self.messages and self._delivered - self._consumed > self.options.read_low_water:
+            unread = self._unread
+            unread.taken(size)
+            # The bound may overstate what is unread (a message that racing
+            # readers took as the pause began), but is 0 for an empty inbox:
+            # a reader that drained it and then waits on wait() or fileno()
+            # would otherwise wait forever.
+            bound = unread.bound(self.messages_received, self._delivered, len(self.messages))
+            if bound > self.options.read_low_water:
                 return
             self.resume_reading_soon()
 
@@ -298,12 +301,20 @@ class Inbox:
                     signal.set()
                 if readiness.watchers:
                     readiness.notify()
-            if self._delivered - self._consumed <= self.options.read_high_water:
+            # Marked after the step above: an interrupt between the two only
+            # leaves the mark to a later delivery.
+            tally = self._unread
+            delivered = self._delivered
+            if delivered >= tally.due:
+                tally.mark(self.messages_received, delivered)
+            high_water = self.options.read_high_water
+            # Everything delivered since the count was last settled is the
+            # loosest bound, and needs no look at the marks.
+            if delivered - tally.settled <= high_water:
                 return False
-            # ``copy`` is one step for other threads, unlike iterating.
-            unread = sum(map(len, self.messages.copy()))
-            self._delivered = self._consumed + unread
-            if unread <= self.options.read_high_water:
+            if tally.bound(self.messages_received, delivered, len(self.messages)) <= high_water:
+                return False
+            if tally.count(self.messages, self.messages_received, delivered) <= high_water:
                 return False
             self.paused = True
             # A lock-free reader pops first and checks the flag after; we
@@ -333,7 +344,8 @@ class Inbox:
         self.lock = Lock()
         self._waiting = Waiting(self.lock, self._waiting.owner)
         self.messages.clear()
-        self._delivered = self._consumed = 0
+        self._delivered = 0
+        self._unread = UnreadCount(self.options.read_low_water)
         readiness, self.readiness = self.readiness, None
         if readiness is not None:
             readiness.close()

@@ -1,0 +1,175 @@
+"""The unread-byte count of an inbox, kept from its deliveries (``_unread``), with no sockets."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stockings._unread import MAX_SPAN, MIN_SPAN, UnreadCount
+
+
+class Message:
+    """A message as the count sees it: a length (computed in Python, as an ``Assembly``'s)."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+
+class Inbox:
+    """An inbox reduced to what the count sees: messages in, oldest out."""
+
+    def __init__(self, low_water: int = 0) -> None:
+        self.count = UnreadCount(low_water)
+        self.sizes: deque[Message] = deque()
+        self.messages = 0
+        self.total = 0
+
+    def deliver(self, sizes: list[int]) -> None:
+        self.sizes.extend(map(Message, sizes))
+        self.messages += len(sizes)
+        self.total += sum(sizes)
+        if self.total >= self.count.due:
+            self.count.mark(self.messages, self.total)
+
+    def read(self, n: int) -> None:
+        for _ in range(n):
+            self.sizes.popleft()
+
+    def bound(self) -> int:
+        return self.count.bound(self.messages, self.total, len(self.sizes))
+
+    def exact(self) -> int:
+        self.bound()
+        return self.count.count(self.sizes, self.messages, self.total)
+
+
+def test_deliveries_read_whole_are_counted_exactly() -> None:
+    inbox = Inbox()
+    inbox.deliver([MIN_SPAN])
+    inbox.deliver([MIN_SPAN, 100])
+    inbox.deliver([7])
+    assert inbox.bound() == 2 * MIN_SPAN + 107
+    inbox.read(1)
+    assert inbox.bound() == MIN_SPAN + 107
+    inbox.read(2)
+    assert inbox.bound() == 7
+    inbox.read(1)
+    assert inbox.bound() == 0
+
+
+def test_a_delivery_read_in_part_counts_as_unread_until_an_exact_count_settles_it() -> None:
+    inbox = Inbox()
+    inbox.deliver([1000] * 10)
+    inbox.read(4)
+    assert inbox.bound() == 10_000
+    inbox.count.settle(inbox.total, 6000)
+    assert inbox.bound() == 6000
+    # A count older than what the marks know changes nothing.
+    inbox.read(6)
+    inbox.count.settle(inbox.total, 6000)
+    assert inbox.bound() == 0
+
+
+def test_reads_while_paused_are_counted_as_they_are_taken() -> None:
+    inbox = Inbox()
+    inbox.deliver([1000] * 10)
+    inbox.count.settle(inbox.total, 10_000)
+    for left in range(9, 4, -1):
+        inbox.read(1)
+        inbox.count.taken(1000)
+        assert inbox.bound() == left * 1000
+
+
+def test_small_deliveries_are_marked_now_and_then_so_marks_stay_few() -> None:
+    inbox = Inbox(low_water=1024 * 1024)
+    for _ in range(100_000):
+        inbox.deliver([10])
+    # 1,000,000 bytes, a mark each MAX_SPAN (a quarter of the low mark is more).
+    assert len(inbox.count._marks) <= 1_000_000 // MAX_SPAN + 1
+    inbox.read(100_000 - 1)
+    assert 10 <= inbox.bound() <= MAX_SPAN + 10
+
+
+def test_a_low_water_mark_of_zero_stillspans_minspan() -> None:
+    inbox = Inbox(low_water=0)
+    for _ in range(10_000):
+        inbox.deliver([1])
+    assert len(inbox.count._marks) <= 10_000 // MIN_SPAN + 1
+
+
+@given(
+    low_water=st.integers(0, 1 << 20),
+    steps=st.lists(
+        st.one_of(
+            st.lists(st.integers(0, 70_000), min_size=1, max_size=8),
+            st.integers(0, 20),
+        ),
+        max_size=60,
+    ),
+)
+def test_the_bound_is_never_below_the_unread_bytes_nor_above_by_more_than_a_mark(
+    low_water: int, steps: list[list[int] | int]
+) -> None:
+    inbox = Inbox(low_water)
+    largest = 0
+    for step in steps:
+        if isinstance(step, list):
+            inbox.deliver(step)
+            largest = max(largest, sum(step))
+        else:
+            inbox.read(min(step, len(inbox.sizes)))
+        unread = sum(map(len, inbox.sizes))
+        bound = inbox.bound()
+        assert unread <= bound <= unread + inbox.count.span + largest
+        if not inbox.sizes:
+            assert bound == 0
+        if step == 0:
+            # Counted exactly, and known so until more is read.
+            assert inbox.exact() == unread
+            assert inbox.bound() == unread
+
+
+def test_an_exact_count_counts_only_the_oldest_mark_one_by_one() -> None:
+    inbox = Inbox()
+    for _ in range(4):
+        inbox.deliver([1000] * 100)
+    inbox.read(150)
+    assert inbox.bound() == 300_000
+    counted: list[int] = []
+    original = Message.__len__
+
+    def counting(self: Message) -> int:
+        counted.append(1)
+        return original(self)
+
+    Message.__len__ = counting  # type: ignore[method-assign]
+    try:
+        assert inbox.exact() == 250_000
+    finally:
+        Message.__len__ = original  # type: ignore[method-assign]
+    assert len(counted) == 50
+    assert inbox.bound() == 250_000
+
+
+def test_a_reader_taking_a_message_during_an_exact_count_gets_a_count_of_a_copy() -> None:
+    inbox = Inbox()
+    inbox.deliver([1000] * 10)
+    inbox.read(3)
+
+    class Taking(Message):
+        __slots__ = ()
+
+        def __len__(self) -> int:
+            if inbox.sizes and inbox.sizes[0] is self:
+                inbox.sizes.popleft()  # as a racing reader would
+            return self.size
+
+    inbox.sizes[0] = Taking(1000)
+    assert inbox.count.count(inbox.sizes, inbox.messages, inbox.total) == 6000
