@@ -249,14 +249,16 @@ class Inbox:
         with self.lock:
             if not self.paused:
                 return
-            unread = self._unread
-            unread.taken(size)
-            # The bound may overstate what is unread (a message that racing
-            # readers took as the pause began), but is 0 for an empty inbox:
-            # a reader that drained it and then waits on wait() or fileno()
-            # would otherwise wait forever.
-            bound = unread.bound(self.messages_received, self._delivered, len(self.messages))
-            if bound > self.options.read_low_water:
+            # Counted exactly when reading paused, the bytes read are counted
+            # on while it is, here, without a call: paused reads are most
+            # reads of a stream its reader cannot keep up with.
+            tally = self._unread
+            tally.settled += size
+            # The count may overstate what is unread (a message that racing
+            # readers took as the pause began), but an empty inbox never
+            # does: without this a reader that drained it and then waits on
+            # wait() or fileno() would wait forever.
+            if self.messages and self._delivered - tally.settled > self.options.read_low_water:
                 return
             self.resume_reading_soon()
 

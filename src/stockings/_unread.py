@@ -14,9 +14,9 @@ stay few however small the deliveries, and most deliveries make none.
 
 The bound is cheap and decides nearly every time; when it is over the high
 mark, the inbox counts exactly (see ``Inbox.deliver``) and settles the count
-here. While reading is paused readers do count what they take, under the
-inbox's lock, so that reading resumes as soon as they are below
-``read_low_water``.
+here. While reading is paused readers do count what they take, adding to
+:attr:`UnreadCount.settled` under the inbox's lock, so that reading resumes
+as soon as they are below ``read_low_water``.
 
 Everything here runs under the inbox's lock.
 """
@@ -120,7 +120,3 @@ class UnreadCount:
         """An exact count found ``unread`` bytes unread of ``total`` delivered."""
         if total - unread > self.settled:
             self.settled = total - unread
-
-    def taken(self, size: int) -> None:
-        """A reader took ``size`` bytes while reading was paused."""
-        self.settled += size

@@ -46,7 +46,7 @@ def test_draining_the_inbox_resumes_reading_when_the_count_overstates_what_is_un
     # The worst the count can be: no delivery marked, no read while paused
     # counted. Only an empty inbox then says that nothing is unread.
     monkeypatch.setattr(UnreadCount, "mark", lambda self, messages, total: None)
-    monkeypatch.setattr(UnreadCount, "taken", lambda self, size: None)
+    monkeypatch.setattr(UnreadCount, "settled", property(lambda self: 0, lambda self, value: None))
     a, b = socket.socketpair()
     with (
         stockings.Stocking(a) as sender,

@@ -77,16 +77,6 @@ def test_a_delivery_read_in_part_counts_as_unread_until_an_exact_count_settles_i
     assert inbox.bound() == 0
 
 
-def test_reads_while_paused_are_counted_as_they_are_taken() -> None:
-    inbox = Inbox()
-    inbox.deliver([1000] * 10)
-    inbox.count.settle(inbox.total, 10_000)
-    for left in range(9, 4, -1):
-        inbox.read(1)
-        inbox.count.taken(1000)
-        assert inbox.bound() == left * 1000
-
-
 def test_small_deliveries_are_marked_now_and_then_so_marks_stay_few() -> None:
     inbox = Inbox(low_water=1024 * 1024)
     for _ in range(100_000):
