@@ -18,7 +18,9 @@ here. While reading is paused readers do count what they take, adding to
 :attr:`UnreadCount.settled` under the inbox's lock, so that reading resumes
 as soon as they are below ``read_low_water``.
 
-Everything here runs under the inbox's lock.
+Everything here runs under the inbox's lock. Readers racing each other or
+interrupted can make the count off by a message for a while (see
+``Inbox._resume_if_drained``); an empty inbox always counts as nothing unread.
 """
 
 from __future__ import annotations
@@ -90,8 +92,9 @@ class UnreadCount:
         """Count the unread bytes exactly, and settle the count at that.
 
         Only the unread messages up to the oldest mark not read past are
-        counted one by one (after :meth:`bound`, fewer than a mark's span):
-        what came after that mark is known from it.
+        counted one by one (after :meth:`bound`, at most a span and a
+        delivery's worth): what came after that mark is known from it, and
+        all of it is unread, since readers take messages in order.
 
         Args:
             inbox: the messages unread, oldest first.
