@@ -16,6 +16,8 @@ re-exported here, so that the format keeps one front.
 
 from __future__ import annotations
 
+import struct
+
 from ._encoding import (
     _BYTES,
     _FIRST_LENGTH_MASK,
@@ -53,6 +55,28 @@ _NO_LIMIT = 1 << 80
 _ONE_BYTE = [bytes((value,)) for value in range(256)]
 #: Shorter runs are left to the message-by-message loop.
 _MIN_RUN = 4
+#: A run is cut this many messages at a time by one ``struct`` call, then
+#: the next size down; the last few (under the smallest) by slicing.
+_RUN_CUTS = (64, 8)
+#: The most cutting layouts kept: a peer sending runs of ever new lengths
+#: only makes the cache start over.
+_RUN_LAYOUTS_KEPT = 64
+_run_layouts: dict[tuple[int, int, int], struct.Struct] = {}
+
+
+def _run_layout(header: int, length: int, count: int) -> struct.Struct:
+    """A ``struct`` that cuts ``count`` payloads of ``length`` bytes, each after its header.
+
+    One ``unpack_from`` of it makes all the payloads in C, about four times
+    as fast as slicing them one by one in a loop.
+    """
+    key = (header, length, count)
+    layout = _run_layouts.get(key)
+    if layout is None:
+        if len(_run_layouts) >= _RUN_LAYOUTS_KEPT:
+            _run_layouts.clear()
+        layout = _run_layouts[key] = struct.Struct(f"{header}x{length}s" * count)
+    return layout
 
 
 def _take_run(data: bytes, pos: int, start: int, stop: int, end: int, out: list[Message]) -> int:
@@ -79,10 +103,21 @@ def _take_run(data: bytes, pos: int, start: int, stop: int, end: int, out: list[
         count = min(count, len(seconds) - len(seconds.lstrip(_ONE_BYTE[data[pos + 1]])))
     if count < _MIN_RUN:
         return stop
-    offset = start - pos
+    header = start - pos
     length = stop - start
-    first = stop + offset
-    out += [data[at : at + length] for at in range(first, first + count * stride, stride)]
+    at = stop
+    left = count
+    for cut in _RUN_CUTS:
+        times, left = divmod(left, cut)
+        if times:
+            unpack = _run_layout(header, length, cut).unpack_from
+            step = cut * stride
+            for _ in range(times):
+                out += unpack(data, at)
+                at += step
+    if left:
+        first = at + header
+        out += [data[at : at + length] for at in range(first, first + left * stride, stride)]
     return stop + count * stride
 
 

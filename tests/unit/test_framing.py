@@ -18,6 +18,7 @@ from stockings import (
     IncompleteMessage,
     MessageTooLarge,
     ProtocolError,
+    _framing,
     encode,
     encode_header,
 )
@@ -216,7 +217,8 @@ def test_any_split_decodes_the_same(messages: list[Message], data: st.DataObject
 # small set, whose headers share their first byte (100 and 164) or differ.
 run_sizes = st.sampled_from([0, 1, 5, 63, 64, 100, 164, 8191])
 runs_strategy = st.lists(
-    st.tuples(run_sizes, st.integers(1, 40), st.booleans()).map(
+    # Up to 150 alike: past two of the longest cuts of a run, and the shorter ones.
+    st.tuples(run_sizes, st.integers(1, 150), st.booleans()).map(
         lambda spec: [
             ("t" * spec[0]) if spec[2] else bytes([i % 256]) * spec[0] for i in range(spec[1])
         ]
@@ -250,6 +252,25 @@ def test_a_run_stops_where_the_length_changes_behind_the_same_first_byte() -> No
     assert encode_header(100, False)[0] == encode_header(164, False)[0]
     messages = [b"a" * 100] * 10 + [b"b" * 164] * 3 + [b"c" * 100] * 7
     assert Decoder().feed(b"".join(map(encode, messages))) == messages
+
+
+@pytest.mark.parametrize("count", [5, 8, 9, 66, 72, 73, 2 + 64 * 3 + 8 * 7 + 7])
+@pytest.mark.parametrize("size", [0, 1, 100, 8191])
+def test_a_run_is_cut_whole_at_every_cut_size(count: int, size: int) -> None:
+    # Each payload its own: a payload cut from its neighbour's place shows.
+    messages: list[Message] = [
+        i.to_bytes(2, "big") * (size // 2) + b"!" * (size % 2) for i in range(count)
+    ]
+    stream = b"".join(map(encode, messages))
+    assert Decoder().feed(stream + encode(b"end")) == [*messages, b"end"]
+
+
+def test_runs_of_ever_new_lengths_keep_few_layouts() -> None:
+    decoder = Decoder()
+    for length in range(1, 400):
+        messages = [bytes([length % 256]) * length] * 70
+        assert decoder.feed(b"".join(map(encode, messages))) == messages
+    assert 0 < len(_framing._run_layouts) <= _framing._RUN_LAYOUTS_KEPT
 
 
 def test_a_run_stops_at_a_text_message_and_at_the_end_of_the_data() -> None:
