@@ -19,7 +19,7 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .fanin import FAN_IN, FAN_IN_BURST, serve_fanin
@@ -83,6 +83,14 @@ def payload_of(size: int) -> bytes:
     return (bytes(range(256)) * (size // 256 + 1))[:size]
 
 
+def _received(recv: Callable[[], Any]) -> Any:
+    """One message from ``recv``, outside the timed loops, which test for the end inline."""
+    message = recv()
+    if message is None:
+        raise EOFError("the peer has gone")
+    return message
+
+
 def _serve(system: str, test: str, size: int, count: int) -> dict[str, Any]:
     if test == "fanin":
         idle = _idle_rss_bytes()
@@ -95,7 +103,7 @@ def _serve(system: str, test: str, size: int, count: int) -> dict[str, Any]:
     end: Endpoint = next(steps)
     recv, send, flush = end.recv, end.send, end.flush
     # Warm-up: one round trip, so both ends are fully set up before timing.
-    send(bytes(recv()))
+    send(bytes(_received(recv)))
     flush()
     # Compared as a bytearray: its comparison takes any buffer at memcmp speed.
     expected = bytearray(payload_of(size))
@@ -117,6 +125,8 @@ def _serve(system: str, test: str, size: int, count: int) -> dict[str, Any]:
     elif test in ("stream", "tls"):
         while received < count:
             message = recv()
+            if message is None:
+                raise EOFError("the peer has gone")
             total += len(message)
             if expected != message:
                 bad += 1
@@ -125,6 +135,8 @@ def _serve(system: str, test: str, size: int, count: int) -> dict[str, Any]:
     else:
         while received < count:
             message = recv()
+            if message is None:
+                raise EOFError("the peer has gone")
             total += len(message)
             if expected != message:
                 bad += 1
@@ -133,7 +145,7 @@ def _serve(system: str, test: str, size: int, count: int) -> dict[str, Any]:
             flush()
     flush()
     cpu = _cpu_seconds() - cpu
-    recv()  # the client's goodbye: it has all it needs, closing cannot lose data
+    _received(recv)  # the client's goodbye: it has all it needs, closing cannot lose data
     end.close()
     return {
         "received": received,
@@ -159,7 +171,7 @@ def _fanin_client(system: str, size: int, count: int, port: int) -> dict[str, An
         end.send(b"warm-up")
         end.flush()
     for end in ends:
-        end.recv()
+        _received(end.recv)
     idle = _idle_rss_bytes()
     cpu = _cpu_seconds()
     sends = [end.send for end in ends]
@@ -174,7 +186,7 @@ def _fanin_client(system: str, size: int, count: int, port: int) -> dict[str, An
         sends[i % FAN_IN](payload)
     for end in ends:
         end.flush()
-    answers = {bytes(end.recv()).decode() for end in ends}
+    answers = {bytes(_received(end.recv)).decode() for end in ends}
     seconds = clock() - started
     cpu = _cpu_seconds() - cpu
     for end in ends:
@@ -200,7 +212,7 @@ def _client(system: str, test: str, size: int, count: int, port: int) -> dict[st
     payload = payload_of(size)
     send(b"warm-up")
     flush()
-    recv()
+    _received(recv)
     idle = _idle_rss_bytes()
     cpu = _cpu_seconds()
     clock = time.perf_counter
@@ -214,7 +226,7 @@ def _client(system: str, test: str, size: int, count: int, port: int) -> dict[st
             write_many(batch)
             left -= per_call
         write_many(batch[:left])
-        answer = bytes(recv())
+        answer = bytes(_received(recv))
         seconds = clock() - started
         got = answer.decode()
     elif test in ("stream", "tls"):
@@ -223,7 +235,7 @@ def _client(system: str, test: str, size: int, count: int, port: int) -> dict[st
             send(payload)
         send(_last(payload))
         flush()
-        answer = bytes(recv())
+        answer = bytes(_received(recv))
         seconds = clock() - started
         got = answer.decode()
     else:
@@ -235,6 +247,8 @@ def _client(system: str, test: str, size: int, count: int, port: int) -> dict[st
             send(payload if i < count - 1 else last)
             flush()
             message = recv()
+            if message is None:
+                raise EOFError("the peer has gone")
             echoed += len(message)
             if expected != message:
                 bad += 1
