@@ -223,9 +223,22 @@ class _ZmqEnd(Endpoint):
         super().__init__()
         self.zsock = zsock
         self.context = context
-        copy = size < ZMQ_NOCOPY
-        self.send = functools.partial(zsock.send, copy=copy)
-        self.recv = functools.partial(zsock.recv, copy=copy)
+        if size < ZMQ_NOCOPY:
+            # Copying is pyzmq's default: its own calls, as they are.
+            self.send = zsock.send
+            self.recv = zsock.recv
+        else:
+            # A closure: faster than a partial with a keyword.
+            zsend, zrecv = zsock.send, zsock.recv
+
+            def send(payload: bytes) -> None:
+                zsend(payload, copy=False)
+
+            def recv() -> Any:
+                return zrecv(copy=False)
+
+            self.send = send
+            self.recv = recv
 
     def close(self) -> None:
         self.zsock.close(linger=1000)
