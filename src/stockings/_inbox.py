@@ -35,7 +35,7 @@ from ._hub import Hub
 from ._options import ChannelOptions
 from ._readiness import Readiness
 from ._timeouts import bounded
-from ._unread import UnreadCount
+from ._unread import UnreadCount, newest_within
 from ._waiting import DIRECT, GIVE_UP, ORPHAN_CHECK_INTERVAL, InboxOwner, Waiting
 
 if TYPE_CHECKING:
@@ -57,6 +57,7 @@ class Inbox:
 
     __slots__ = (
         "_delivered",
+        "_resume_at",
         "_unread",
         "_waiting",
         "before_wait",
@@ -102,6 +103,9 @@ class Inbox:
         # (see ``_unread``), so a read takes no lock and updates nothing shared.
         self._delivered = 0
         self._unread = UnreadCount(options.read_low_water)
+        # While paused: with this many messages or fewer left, the unread
+        # bytes may be under ``read_low_water`` (see ``_resume_if_drained``).
+        self._resume_at = 0
         #: How many times messages were put in the inbox: a direct reader
         #: interrupted after receiving tells by it whether they got there.
         self.deliveries = 0
@@ -166,8 +170,8 @@ class Inbox:
                     readiness = self.readiness
                     if readiness is not None and not inbox and readiness.signal is not None:
                         self._clear_if_empty()
-                    if self.paused:
-                        self._resume_if_drained(len(message))
+                    if self.paused and len(inbox) <= self._resume_at:
+                        self._resume_if_drained()
                     if isinstance(message, Assembly):
                         return message.finish()
                     return message
@@ -244,21 +248,25 @@ class Inbox:
             raise
         return messages
 
-    def _resume_if_drained(self, size: int) -> None:
-        """A reader took ``size`` bytes while reading was paused: resume below the low mark."""
+    def _resume_if_drained(self) -> None:
+        """Reading is paused and few messages are left: resume if they are under the low mark.
+
+        Readers of a paused inbox only compare its length with
+        :attr:`_resume_at`, without a lock or a call: paused reads are most
+        reads of a stream its reader cannot keep up with. The exact count
+        is made here, once they reach it.
+        """
         with self.lock:
             if not self.paused:
                 return
-            # Counted exactly when reading paused, the bytes read are counted
-            # on while it is, here, without a call: paused reads are most
-            # reads of a stream its reader cannot keep up with.
-            tally = self._unread
-            tally.settled += size
-            # The count may overstate what is unread (a message that racing
-            # readers took as the pause began), but an empty inbox never
-            # does: without this a reader that drained it and then waits on
-            # wait() or fileno() would wait forever.
-            if self.messages and self._delivered - tally.settled > self.options.read_low_water:
+            low_water = self.options.read_low_water
+            messages = self.messages
+            # Messages may have come back first in line (an interrupted
+            # read) or been delivered as the pause began: count again.
+            unread = sum(map(len, messages.copy()))
+            self._unread.settle(self._delivered, unread)
+            if messages and unread > low_water:
+                self._resume_at = newest_within(messages, low_water)
                 return
             self.resume_reading_soon()
 
@@ -318,6 +326,8 @@ class Inbox:
                 return False
             if tally.count(self.messages, self.messages_received, delivered) <= high_water:
                 return False
+            # Before the flag: a reader that sees it sees this too.
+            self._resume_at = newest_within(self.messages, self.options.read_low_water)
             self.paused = True
             # A lock-free reader pops first and checks the flag after; we
             # set the flag first and check the inbox after. One of the two

@@ -14,9 +14,11 @@ stay few however small the deliveries, and most deliveries make none.
 
 The bound is cheap and decides nearly every time; when it is over the high
 mark, the inbox counts exactly (see ``Inbox.deliver``) and settles the count
-here. While reading is paused readers do count what they take, adding to
-:attr:`UnreadCount.settled` under the inbox's lock, so that reading resumes
-as soon as they are below ``read_low_water``.
+here. When reading pauses, the inbox works out how few messages must be
+left for the unread bytes to be under ``read_low_water``
+(:func:`newest_within`): nothing arrives while paused, so readers need only
+compare the inbox's length with it, and the inbox counts exactly, and
+resumes reading, once they reach it.
 
 Everything here runs under the inbox's lock. Readers racing each other or
 interrupted can make the count off by a message for a while (see
@@ -29,7 +31,7 @@ from collections import deque
 from itertools import islice
 from typing import Any
 
-__all__ = ["UnreadCount"]
+__all__ = ["UnreadCount", "newest_within"]
 
 #: The most bytes from one mark to where the next is due: with one
 #: delivery's bytes, the bound's largest error.
@@ -123,3 +125,34 @@ class UnreadCount:
         """An exact count found ``unread`` bytes unread of ``total`` delivered."""
         if total - unread > self.settled:
             self.settled = total - unread
+
+
+#: How many sizes :func:`newest_within` takes from the inbox per C call.
+_SIZES_PER_STEP = 512
+
+
+def newest_within(inbox: deque[Any], limit: int) -> int:
+    """How many of the newest messages in ``inbox`` hold ``limit`` bytes or fewer together.
+
+    Once no more than that many are left unread, and nothing was delivered
+    meanwhile, the unread bytes are within ``limit``. Readers take from the
+    other end meanwhile, so a copy is counted; sizes are summed a step at a
+    time in C, and only the step that crosses ``limit`` one by one.
+    """
+    sizes = map(len, reversed(inbox.copy()))
+    within = 0
+    total = 0
+    while True:
+        step = list(islice(sizes, _SIZES_PER_STEP))
+        if not step:
+            return within
+        step_total = sum(step)
+        if total + step_total <= limit:
+            total += step_total
+            within += len(step)
+            continue
+        for size in step:
+            total += size
+            if total > limit:
+                return within
+            within += 1

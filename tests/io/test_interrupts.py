@@ -43,18 +43,26 @@ class Interrupt(BaseException):
 
 
 def in_weakref_callback(frame: FrameType | None) -> bool:
-    """Whether the main thread is inside a weakref callback (a ``WeakSet`` removal...).
+    """Whether the main thread is where an exception cannot propagate.
 
-    The collector runs those on whichever thread drops the last reference,
-    and an exception raised in one cannot propagate: Python prints it as
+    Weakref callbacks (a ``WeakSet`` removal...) and ``__del__`` methods: the
+    collector runs them on whichever thread drops the last reference, and an
+    exception raised in one cannot propagate: Python prints it as
     unraisable and drops it. That is true of any program's Ctrl-C, so the
-    storm leaves those moments alone.
+    storm leaves those moments alone; and pytest's hook that reports them,
+    which an interrupt would break instead of the library.
     """
     while frame is not None:
-        if frame.f_code.co_filename.endswith(("weakref.py", "_weakrefset.py")):
+        code = frame.f_code
+        if code.co_filename.endswith(_UNRAISABLE_PLACES) or code.co_name == "__del__":
             return True
         frame = frame.f_back
     return False
+
+
+# Weakref callbacks, and pytest's own hook for what could not be raised
+# (Ctrl-C there would break the hook, not the library).
+_UNRAISABLE_PLACES = ("weakref.py", "_weakrefset.py", "unraisableexception.py")
 
 
 class Storm:

@@ -17,6 +17,7 @@ import pytest
 
 import stockings
 from conftest import wait_until
+from stockings._inbox import Inbox
 from stockings._unread import UnreadCount
 
 MESSAGE = b"m" * 8192
@@ -113,3 +114,38 @@ def test_a_paused_stocking_resumes_at_the_first_read_below_the_low_water_mark() 
             assert unread > low_water, "paused below the low-water mark"
             assert receiver.read() == MESSAGE
         assert unread - len(MESSAGE) <= low_water
+
+
+@pytest.mark.timeout(20)
+def test_paused_reads_count_nothing_until_few_enough_are_left(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A stream its reader cannot keep up with is read mostly while paused:
+    # those reads compare the inbox's length with a number, no lock taken.
+    looks: list[int] = []
+    resume_if_drained = Inbox._resume_if_drained
+
+    def counting(self: Inbox) -> None:
+        looks.append(len(self.messages))
+        resume_if_drained(self)
+
+    monkeypatch.setattr(Inbox, "_resume_if_drained", counting)
+    low_water = 32 * 1024
+    a, b = socket.socketpair()
+    with (
+        stockings.Stocking(a) as sender,
+        stockings.Stocking(b, read_high_water=64 * 1024, read_low_water=low_water) as receiver,
+    ):
+        for _ in range(COUNT):
+            sender.write(MESSAGE)
+        inbox = receiver._channel.inbox
+        wait_until(lambda: inbox.paused)
+        paused_with = len(inbox.messages)
+        reads = 0
+        while inbox.paused:
+            assert receiver.read() == MESSAGE
+            reads += 1
+        assert reads > 1, "nothing was read while paused: nothing was tested"
+        # Exactly the read that left the unread bytes under the low mark looked.
+        assert looks == [low_water // len(MESSAGE)]
+        assert paused_with - reads == low_water // len(MESSAGE)

@@ -7,7 +7,7 @@ from collections import deque
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stockings._unread import MAX_SPAN, MIN_SPAN, UnreadCount
+from stockings._unread import MAX_SPAN, MIN_SPAN, UnreadCount, newest_within
 
 
 class Message:
@@ -163,3 +163,33 @@ def test_a_reader_taking_a_message_during_an_exact_count_gets_a_count_of_a_copy(
 
     inbox.sizes[0] = Taking(1000)
     assert inbox.count.count(inbox.sizes, inbox.messages, inbox.total) == 6000
+
+
+@given(
+    sizes=st.lists(st.sampled_from([0, 1, 16, 100, 4096]), max_size=2000),
+    limit=st.integers(0, 100_000),
+)
+def test_newest_within_finds_the_most_newest_messages_that_fit(
+    sizes: list[int], limit: int
+) -> None:
+    # Over 512 sizes, some lists cross the step the sums are taken in.
+    inbox = deque(bytes(size) for size in sizes)
+    within = newest_within(inbox, limit)
+    newest = sizes[len(sizes) - within :]
+    assert sum(newest) <= limit
+    assert within == len(sizes) or sum(sizes[len(sizes) - within - 1 :]) > limit
+    assert len(inbox) == len(sizes), "the inbox itself was changed"
+
+
+def test_newest_within_counts_messages_whose_length_runs_python_code() -> None:
+    inbox = deque(Message(100) for _ in range(1000))
+    assert newest_within(inbox, 1000) == 10
+    assert newest_within(inbox, 10**9) == 1000
+
+
+def test_newest_within_crosses_the_steps_it_sums_in() -> None:
+    inbox = deque(bytes(100) for _ in range(1500))
+    assert newest_within(inbox, 512 * 100) == 512
+    assert newest_within(inbox, 512 * 100 - 1) == 511
+    assert newest_within(inbox, 700 * 100 + 50) == 700
+    assert newest_within(inbox, 1500 * 100) == 1500
