@@ -34,8 +34,9 @@ from ._framing import Message
 from ._hub import Hub
 from ._options import ChannelOptions
 from ._readiness import Readiness
+from ._received import MESSAGE_OVERHEAD
 from ._timeouts import bounded
-from ._unread import UnreadCount, newest_within
+from ._unread import UnreadCount, newest_within, weight_of
 from ._waiting import DIRECT, GIVE_UP, ORPHAN_CHECK_INTERVAL, InboxOwner, Waiting
 
 if TYPE_CHECKING:
@@ -57,7 +58,9 @@ class Inbox:
 
     __slots__ = (
         "_delivered",
+        "_paused_at",
         "_resume_at",
+        "_resume_weight",
         "_unread",
         "_waiting",
         "before_wait",
@@ -104,8 +107,11 @@ class Inbox:
         self._delivered = 0
         self._unread = UnreadCount(options.read_low_water)
         # While paused: with this many messages or fewer left, the unread
-        # bytes may be under ``read_low_water`` (see ``_resume_if_drained``).
+        # ones may weigh ``read_low_water`` or less (see ``_resume_if_drained``):
+        # that much at most, if ``deliveries`` is still what it was then.
         self._resume_at = 0
+        self._resume_weight = 0
+        self._paused_at = 0
         #: How many times messages were put in the inbox: a direct reader
         #: interrupted after receiving tells by it whether they got there.
         self.deliveries = 0
@@ -261,13 +267,19 @@ class Inbox:
                 return
             low_water = self.options.read_low_water
             messages = self.messages
-            # Messages may have come back first in line (an interrupted
-            # read) or been delivered as the pause began: count again.
-            unread = sum(map(len, messages.copy()))
+            if self.deliveries == self._paused_at:
+                # Nothing came since the pause: what is left is among the
+                # newest messages weighed then (an interrupted read puts
+                # back an older one, and only delays this).
+                unread = self._resume_weight
+            else:
+                # Delivered as the pause began (a receive under way): count.
+                unread = weight_of(messages.copy())
+                if messages and unread > low_water:
+                    self._resume_at, self._resume_weight = newest_within(messages, low_water)
+                    self._paused_at = self.deliveries
+                    return
             self._unread.settle(self._delivered, unread)
-            if messages and unread > low_water:
-                self._resume_at = newest_within(messages, low_water)
-                return
             self.resume_reading_soon()
 
     def resume_reading_soon(self) -> None:
@@ -287,11 +299,12 @@ class Inbox:
         """Put received messages in the inbox (the receiving thread).
 
         Returns:
-            Whether the unread bytes are now over ``read_high_water``: the
+            Whether the unread messages now weigh over ``read_high_water``
+            (payloads and ``MESSAGE_OVERHEAD`` each, see ``_received``): the
             channel then stops reading (:attr:`paused` is set).
         """
-        size = sum(map(len, messages))
         count = len(messages)
+        size = sum(map(len, messages)) + MESSAGE_OVERHEAD * count
         self.last_size = len(messages[-1])
         with self.lock:
             # The messages, their size and the count of deliveries in one
@@ -326,8 +339,10 @@ class Inbox:
                 return False
             if tally.count(self.messages, self.messages_received, delivered) <= high_water:
                 return False
-            # Before the flag: a reader that sees it sees this too.
-            self._resume_at = newest_within(self.messages, self.options.read_low_water)
+            # Before the flag: a reader that sees it sees these too.
+            low_water = self.options.read_low_water
+            self._resume_at, self._resume_weight = newest_within(self.messages, low_water)
+            self._paused_at = self.deliveries
             self.paused = True
             # A lock-free reader pops first and checks the flag after; we
             # set the flag first and check the inbox after. One of the two

@@ -36,7 +36,7 @@ from ._errors import (
 from ._framing import Decoder, Message
 from ._lifecycle import Lifecycle, State
 from ._options import ChannelOptions
-from ._received import Received
+from ._received import MESSAGE_OVERHEAD, Received
 from ._sending import Sending
 
 __all__ = ["Protocol", "State"]
@@ -215,9 +215,13 @@ class Protocol:
         self._heard = True
         # Received.add for one message, without its calls.
         received = self.received
-        received.messages.append(message)
+        messages = received.messages
+        messages.append(message)
         received.unread += len(message)
-        if received.unread > received.high and not received.paused:
+        if (
+            received.unread + MESSAGE_OVERHEAD * len(messages) > received.high
+            and not received.paused
+        ):
             received.paused = received.paused_since_check = True
         return True
 

@@ -1,5 +1,8 @@
 """How many bytes an inbox holds unread, known without readers counting what they take.
 
+"Bytes" here are what messages weigh in flow control: each its payload
+and ``MESSAGE_OVERHEAD`` (see ``_received``).
+
 Inbound flow control pauses reading past ``read_high_water`` unread bytes.
 Readers take messages without a lock, and a count kept per read would cost
 every read an update of shared state (and race other readers). Instead the
@@ -28,10 +31,13 @@ interrupted can make the count off by a message for a while (see
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Collection
 from itertools import islice
 from typing import Any
 
-__all__ = ["UnreadCount", "newest_within"]
+from ._received import MESSAGE_OVERHEAD
+
+__all__ = ["UnreadCount", "newest_within", "weight_of"]
 
 #: The most bytes from one mark to where the next is due: with one
 #: delivery's bytes, the bound's largest error.
@@ -114,10 +120,12 @@ class UnreadCount:
             in_first, after = unread_messages, 0
         try:
             unread = after + sum(map(len, islice(inbox, in_first)))
+            # Readers may have taken some of those meanwhile: none weighs less.
+            unread += MESSAGE_OVERHEAD * in_first
         except RuntimeError:
             # A reader took a message meanwhile (the count ran Python code,
             # an ``Assembly``'s ``len``): count a copy, one step for others.
-            unread = sum(map(len, inbox.copy()))
+            unread = weight_of(inbox.copy())
         self.settle(total, unread)
         return unread
 
@@ -127,32 +135,44 @@ class UnreadCount:
             self.settled = total - unread
 
 
-#: How many sizes :func:`newest_within` takes from the inbox per C call.
+#: How many sizes :func:`newest_within` sums in one C call.
 _SIZES_PER_STEP = 512
 
 
-def newest_within(inbox: deque[Any], limit: int) -> int:
-    """How many of the newest messages in ``inbox`` hold ``limit`` bytes or fewer together.
+def weight_of(messages: Collection[Any]) -> int:
+    """What ``messages`` weigh against the read marks: payloads and overheads."""
+    return sum(map(len, messages)) + MESSAGE_OVERHEAD * len(messages)
+
+
+def newest_within(inbox: deque[Any], limit: int) -> tuple[int, int]:
+    """How many of the newest messages in ``inbox`` weigh ``limit`` or less, and what they weigh.
 
     Once no more than that many are left unread, and nothing was delivered
-    meanwhile, the unread bytes are within ``limit``. Readers take from the
-    other end meanwhile, so a copy is counted; sizes are summed a step at a
+    meanwhile, the unread messages weigh that much at most. Only the newest
+    ``limit // MESSAGE_OVERHEAD + 1`` are looked at (none weighs less than
+    the overhead), taken in one C call, so that readers taking from the
+    other end meanwhile change nothing; their sizes are summed a step at a
     time in C, and only the step that crosses ``limit`` one by one.
     """
-    sizes = map(len, reversed(inbox.copy()))
+    most = limit // MESSAGE_OVERHEAD + 1
+    try:
+        sizes = list(map(len, islice(reversed(inbox), most)))
+    except RuntimeError:
+        # A reader took a message meanwhile (an ``Assembly``'s ``len`` runs
+        # Python code, where threads switch): look at a copy.
+        sizes = list(map(len, islice(reversed(inbox.copy()), most)))
     within = 0
     total = 0
-    while True:
-        step = list(islice(sizes, _SIZES_PER_STEP))
-        if not step:
-            return within
-        step_total = sum(step)
+    for start in range(0, len(sizes), _SIZES_PER_STEP):
+        step = sizes[start : start + _SIZES_PER_STEP]
+        step_total = sum(step) + MESSAGE_OVERHEAD * len(step)
         if total + step_total <= limit:
             total += step_total
             within += len(step)
             continue
         for size in step:
-            total += size
-            if total > limit:
-                return within
+            if total + size + MESSAGE_OVERHEAD > limit:
+                return within, total
+            total += size + MESSAGE_OVERHEAD
             within += 1
+    return within, total

@@ -17,7 +17,9 @@ import pytest
 
 import stockings
 from conftest import wait_until
+from stockings import encode
 from stockings._inbox import Inbox
+from stockings._received import MESSAGE_OVERHEAD
 from stockings._unread import UnreadCount
 
 MESSAGE = b"m" * 8192
@@ -110,10 +112,11 @@ def test_a_paused_stocking_resumes_at_the_first_read_below_the_low_water_mark() 
         wait_until(lambda: inbox.paused)
         while inbox.paused:
             # Nothing arrives while paused: the inbox is as the pause left it.
-            unread = inbox.unread_bytes
+            # Each message weighs its payload and the overhead.
+            unread = inbox.unread_bytes + MESSAGE_OVERHEAD * len(inbox.messages)
             assert unread > low_water, "paused below the low-water mark"
             assert receiver.read() == MESSAGE
-        assert unread - len(MESSAGE) <= low_water
+        assert unread - len(MESSAGE) - MESSAGE_OVERHEAD <= low_water
 
 
 @pytest.mark.timeout(20)
@@ -146,6 +149,37 @@ def test_paused_reads_count_nothing_until_few_enough_are_left(
             assert receiver.read() == MESSAGE
             reads += 1
         assert reads > 1, "nothing was read while paused: nothing was tested"
-        # Exactly the read that left the unread bytes under the low mark looked.
-        assert looks == [low_water // len(MESSAGE)]
-        assert paused_with - reads == low_water // len(MESSAGE)
+        # Exactly the read that left the unread messages under the low mark looked.
+        left = low_water // (len(MESSAGE) + MESSAGE_OVERHEAD)
+        assert looks == [left]
+        assert paused_with - reads == left
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("size", [0, 1])
+def test_a_flood_of_empty_messages_pauses_reading_as_any_other(size: int) -> None:
+    # Empty (and one-byte) payloads are shared objects in Python, so each
+    # costs the inbox little more than its place in it; counted by their
+    # payloads alone they never reached the mark, and a peer sending them
+    # grew the process without bound (64 MiB of them: 550 MiB).
+    high_water = 64 * 1024
+    framed = encode(b"x" * size)
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    with stockings.Stocking(b, read_high_water=high_water) as receiver:
+        inbox = receiver._channel.inbox
+        flood = framed * (1 << 16)
+
+        def flooded_until_paused() -> bool:
+            try:
+                a.send(flood)
+            except BlockingIOError:
+                return inbox.paused
+            return False
+
+        wait_until(flooded_until_paused, timeout=20)
+        # The mark, and at most what one receive (256 KiB) held besides.
+        most = high_water // (MESSAGE_OVERHEAD + size) + 256 * 1024 // len(framed) + 1
+        assert len(inbox.messages) <= most
+        assert receiver.read() == b"x" * size
+    a.close()

@@ -21,6 +21,7 @@ from stockings import (
 from stockings._framing import Decoder
 from stockings._options import ChannelOptions
 from stockings._protocol import Protocol, State
+from stockings._received import MESSAGE_OVERHEAD
 
 
 def options(
@@ -76,7 +77,8 @@ def test_clean_peer_close_between_messages() -> None:
 
 
 def test_receive_small_takes_one_whole_small_bytes_message_only() -> None:
-    protocol = Protocol(options(max_message_size=8, read_high=4, read_low=0))
+    # Each message weighs its payload and MESSAGE_OVERHEAD against the marks.
+    protocol = Protocol(options(max_message_size=8, read_high=4 + MESSAGE_OVERHEAD, read_low=0))
     buffer = bytearray(encode(b"abc") + b"\xff" * 20)
     assert protocol.receive_small(buffer, 4)
     assert protocol.inbox[-1] == b"abc"
@@ -97,7 +99,7 @@ def test_receive_small_takes_one_whole_small_bytes_message_only() -> None:
     protocol.receive_data(encode(b"abcdef")[:3])  # a message in progress
     assert not protocol.receive_small(encode(b"z"), 2)
     protocol.receive_data(b"cdef")
-    assert not protocol.reading_wanted  # 6 unread > 4
+    assert not protocol.reading_wanted  # 6 unread > 4 (each with the overhead)
     assert protocol.next_message() == b"abcdef"
     assert protocol.receive_small(encode(b"z"), 2)
     assert protocol.reading_wanted
@@ -520,3 +522,16 @@ class Lifecycle(RuleBasedStateMachine):
 
 Lifecycle.TestCase.settings = settings(max_examples=600, stateful_step_count=30, deadline=None)
 test_lifecycle = Lifecycle.TestCase
+
+
+def test_empty_messages_weigh_enough_to_pause_reading() -> None:
+    # Counted by payload alone, a flood of empty messages never paused.
+    protocol = Protocol(options(read_high=64 * 1024, read_low=16 * 1024))
+    protocol.receive_data(encode(b"") * (64 * 1024 // MESSAGE_OVERHEAD + 1))
+    assert not protocol.reading_wanted
+    # Resumed once what is left weighs the low mark or less.
+    while len(protocol.inbox) > 16 * 1024 // MESSAGE_OVERHEAD + 1:
+        assert protocol.next_message() == b""
+        assert not protocol.reading_wanted
+    assert protocol.next_message() == b""
+    assert protocol.reading_wanted

@@ -7,7 +7,8 @@ from collections import deque
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stockings._unread import MAX_SPAN, MIN_SPAN, UnreadCount, newest_within
+from stockings._received import MESSAGE_OVERHEAD as W
+from stockings._unread import MAX_SPAN, MIN_SPAN, UnreadCount, newest_within, weight_of
 
 
 class Message:
@@ -32,9 +33,10 @@ class Inbox:
         self.total = 0
 
     def deliver(self, sizes: list[int]) -> None:
+        # As the inbox does: each message weighs its size and the overhead.
         self.sizes.extend(map(Message, sizes))
         self.messages += len(sizes)
-        self.total += sum(sizes)
+        self.total += sum(sizes) + W * len(sizes)
         if self.total >= self.count.due:
             self.count.mark(self.messages, self.total)
 
@@ -55,11 +57,11 @@ def test_deliveries_read_whole_are_counted_exactly() -> None:
     inbox.deliver([MIN_SPAN])
     inbox.deliver([MIN_SPAN, 100])
     inbox.deliver([7])
-    assert inbox.bound() == 2 * MIN_SPAN + 107
+    assert inbox.bound() == 2 * MIN_SPAN + 107 + 4 * W
     inbox.read(1)
-    assert inbox.bound() == MIN_SPAN + 107
+    assert inbox.bound() == MIN_SPAN + 107 + 3 * W
     inbox.read(2)
-    assert inbox.bound() == 7
+    assert inbox.bound() == 7 + W
     inbox.read(1)
     assert inbox.bound() == 0
 
@@ -68,12 +70,12 @@ def test_a_delivery_read_in_part_counts_as_unread_until_an_exact_count_settles_i
     inbox = Inbox()
     inbox.deliver([1000] * 10)
     inbox.read(4)
-    assert inbox.bound() == 10_000
-    inbox.count.settle(inbox.total, 6000)
-    assert inbox.bound() == 6000
+    assert inbox.bound() == 10 * (1000 + W)
+    inbox.count.settle(inbox.total, 6 * (1000 + W))
+    assert inbox.bound() == 6 * (1000 + W)
     # A count older than what the marks know changes nothing.
     inbox.read(6)
-    inbox.count.settle(inbox.total, 6000)
+    inbox.count.settle(inbox.total, 6 * (1000 + W))
     assert inbox.bound() == 0
 
 
@@ -81,17 +83,17 @@ def test_small_deliveries_are_marked_now_and_then_so_marks_stay_few() -> None:
     inbox = Inbox(low_water=1024 * 1024)
     for _ in range(100_000):
         inbox.deliver([10])
-    # 1,000,000 bytes, a mark each MAX_SPAN (a quarter of the low mark is more).
-    assert len(inbox.count._marks) <= 1_000_000 // MAX_SPAN + 1
+    # A mark each MAX_SPAN (a quarter of the low mark is more).
+    assert len(inbox.count._marks) <= inbox.total // MAX_SPAN + 1
     inbox.read(100_000 - 1)
-    assert 10 <= inbox.bound() <= MAX_SPAN + 10
+    assert 10 + W <= inbox.bound() <= MAX_SPAN + 10 + W
 
 
 def test_a_low_water_mark_of_zero_stillspans_minspan() -> None:
     inbox = Inbox(low_water=0)
     for _ in range(10_000):
         inbox.deliver([1])
-    assert len(inbox.count._marks) <= 10_000 // MIN_SPAN + 1
+    assert len(inbox.count._marks) <= inbox.total // MIN_SPAN + 1
 
 
 @given(
@@ -112,10 +114,10 @@ def test_the_bound_is_never_below_the_unread_bytes_nor_above_by_more_than_a_mark
     for step in steps:
         if isinstance(step, list):
             inbox.deliver(step)
-            largest = max(largest, sum(step))
+            largest = max(largest, sum(step) + W * len(step))
         else:
             inbox.read(min(step, len(inbox.sizes)))
-        unread = sum(map(len, inbox.sizes))
+        unread = weight_of(inbox.sizes)
         bound = inbox.bound()
         assert unread <= bound <= unread + inbox.count.span + largest
         if not inbox.sizes:
@@ -131,7 +133,7 @@ def test_an_exact_count_counts_only_the_oldest_mark_one_by_one() -> None:
     for _ in range(4):
         inbox.deliver([1000] * 100)
     inbox.read(150)
-    assert inbox.bound() == 300_000
+    assert inbox.bound() == 300 * (1000 + W)
     counted: list[int] = []
     original = Message.__len__
 
@@ -141,11 +143,11 @@ def test_an_exact_count_counts_only_the_oldest_mark_one_by_one() -> None:
 
     Message.__len__ = counting  # type: ignore[method-assign]
     try:
-        assert inbox.exact() == 250_000
+        assert inbox.exact() == 250 * (1000 + W)
     finally:
         Message.__len__ = original  # type: ignore[method-assign]
     assert len(counted) == 50
-    assert inbox.bound() == 250_000
+    assert inbox.bound() == 250 * (1000 + W)
 
 
 def test_a_reader_taking_a_message_during_an_exact_count_gets_a_count_of_a_copy() -> None:
@@ -162,34 +164,51 @@ def test_a_reader_taking_a_message_during_an_exact_count_gets_a_count_of_a_copy(
             return self.size
 
     inbox.sizes[0] = Taking(1000)
-    assert inbox.count.count(inbox.sizes, inbox.messages, inbox.total) == 6000
+    assert inbox.count.count(inbox.sizes, inbox.messages, inbox.total) == 6 * (1000 + W)
 
 
 @given(
     sizes=st.lists(st.sampled_from([0, 1, 16, 100, 4096]), max_size=2000),
-    limit=st.integers(0, 100_000),
+    limit=st.integers(0, 300_000),
 )
 def test_newest_within_finds_the_most_newest_messages_that_fit(
     sizes: list[int], limit: int
 ) -> None:
     # Over 512 sizes, some lists cross the step the sums are taken in.
     inbox = deque(bytes(size) for size in sizes)
-    within = newest_within(inbox, limit)
+    within, weight = newest_within(inbox, limit)
     newest = sizes[len(sizes) - within :]
-    assert sum(newest) <= limit
-    assert within == len(sizes) or sum(sizes[len(sizes) - within - 1 :]) > limit
+    assert weight == sum(newest) + W * within <= limit
+    assert within == len(sizes) or sum(sizes[len(sizes) - within - 1 :]) + W * (within + 1) > limit
     assert len(inbox) == len(sizes), "the inbox itself was changed"
 
 
 def test_newest_within_counts_messages_whose_length_runs_python_code() -> None:
     inbox = deque(Message(100) for _ in range(1000))
-    assert newest_within(inbox, 1000) == 10
-    assert newest_within(inbox, 10**9) == 1000
+    assert newest_within(inbox, 10 * (100 + W)) == (10, 10 * (100 + W))
+    assert newest_within(inbox, 10 * (100 + W) - 1) == (9, 9 * (100 + W))
+    assert newest_within(inbox, 10**9)[0] == 1000
 
 
 def test_newest_within_crosses_the_steps_it_sums_in() -> None:
     inbox = deque(bytes(100) for _ in range(1500))
-    assert newest_within(inbox, 512 * 100) == 512
-    assert newest_within(inbox, 512 * 100 - 1) == 511
-    assert newest_within(inbox, 700 * 100 + 50) == 700
-    assert newest_within(inbox, 1500 * 100) == 1500
+    weight = 100 + W
+    assert newest_within(inbox, 512 * weight)[0] == 512
+    assert newest_within(inbox, 512 * weight - 1)[0] == 511
+    assert newest_within(inbox, 700 * weight + 50)[0] == 700
+    assert newest_within(inbox, 1500 * weight)[0] == 1500
+
+
+def test_newest_within_looks_at_a_copy_when_a_reader_takes_a_message_meanwhile() -> None:
+    inbox: deque[Message] = deque()
+
+    class Taking(Message):
+        __slots__ = ()
+
+        def __len__(self) -> int:
+            if len(inbox) > 5:
+                inbox.popleft()  # as a racing reader would
+            return self.size
+
+    inbox.extend(Taking(100) for _ in range(10))
+    assert newest_within(inbox, 3 * (100 + W)) == (3, 3 * (100 + W))
