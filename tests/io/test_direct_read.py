@@ -62,7 +62,12 @@ def bytes_waiting(sock: socket.socket) -> int:
 def hold_back_the_hub(
     channel: Channel, monkeypatch: pytest.MonkeyPatch, seconds: float
 ) -> threading.Event:
-    """Make the hub's receives wait (up to ``seconds``) until the returned event is set."""
+    """Make the hub's receives wait (up to ``seconds``) until the returned event is set.
+
+    Returns once the hub has gone round its loop: a receive it was making
+    (the end of the last message) would otherwise go on with the original,
+    and might take the first bytes of the next message before the gate.
+    """
     gate = threading.Event()
     original = channel._receive
 
@@ -71,6 +76,9 @@ def hold_back_the_hub(
         return original()
 
     monkeypatch.setattr(channel, "_receive", held_back)
+    went_round = threading.Event()
+    channel.hub.call_soon(went_round.set)
+    assert went_round.wait(10), "the hub never went round its loop"
     return gate
 
 
