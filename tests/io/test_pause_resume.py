@@ -10,8 +10,10 @@ the messages the pause held back.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -98,18 +100,29 @@ def test_racing_readers_of_a_paused_stocking_read_everything_once() -> None:
             assert into == sorted(into)
 
 
-@pytest.mark.timeout(20)
-def test_a_paused_stocking_resumes_at_the_first_read_below_the_low_water_mark() -> None:
-    low_water = 32 * 1024
+LOW_WATER = 32 * 1024
+
+
+@contextlib.contextmanager
+def paused_receiver() -> Iterator[stockings.Stocking]:
+    """A stocking paused at a 64 KiB mark (low mark 32 KiB), ``COUNT`` messages sent to it."""
     a, b = socket.socketpair()
     with (
         stockings.Stocking(a) as sender,
-        stockings.Stocking(b, read_high_water=64 * 1024, read_low_water=low_water) as receiver,
+        stockings.Stocking(b, read_high_water=64 * 1024, read_low_water=LOW_WATER) as receiver,
     ):
         for _ in range(COUNT):
             sender.write(MESSAGE)
         inbox = receiver._channel.inbox
         wait_until(lambda: inbox.paused)
+        yield receiver
+
+
+@pytest.mark.timeout(20)
+def test_a_paused_stocking_resumes_at_the_first_read_below_the_low_water_mark() -> None:
+    low_water = LOW_WATER
+    with paused_receiver() as receiver:
+        inbox = receiver._channel.inbox
         while inbox.paused:
             # Nothing arrives while paused: the inbox is as the pause left it.
             # Each message weighs its payload and the overhead.
@@ -133,16 +146,9 @@ def test_paused_reads_count_nothing_until_few_enough_are_left(
         resume_if_drained(self)
 
     monkeypatch.setattr(Inbox, "_resume_if_drained", counting)
-    low_water = 32 * 1024
-    a, b = socket.socketpair()
-    with (
-        stockings.Stocking(a) as sender,
-        stockings.Stocking(b, read_high_water=64 * 1024, read_low_water=low_water) as receiver,
-    ):
-        for _ in range(COUNT):
-            sender.write(MESSAGE)
+    low_water = LOW_WATER
+    with paused_receiver() as receiver:
         inbox = receiver._channel.inbox
-        wait_until(lambda: inbox.paused)
         paused_with = len(inbox.messages)
         reads = 0
         while inbox.paused:
