@@ -276,11 +276,17 @@ class Inbox:
                 # Delivered as the pause began (a receive under way): count.
                 unread = weight_of(messages.copy())
                 if messages and unread > low_water:
-                    self._resume_at, self._resume_weight = newest_within(messages, low_water)
-                    self._paused_at = self.deliveries
+                    self._aim_resume()
                     return
             self._unread.settle(self._delivered, unread)
             self.resume_reading_soon()
+
+    def _aim_resume(self) -> None:
+        """Work out how few messages must be left to resume reading (``lock`` held, paused)."""
+        self._resume_at, self._resume_weight = newest_within(
+            self.messages, self.options.read_low_water
+        )
+        self._paused_at = self.deliveries
 
     def resume_reading_soon(self) -> None:
         """Have the hub read again, and clear :attr:`paused` (``lock`` held)."""
@@ -339,10 +345,8 @@ class Inbox:
                 return False
             if tally.count(self.messages, self.messages_received, delivered) <= high_water:
                 return False
-            # Before the flag: a reader that sees it sees these too.
-            low_water = self.options.read_low_water
-            self._resume_at, self._resume_weight = newest_within(self.messages, low_water)
-            self._paused_at = self.deliveries
+            # Before the flag: a reader that sees it sees the aim too.
+            self._aim_resume()
             self.paused = True
             # A lock-free reader pops first and checks the flag after; we
             # set the flag first and check the inbox after. One of the two
